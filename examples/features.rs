@@ -1,0 +1,113 @@
+//! Pooled block features of images.
+//!
+//! ```text
+//! cargo run --release --example features -- IMAGE... [--json] [--device flex|ndarray|wgpu] [--weights PATH]
+//! ```
+//!
+//! With `--json`, one line per image:
+//! `{"path": "...", "blocks": [[64 floats], [256], [512], [1024], [2048]]}`.
+//! Without it, a short summary per image.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use attrex::{Backbone, BlockTap};
+
+struct Args {
+    images: Vec<PathBuf>,
+    json: bool,
+    device: Option<String>,
+    weights: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        images: Vec::new(),
+        json: false,
+        device: None,
+        weights: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => args.json = true,
+            "--device" => args.device = Some(it.next().ok_or("--device needs a value")?),
+            "--weights" => args.weights = Some(it.next().ok_or("--weights needs a value")?.into()),
+            "-h" | "--help" => return Err(String::new()),
+            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
+            _ => args.images.push(a.into()),
+        }
+    }
+    if args.images.is_empty() {
+        return Err("no image given".into());
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("error: {msg}");
+            }
+            eprintln!(
+                "usage: features IMAGE... [--json] [--device flex|ndarray|wgpu] [--weights PATH]"
+            );
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(args) {
+        eprintln!("error: {e}");
+        let mut source = e.source();
+        while let Some(s) = source {
+            eprintln!("  caused by: {s}");
+            source = s.source();
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let device = match &args.device {
+        Some(name) => attrex::device_from_name(name)?,
+        None => attrex::default_device()?,
+    };
+    let backbone = Arc::new(Backbone::load(args.weights.as_deref(), &device)?);
+    if !args.json {
+        println!(
+            "weights {} loaded in {:.2?} on {device:?}",
+            &backbone.weights_id()[..12],
+            backbone.load_time()
+        );
+    }
+    let tap = BlockTap::all(backbone);
+    let taps = tap.taps();
+    for path in &args.images {
+        let start = Instant::now();
+        let features = tap.extract_paths(std::slice::from_ref(path))?;
+        let f = &features[0];
+        if args.json {
+            let line =
+                serde_json::json!({ "path": path.display().to_string(), "blocks": f.blocks });
+            println!("{line}");
+        } else {
+            println!("{} ({:.2?})", path.display(), start.elapsed());
+            for (info, v) in taps.iter().zip(&f.blocks) {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let (imax, max) = v
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |m, (i, &x)| if x > m.1 { (i, x) } else { m });
+                let zeros = v.iter().filter(|&&x| x == 0.0).count();
+                println!(
+                    "  {:<6} dim={:<4} l2={norm:<9.3} max={max:.3}@{imax:<4} zeros={zeros}",
+                    info.name, info.dim
+                );
+            }
+        }
+    }
+    Ok(())
+}

