@@ -255,3 +255,109 @@ pub enum DeviceError {
         reason: String,
     },
 }
+
+/// Errors from reading a dataset folder.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatasetError {
+    /// A folder could not be listed.
+    #[error("cannot list {path}")]
+    Io {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The root holds no class folder.
+    #[error("{root} holds no class folders (expected root/<class>/<image>)")]
+    NoClasses {
+        /// The root folder.
+        root: PathBuf,
+    },
+    /// A class folder holds no image.
+    #[error("class folder {folder} holds no images")]
+    EmptyClass {
+        /// The class folder.
+        folder: PathBuf,
+    },
+}
+
+/// Errors from an [`AttributeIndex`](crate::AttributeIndex).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// A vector of the wrong length.
+    #[error("vector has {got} values, the index holds {expected}-dimensional vectors")]
+    Dimension {
+        /// The index's dimension.
+        expected: usize,
+        /// The length given.
+        got: usize,
+    },
+    /// A NaN or infinite value.
+    #[error("vector holds a NaN or infinite value at position {position}")]
+    NotFinite {
+        /// Its position in the vector.
+        position: usize,
+    },
+    /// A query against an index without examples.
+    #[error("the index holds no examples")]
+    Empty,
+    /// A tap that does not give one vector of the index's dimension.
+    #[error(
+        "the index holds {dim}-d vectors but the tap gives {taps:?}; use a tap on one block of that dimension"
+    )]
+    TapMismatch {
+        /// The index's dimension.
+        dim: usize,
+        /// The tap's blocks.
+        taps: Vec<String>,
+    },
+    /// Reading images through a tap failed.
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    /// The index file could not be read or written.
+    #[error("index file {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not an attrex index.
+    #[error("{path} is not an attrex index file")]
+    NotAnIndex {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was written by another version of the format.
+    #[error("{path}: index format version {found}, this attrex reads version {supported}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// The file is shorter than its header says.
+    #[error("{path} is truncated: {len} bytes, expected {expected}")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The length its header implies.
+        expected: u64,
+    },
+    /// The checksum or the contents do not agree.
+    #[error("{path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What disagrees.
+        reason: String,
+    },
+}

@@ -30,15 +30,26 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod dataset;
 mod device;
 mod error;
+pub mod eval;
+mod extract;
+mod fsutil;
+pub mod index;
+pub mod plot;
 mod preprocess;
 pub mod resnet;
 mod tap;
 pub mod weights;
 
+pub use dataset::{Dataset, IMAGE_EXTENSIONS, Item};
 pub use device::{BACKENDS, default_device, device_from_name};
-pub use error::{DeviceError, ImageError, TapError, WeightsError};
+pub use error::{DatasetError, DeviceError, ImageError, IndexError, TapError, WeightsError};
+pub use extract::{
+    CACHE_VERSION, DatasetFeatures, ExtractOptions, FeatureCache, OnUnreadable, extract_dataset,
+};
+pub use index::{AttributeIndex, ExampleId, Neighbour, Prediction, Search, TieBreak};
 pub use preprocess::{
     DecodeLimits, INPUT_SIDE, Preprocessing, RESIZE_SIDE, read_image, read_image_with_limits,
 };

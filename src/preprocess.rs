@@ -125,11 +125,23 @@ pub fn read_image_with_limits(
     path: &Path,
     limits: DecodeLimits,
 ) -> Result<DynamicImage, ImageError> {
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    decode_image(bytes, path, limits)
+}
+
+/// Decodes the bytes of an image file already read; `path` names it in errors.
+pub(crate) fn decode_image(
+    bytes: Vec<u8>,
+    path: &Path,
+    limits: DecodeLimits,
+) -> Result<DynamicImage, ImageError> {
     let io = |source| ImageError::Io {
         path: path.to_owned(),
         source,
     };
-    let bytes = std::fs::read(path).map_err(io)?;
     if bytes.is_empty() {
         return Err(ImageError::Empty {
             path: path.to_owned(),

@@ -116,6 +116,28 @@ impl Backbone {
         })
     }
 
+    /// A backbone with random weights (seeded), for timing and tests where the values do not
+    /// matter. Its [`weights_id`](Self::weights_id) says so.
+    pub fn random(
+        config: ResNetConfig,
+        preprocessing: Preprocessing,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        let start = Instant::now();
+        let state = weights::StateDict::random(&config, seed);
+        let net = ResNet::from_state(&config, &state, device)
+            .expect("StateDict::random produces every tensor of the config in its shape");
+        Self {
+            net,
+            config,
+            preprocessing,
+            device: device.clone(),
+            weights_id: format!("random-seed-{seed}"),
+            load_time: start.elapsed(),
+        }
+    }
+
     /// The network.
     pub fn net(&self) -> &ResNet {
         &self.net
@@ -234,6 +256,11 @@ impl BlockTap {
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
         self
+    }
+
+    /// Images per forward pass.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
     }
 
     /// The backbone.

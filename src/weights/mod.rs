@@ -70,6 +70,48 @@ impl StateDict {
     }
 }
 
+impl StateDict {
+    /// Random weights (He-scaled, from a seeded xorshift) and identity BatchNorm statistics for
+    /// `config`: for timing and tests, where the values do not matter.
+    pub fn random(config: &ResNetConfig, seed: u64) -> Self {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut uniform = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        };
+        let mut tensors = BTreeMap::new();
+        for spec in config.convs() {
+            let shape = spec.weight_shape();
+            let fan_in = (shape[1] * shape[2] * shape[3]) as f32;
+            let scale = (6.0 / fan_in).sqrt();
+            let n: usize = shape.iter().product();
+            let w = (0..n).map(|_| uniform() * scale).collect();
+            tensors.insert(format!("{}.weight", spec.conv), (shape.to_vec(), w));
+            let c = spec.channels[1];
+            for (name, value) in [
+                ("weight", 1.0),
+                ("bias", 0.0),
+                ("running_mean", 0.0),
+                ("running_var", 1.0),
+            ] {
+                tensors.insert(format!("{}.{name}", spec.bn), (vec![c], vec![value; c]));
+            }
+        }
+        if config.num_classes > 0 {
+            let (n, d) = (config.num_classes, config.block_dims()[4]);
+            let w = (0..n * d).map(|_| uniform() / (d as f32).sqrt()).collect();
+            tensors.insert("fc.weight".into(), (vec![n, d], w));
+            tensors.insert("fc.bias".into(), (vec![n], vec![0.0; n]));
+        }
+        Self {
+            source_name: format!("random weights (seed {seed})"),
+            tensors,
+        }
+    }
+}
+
 /// The kind of weights file, recognised from its name or content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

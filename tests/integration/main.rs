@@ -3,9 +3,12 @@
 //! Needs the real weights (`weights/fetch.sh`) and the shared data folder `../shared` beside the
 //! repository (or `ATTREX_SHARED`). Missing either is a failure, not a skip.
 
+mod backends;
 mod bad_images;
 mod bad_weights;
+mod index;
 mod parity;
+mod table1;
 mod torchvision;
 
 use std::path::PathBuf;

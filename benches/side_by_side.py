@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Side-by-side throughput: attrex vs ONNX Runtime and PyTorch on the same shapes and threads.
+
+    pip install torch onnx onnxscript onnxruntime   # outside the repo (torch is several GB)
+    python benches/side_by_side.py [--batch 8] [--threads 2] [--upto 5] [--runs 7]
+
+Random weights: timing does not depend on their values. The network is ResNet-50 v1 (stride on
+the first 1x1, as the Keras weights attrex uses), with all five pooled taps as outputs, truncated
+after block --upto. attrex is timed by `cargo run --release --example throughput` when that
+example exists, else by its criterion bench figure if given with --attrex IMG_PER_S.
+Prints img/s for each engine and the ratios to attrex.
+"""
+import argparse, os, re, subprocess, sys, tempfile, time
+import numpy as np
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--batch", type=int, default=8)
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--upto", type=int, default=5)
+ap.add_argument("--runs", type=int, default=7)
+ap.add_argument("--attrex", type=float, help="attrex img/s measured elsewhere (skip running it)")
+a = ap.parse_args()
+os.environ["OMP_NUM_THREADS"] = str(a.threads)
+
+import torch, torch.nn as nn
+torch.set_num_threads(a.threads)
+
+
+class Bottleneck(nn.Module):
+    def __init__(s, cin, mid, cout, stride):
+        super().__init__()
+        s.conv1 = nn.Conv2d(cin, mid, 1, stride, bias=False); s.bn1 = nn.BatchNorm2d(mid)
+        s.conv2 = nn.Conv2d(mid, mid, 3, 1, 1, bias=False); s.bn2 = nn.BatchNorm2d(mid)
+        s.conv3 = nn.Conv2d(mid, cout, 1, bias=False); s.bn3 = nn.BatchNorm2d(cout)
+        s.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else None
+
+    def forward(s, x):
+        r = x if s.down is None else s.down(x)
+        x = torch.relu(s.bn1(s.conv1(x))); x = torch.relu(s.bn2(s.conv2(x)))
+        return torch.relu(s.bn3(s.conv3(x)) + r)
+
+
+class R50Taps(nn.Module):
+    def __init__(s, upto):
+        super().__init__()
+        s.upto = upto
+        s.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False); s.bn1 = nn.BatchNorm2d(64)
+        cin, stages = 64, []
+        for i, (mid, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
+            blocks = []
+            for j in range(n):
+                blocks.append(Bottleneck(cin, mid, mid * 4, (2 if i > 0 else 1) if j == 0 else 1)); cin = mid * 4
+            stages.append(nn.Sequential(*blocks))
+        s.stages = nn.ModuleList(stages[: upto - 1])
+
+    def forward(s, x):
+        x = torch.relu(s.bn1(s.conv1(x))); out = [x.mean((2, 3))]
+        x = nn.functional.max_pool2d(x, 3, 2, 1)
+        for st in s.stages:
+            x = st(x); out.append(x.mean((2, 3)))
+        return tuple(out)
+
+
+def bench(fn, runs):
+    fn(); fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+    return a.batch / float(np.median(times))
+
+
+m = R50Taps(a.upto).eval()
+x = torch.randn(a.batch, 3, 224, 224)
+results = {}
+with torch.inference_mode():
+    results["pytorch " + torch.__version__] = bench(lambda: m(x), a.runs)
+
+try:
+    import onnxruntime as ort
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "r50.onnx")
+        torch.onnx.export(m, (x,), path, input_names=["x"], dynamo=False, opset_version=17)
+        so = ort.SessionOptions(); so.intra_op_num_threads = a.threads; so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        xn = x.numpy()
+        results["onnxruntime " + ort.__version__] = bench(lambda: sess.run(None, {"x": xn}), a.runs)
+except ImportError as e:
+    print(f"onnxruntime not installed ({e}); skipping it", file=sys.stderr)
+
+if a.attrex is not None:
+    results["attrex"] = a.attrex
+else:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = ["cargo", "run", "--release", "-q", "--example", "throughput", "--", "--batch", str(a.batch),
+           "--threads", str(a.threads), "--upto", str(a.upto)]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    m_ = re.search(r"img_per_s=([0-9.]+)\s*$", out.stdout)
+    if out.returncode != 0 or not m_:
+        sys.exit(f"attrex throughput example failed:\n{out.stdout}\n{out.stderr}")
+    results["attrex"] = float(m_.group(1))
+
+print(f"batch={a.batch} threads={a.threads} upto=block{a.upto}")
+for k, v in results.items():
+    print(f"{k:24s} img_per_s={v:7.2f}  attrex/this={results['attrex'] / v:5.2f}")

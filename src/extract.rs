@@ -1,0 +1,396 @@
+//! Feature extraction over a whole dataset, with a progress bar and an on-disk cache.
+//!
+//! The cache holds one small file per image, addressed by the sha256 of the image's bytes and
+//! filed under the weights' digest and the preprocessing:
+//! `<cache>/<weights id>/<preprocessing>/<ab>/<sha256>.feat`. Renaming or moving an image keeps
+//! its entry; editing it, or changing weights or preprocessing, misses. Each entry carries a
+//! format version and a sha256 of its contents; an entry that fails either is recomputed and
+//! rewritten, never trusted.
+
+use std::path::{Path, PathBuf};
+
+use image::DynamicImage;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::dataset::Dataset;
+use crate::error::{ImageError, TapError};
+use crate::preprocess::{DecodeLimits, decode_image};
+use crate::tap::{Block, BlockTap, Features};
+
+/// What to do with an image that cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnUnreadable {
+    /// Stop with the error, which names the file (default).
+    #[default]
+    Fail,
+    /// Leave it out, and list it in [`DatasetFeatures::skipped`].
+    Skip,
+}
+
+/// Options of [`extract_dataset`].
+#[derive(Debug, Clone, Default)]
+pub struct ExtractOptions {
+    /// What to do with unreadable images.
+    pub on_unreadable: OnUnreadable,
+    /// The feature cache, if any.
+    pub cache: Option<FeatureCache>,
+    /// Draw a progress bar on stderr (hidden when stderr is not a terminal).
+    pub progress: bool,
+}
+
+/// The pooled features of a dataset, one matrix per tapped block.
+#[derive(Debug)]
+pub struct DatasetFeatures {
+    /// The tapped blocks, in the order of [`blocks`](Self::blocks).
+    pub taps: Vec<crate::tap::TapInfo>,
+    /// `blocks[b]` is the `n x dim` row-major matrix of block `taps[b]`.
+    pub blocks: Vec<Vec<f32>>,
+    /// The label of each row.
+    pub labels: Vec<usize>,
+    /// The image of each row.
+    pub paths: Vec<PathBuf>,
+    /// Images left out because they could not be decoded ([`OnUnreadable::Skip`]).
+    pub skipped: Vec<ImageError>,
+    /// Rows read from the cache.
+    pub cache_hits: usize,
+    /// Cache entries found damaged or of another version, recomputed and rewritten.
+    pub cache_rebuilt: usize,
+}
+
+impl DatasetFeatures {
+    /// The matrix of `block`, if tapped, with its dimension.
+    pub fn block(&self, block: Block) -> Option<(&[f32], usize)> {
+        let i = self.taps.iter().position(|t| t.block == block)?;
+        Some((&self.blocks[i], self.taps[i].dim))
+    }
+}
+
+/// Extracts the features of every image of `dataset` through `tap`, batch by batch, reading
+/// and decoding each batch in parallel.
+///
+/// # Errors
+/// [`TapError::Image`] naming the first unreadable image under [`OnUnreadable::Fail`]. A cache
+/// that cannot be written is not an error: extraction goes on without it.
+pub fn extract_dataset(
+    tap: &BlockTap,
+    dataset: &Dataset,
+    options: &ExtractOptions,
+) -> Result<DatasetFeatures, TapError> {
+    let taps = tap.taps();
+    let blocks: Vec<Block> = taps.iter().map(|t| t.block).collect();
+    let backbone = tap.backbone();
+    let cache = options.cache.as_ref().map(|c| {
+        c.dir
+            .join(sanitise(
+                &backbone.weights_id()[..backbone.weights_id().len().min(16)],
+            ))
+            .join(backbone.preprocessing().name())
+    });
+    let bar = if options.progress {
+        let bar = indicatif::ProgressBar::new(dataset.items.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+            )
+            .expect("static template"),
+        );
+        bar.set_message("features");
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut out = DatasetFeatures {
+        blocks: vec![Vec::new(); taps.len()],
+        taps,
+        labels: Vec::new(),
+        paths: Vec::new(),
+        skipped: Vec::new(),
+        cache_hits: 0,
+        cache_rebuilt: 0,
+    };
+    let batch = tap.batch_size();
+    for chunk in dataset.items.chunks(batch) {
+        // Read, hash, look up and decode in parallel.
+        let loaded: Vec<Loaded> = chunk
+            .par_iter()
+            .map(|item| load(&item.path, cache.as_deref(), &blocks))
+            .collect();
+        let mut misses: Vec<(usize, DynamicImage, Option<PathBuf>)> = Vec::new();
+        let mut rows: Vec<Option<Features>> = vec![None; chunk.len()];
+        for (i, l) in loaded.into_iter().enumerate() {
+            match l {
+                Loaded::Hit(f) => {
+                    out.cache_hits += 1;
+                    rows[i] = Some(f);
+                }
+                Loaded::Miss {
+                    image,
+                    entry,
+                    rebuilt,
+                } => {
+                    out.cache_rebuilt += usize::from(rebuilt);
+                    misses.push((i, image, entry));
+                }
+                Loaded::Unreadable(e) => match options.on_unreadable {
+                    OnUnreadable::Fail => {
+                        bar.abandon();
+                        return Err(e.into());
+                    }
+                    OnUnreadable::Skip => out.skipped.push(e),
+                },
+            }
+        }
+        if !misses.is_empty() {
+            let images: Vec<&DynamicImage> = misses.iter().map(|m| &m.1).collect();
+            let features = tap.extract_tensor(backbone.images_to_tensor(&images))?;
+            for ((i, _, entry), f) in misses.into_iter().zip(features) {
+                if let Some(entry) = entry {
+                    // A cache that cannot be written only costs time later.
+                    let _ = write_entry(&entry, &blocks, &f);
+                }
+                rows[i] = Some(f);
+            }
+        }
+        for (item, row) in chunk.iter().zip(rows) {
+            if let Some(f) = row {
+                for (m, v) in out.blocks.iter_mut().zip(f.blocks) {
+                    m.extend_from_slice(&v);
+                }
+                out.labels.push(item.label);
+                out.paths.push(item.path.clone());
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+fn sanitise(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+enum Loaded {
+    Hit(Features),
+    Miss {
+        image: DynamicImage,
+        entry: Option<PathBuf>,
+        rebuilt: bool,
+    },
+    Unreadable(ImageError),
+}
+
+fn load(path: &Path, cache: Option<&Path>, blocks: &[Block]) -> Loaded {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(source) => {
+            return Loaded::Unreadable(ImageError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut entry = None;
+    let mut rebuilt = false;
+    if let Some(dir) = cache {
+        let hex: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let p = dir.join(&hex[..2]).join(format!("{hex}.feat"));
+        match read_entry(&p, blocks) {
+            Entry::Valid(f) => return Loaded::Hit(f),
+            Entry::Absent => {}
+            Entry::Invalid => rebuilt = true,
+        }
+        entry = Some(p);
+    }
+    match decode_image(bytes, path, DecodeLimits::default()) {
+        Ok(image) => Loaded::Miss {
+            image,
+            entry,
+            rebuilt,
+        },
+        Err(e) => Loaded::Unreadable(e),
+    }
+}
+
+/// Where the feature cache lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureCache {
+    /// The cache folder.
+    pub dir: PathBuf,
+}
+
+impl FeatureCache {
+    /// A cache in `dir` (created when first written).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// `$ATTREX_CACHE`, else `$XDG_CACHE_HOME/attrex/features`, else `~/.cache/attrex/features`,
+    /// else `./.attrex-cache`.
+    pub fn default_location() -> Self {
+        let dir = std::env::var_os("ATTREX_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("attrex/features"))
+            })
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/attrex/features"))
+            })
+            .unwrap_or_else(|| PathBuf::from(".attrex-cache"));
+        Self { dir }
+    }
+}
+
+const ENTRY_MAGIC: &[u8; 8] = b"ATTREXFT";
+/// Version of the cache entry format; bump it when the features of the same image could change.
+pub const CACHE_VERSION: u32 = 1;
+
+enum Entry {
+    Valid(Features),
+    Absent,
+    Invalid,
+}
+
+/// Entry layout: magic, u32 version, u32 block count, per block (u32 number, u32 dim), the
+/// f32 values block after block, sha256 of all of the above.
+fn read_entry(path: &Path, want: &[Block]) -> Entry {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Entry::Absent;
+    };
+    parse_entry(&bytes, want).map_or(Entry::Invalid, Entry::Valid)
+}
+
+fn parse_entry(bytes: &[u8], want: &[Block]) -> Option<Features> {
+    let body_len = bytes.len().checked_sub(32)?;
+    let (body, digest) = bytes.split_at(body_len);
+    if Sha256::digest(body).as_slice() != digest || body.len() < 16 || &body[..8] != ENTRY_MAGIC {
+        return None;
+    }
+    let u32_at = |at: usize| {
+        body.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    if u32_at(8)? != CACHE_VERSION {
+        return None;
+    }
+    let count = u32_at(12)? as usize;
+    let mut stored = Vec::with_capacity(count);
+    for i in 0..count {
+        stored.push((u32_at(16 + 8 * i)?, u32_at(20 + 8 * i)? as usize));
+    }
+    let mut at = 16 + 8 * count;
+    let mut by_block = Vec::with_capacity(count);
+    for &(number, dim) in &stored {
+        let raw = body.get(at..at + 4 * dim)?;
+        at += 4 * dim;
+        let v: Vec<f32> = raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        by_block.push((number, v));
+    }
+    if at != body.len() {
+        return None;
+    }
+    let blocks = want
+        .iter()
+        .map(|b| {
+            by_block
+                .iter()
+                .find(|(n, _)| *n == u32::from(b.number()))
+                .map(|(_, v)| v.clone())
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Features { blocks })
+}
+
+fn write_entry(path: &Path, blocks: &[Block], f: &Features) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(ENTRY_MAGIC);
+    buf.extend_from_slice(&CACHE_VERSION.to_le_bytes());
+    buf.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
+    for (b, v) in blocks.iter().zip(&f.blocks) {
+        buf.extend_from_slice(&u32::from(b.number()).to_le_bytes());
+        buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for v in &f.blocks {
+        for x in v {
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    let digest = Sha256::digest(&buf);
+    buf.extend_from_slice(&digest);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::fsutil::write_atomic(path, &buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ab/x.feat");
+        let blocks = [Block::B2, Block::B4];
+        let f = Features {
+            blocks: vec![vec![1.0, 2.0], vec![3.0, 4.0, 5.0]],
+        };
+        write_entry(&p, &blocks, &f).unwrap();
+        assert!(matches!(read_entry(&p, &blocks), Entry::Valid(g) if g == f));
+        assert!(
+            matches!(read_entry(&p, &[Block::B4]), Entry::Valid(g) if g.blocks == [vec![3.0, 4.0, 5.0]])
+        );
+        assert!(
+            matches!(read_entry(&p, &[Block::B1]), Entry::Invalid),
+            "a block not stored is a miss"
+        );
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(
+            matches!(read_entry(&p, &blocks), Entry::Invalid),
+            "flipped bit"
+        );
+        std::fs::write(&p, &bytes[..10]).unwrap();
+        assert!(
+            matches!(read_entry(&p, &blocks), Entry::Invalid),
+            "truncated"
+        );
+        assert!(matches!(
+            read_entry(&dir.path().join("none"), &blocks),
+            Entry::Absent
+        ));
+    }
+
+    #[test]
+    fn another_version_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.feat");
+        let f = Features {
+            blocks: vec![vec![1.0]],
+        };
+        write_entry(&p, &[Block::B1], &f).unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[8..12].copy_from_slice(&(CACHE_VERSION + 1).to_le_bytes());
+        let n = bytes.len() - 32;
+        let digest = Sha256::digest(&bytes[..n]);
+        bytes[n..].copy_from_slice(&digest);
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(matches!(read_entry(&p, &[Block::B1]), Entry::Invalid));
+    }
+}

@@ -1,0 +1,165 @@
+//! Small PNG figures drawn with `image` and an embedded 8x8 bitmap font (`font8x8`), so that
+//! figures need no system fonts: confusion matrices for now.
+
+use std::path::Path;
+
+use font8x8::UnicodeFonts;
+use image::{Rgb, RgbImage};
+
+/// An RGB canvas with rectangles and bitmap text.
+pub struct Canvas {
+    img: RgbImage,
+}
+
+impl Canvas {
+    /// A white canvas.
+    pub fn new(width: u32, height: u32) -> Self {
+        Self {
+            img: RgbImage::from_pixel(width, height, Rgb([255, 255, 255])),
+        }
+    }
+
+    /// Fills a rectangle (clipped to the canvas).
+    pub fn rect(&mut self, x: i64, y: i64, w: u32, h: u32, color: [u8; 3]) {
+        let (cw, ch) = (i64::from(self.img.width()), i64::from(self.img.height()));
+        for yy in y.max(0)..(y + i64::from(h)).min(ch) {
+            for xx in x.max(0)..(x + i64::from(w)).min(cw) {
+                self.img.put_pixel(xx as u32, yy as u32, Rgb(color));
+            }
+        }
+    }
+
+    /// Width in pixels of `text` at `scale`.
+    pub fn text_width(text: &str, scale: u32) -> u32 {
+        text.chars().count() as u32 * 8 * scale
+    }
+
+    /// Draws `text` with its top-left corner at (x, y); 8 px per character times `scale`.
+    pub fn text(&mut self, x: i64, y: i64, text: &str, scale: u32, color: [u8; 3]) {
+        for (i, c) in text.chars().enumerate() {
+            let glyph = font8x8::BASIC_FONTS
+                .get(c)
+                .or_else(|| font8x8::BASIC_FONTS.get('?'))
+                .unwrap_or([0; 8]);
+            for (row, bits) in glyph.iter().enumerate() {
+                for col in 0..8 {
+                    if bits & (1 << col) != 0 {
+                        let px = x + (i as i64 * 8 + col) * i64::from(scale);
+                        self.rect(px, y + row as i64 * i64::from(scale), scale, scale, color);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Draws `text` rotated a quarter turn clockwise (reading downwards) in a column 8 px times
+    /// `scale` wide, starting at (x, y).
+    pub fn text_vertical(&mut self, x: i64, y: i64, text: &str, scale: u32, color: [u8; 3]) {
+        let n = text.chars().count() as i64;
+        for (i, c) in text.chars().enumerate() {
+            let glyph = font8x8::BASIC_FONTS.get(c).unwrap_or([0; 8]);
+            for (row, bits) in glyph.iter().enumerate() {
+                for col in 0..8i64 {
+                    if bits & (1 << col) != 0 {
+                        let px = x + row as i64 * i64::from(scale);
+                        let py = y + ((n - 1 - i as i64) * 8 + (7 - col)) * i64::from(scale);
+                        self.rect(px, py, scale, scale, color);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the canvas as a PNG, atomically.
+    ///
+    /// # Errors
+    /// The I/O error of writing the file.
+    pub fn save_png(&self, path: &Path) -> std::io::Result<()> {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        self.img
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(path, bytes.get_ref())
+    }
+
+    /// The pixels.
+    pub fn image(&self) -> &RgbImage {
+        &self.img
+    }
+}
+
+/// White to dark blue, for `t` in 0..=1.
+fn blues(t: f64) -> [u8; 3] {
+    let t = t.clamp(0.0, 1.0);
+    let lerp = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+    [lerp(247.0, 8.0), lerp(251.0, 48.0), lerp(255.0, 107.0)]
+}
+
+/// Draws a confusion matrix (`matrix[true][predicted]`) as a heat map normalised per true class
+/// (each row sums to 1), with the counts in the cells, class names on both axes and a title.
+pub fn confusion_matrix(matrix: &[Vec<usize>], classes: &[String], title: &str) -> Canvas {
+    let n = classes.len();
+    let cell = 44u32;
+    let label_w = classes
+        .iter()
+        .map(|c| Canvas::text_width(c, 1))
+        .max()
+        .unwrap_or(0)
+        + 16;
+    let (left, top) = (label_w as i64 + 24, 40i64);
+    let width = left as u32 + cell * n as u32 + 20;
+    let height = top as u32 + cell * n as u32 + label_w + 30;
+    let mut c = Canvas::new(width, height.max(120));
+    c.text(10, 12, title, 2, [0, 0, 0]);
+    for (t, row) in matrix.iter().enumerate() {
+        let total: usize = row.iter().sum();
+        for (p, &count) in row.iter().enumerate() {
+            let frac = if total == 0 {
+                0.0
+            } else {
+                count as f64 / total as f64
+            };
+            let color = blues(frac);
+            let (x, y) = (
+                left + (p as u32 * cell) as i64,
+                top + (t as u32 * cell) as i64,
+            );
+            c.rect(x, y, cell - 1, cell - 1, color);
+            let s = count.to_string();
+            let ink = if frac > 0.5 {
+                [255, 255, 255]
+            } else {
+                [0, 0, 0]
+            };
+            let tw = Canvas::text_width(&s, 1) as i64;
+            c.text(
+                x + (i64::from(cell) - tw) / 2,
+                y + i64::from(cell) / 2 - 4,
+                &s,
+                1,
+                ink,
+            );
+        }
+        let tw = Canvas::text_width(&classes[t], 1) as i64;
+        c.text(
+            left - 8 - tw,
+            top + (t as u32 * cell + cell / 2) as i64 - 4,
+            &classes[t],
+            1,
+            [0, 0, 0],
+        );
+    }
+    for (p, name) in classes.iter().enumerate() {
+        let x = left + (p as u32 * cell + cell / 2) as i64 - 4;
+        c.text_vertical(x, top + (n as u32 * cell) as i64 + 8, name, 1, [0, 0, 0]);
+    }
+    c.text_vertical(4, top, "true", 1, [90, 90, 90]);
+    c.text(
+        left,
+        top + (n as u32 * cell) as i64 + label_w as i64 + 10,
+        "predicted",
+        1,
+        [90, 90, 90],
+    );
+    c
+}
