@@ -361,3 +361,69 @@ pub enum IndexError {
         reason: String,
     },
 }
+
+/// Errors from a [`Retriever`](crate::Retriever).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetrieverError {
+    /// A query against an empty catalogue.
+    #[error("the catalogue is empty")]
+    Empty,
+    /// Query vectors of the wrong lengths.
+    #[error(
+        "query vectors have lengths {got:?}, the catalogue holds {expected:?} (colour, texture)"
+    )]
+    Dimension {
+        /// The catalogue's dimensions.
+        expected: [usize; 2],
+        /// The query's.
+        got: [usize; 2],
+    },
+    /// An item number past the end.
+    #[error("item {item} does not exist: the catalogue holds {len}")]
+    NoSuchItem {
+        /// The item asked for.
+        item: usize,
+        /// The catalogue's length.
+        len: usize,
+    },
+    /// A filter with the wrong number of flags.
+    #[error("filter has {flags} flags for {items} items")]
+    FilterLength {
+        /// Items in the catalogue.
+        items: usize,
+        /// Flags given.
+        flags: usize,
+    },
+    /// The saved catalogue was made with other taps, weights or preprocessing.
+    #[error("catalogue was made with {catalogue}, but the backbone has {backbone}")]
+    TapMismatch {
+        /// What the catalogue was made with.
+        catalogue: String,
+        /// What the backbone has.
+        backbone: String,
+    },
+    /// Reading images failed.
+    #[error(transparent)]
+    Tap(Box<TapError>),
+    /// The attribute index refused the vectors.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The catalogue file could not be read or written.
+    #[error("catalogue file {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The catalogue file is damaged, truncated, or of another version.
+    #[error("catalogue file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}

@@ -268,6 +268,43 @@ pub fn cross_validate(
     })
 }
 
+/// Precision@k of a [`Retriever`](crate::Retriever), each item queried against all the others
+/// (leave-one-out): the share of the top `k` results that share the query's `colours` label,
+/// its `patterns` label, and both. Labels are given per catalogue item.
+///
+/// # Errors
+/// The retriever's error, e.g. for an empty catalogue; [`crate::RetrieverError::FilterLength`]
+/// when the label lists do not have one entry per item.
+pub fn retrieval_precision(
+    retriever: &crate::Retriever,
+    colours: &[&str],
+    patterns: &[&str],
+    ranking: crate::Ranking,
+    k: usize,
+) -> Result<[f64; 3], crate::RetrieverError> {
+    let n = retriever.len();
+    if colours.len() != n || patterns.len() != n {
+        return Err(crate::RetrieverError::FilterLength {
+            items: n,
+            flags: colours.len().min(patterns.len()),
+        });
+    }
+    let mut hits = [0usize; 3];
+    for i in 0..n {
+        for h in retriever.query_item(i, ranking, k, None)? {
+            let (c, p) = (
+                colours[h.item] == colours[i],
+                patterns[h.item] == patterns[i],
+            );
+            hits[0] += usize::from(c);
+            hits[1] += usize::from(p);
+            hits[2] += usize::from(c && p);
+        }
+    }
+    // Divided by n * k, as the reference does.
+    Ok(hits.map(|h| h as f64 / (n * k) as f64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

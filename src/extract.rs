@@ -263,79 +263,64 @@ enum Entry {
     Invalid,
 }
 
-/// Entry layout: magic, u32 version, u32 block count, per block (u32 number, u32 dim), the
-/// f32 values block after block, sha256 of all of the above.
-fn read_entry(path: &Path, want: &[Block]) -> Entry {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Entry::Absent;
-    };
-    parse_entry(&bytes, want).map_or(Entry::Invalid, Entry::Valid)
+/// An entry is the shared container (`fsutil::write_container`): a JSON header listing
+/// `(block number, dim)` pairs, then the f32 values block after block.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EntryHeader {
+    blocks: Vec<(u8, usize)>,
 }
 
-fn parse_entry(bytes: &[u8], want: &[Block]) -> Option<Features> {
-    let body_len = bytes.len().checked_sub(32)?;
-    let (body, digest) = bytes.split_at(body_len);
-    if Sha256::digest(body).as_slice() != digest || body.len() < 16 || &body[..8] != ENTRY_MAGIC {
-        return None;
-    }
-    let u32_at = |at: usize| {
-        body.get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+fn read_entry(path: &Path, want: &[Block]) -> Entry {
+    use crate::fsutil::{ContainerError, bytes_f32, read_container};
+    let payload_len = |h: &EntryHeader| {
+        h.blocks
+            .iter()
+            .try_fold(0usize, |acc, (_, d)| acc.checked_add(d.checked_mul(4)?))
     };
-    if u32_at(8)? != CACHE_VERSION {
-        return None;
-    }
-    let count = u32_at(12)? as usize;
-    let mut stored = Vec::with_capacity(count);
-    for i in 0..count {
-        stored.push((u32_at(16 + 8 * i)?, u32_at(20 + 8 * i)? as usize));
-    }
-    let mut at = 16 + 8 * count;
-    let mut by_block = Vec::with_capacity(count);
-    for &(number, dim) in &stored {
-        let raw = body.get(at..at + 4 * dim)?;
-        at += 4 * dim;
-        let v: Vec<f32> = raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        by_block.push((number, v));
-    }
-    if at != body.len() {
-        return None;
-    }
-    let blocks = want
-        .iter()
-        .map(|b| {
-            by_block
+    match read_container::<EntryHeader>(path, ENTRY_MAGIC, CACHE_VERSION, payload_len) {
+        Err(ContainerError::Io(_)) => Entry::Absent,
+        Err(_) => Entry::Invalid,
+        Ok((header, payload)) => {
+            let values = bytes_f32(&payload);
+            let mut at = 0;
+            let stored: Vec<(u8, &[f32])> = header
+                .blocks
                 .iter()
-                .find(|(n, _)| *n == u32::from(b.number()))
-                .map(|(_, v)| v.clone())
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(Features { blocks })
+                .map(|&(n, d)| {
+                    at += d;
+                    (n, &values[at - d..at])
+                })
+                .collect();
+            want.iter()
+                .map(|b| {
+                    stored
+                        .iter()
+                        .find(|(n, _)| *n == b.number())
+                        .map(|(_, v)| v.to_vec())
+                })
+                .collect::<Option<Vec<_>>>()
+                .map_or(Entry::Invalid, |blocks| Entry::Valid(Features { blocks }))
+        }
+    }
 }
 
 fn write_entry(path: &Path, blocks: &[Block], f: &Features) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    buf.extend_from_slice(ENTRY_MAGIC);
-    buf.extend_from_slice(&CACHE_VERSION.to_le_bytes());
-    buf.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
-    for (b, v) in blocks.iter().zip(&f.blocks) {
-        buf.extend_from_slice(&u32::from(b.number()).to_le_bytes());
-        buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
+    let header = EntryHeader {
+        blocks: blocks
+            .iter()
+            .zip(&f.blocks)
+            .map(|(b, v)| (b.number(), v.len()))
+            .collect(),
+    };
+    let mut payload = Vec::new();
     for v in &f.blocks {
-        for x in v {
-            buf.extend_from_slice(&x.to_le_bytes());
-        }
+        crate::fsutil::f32_bytes(v, &mut payload);
     }
-    let digest = Sha256::digest(&buf);
-    buf.extend_from_slice(&digest);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::fsutil::write_atomic(path, &buf)
+    let header = serde_json::to_vec(&header).expect("the header serialises");
+    crate::fsutil::write_container(path, ENTRY_MAGIC, CACHE_VERSION, &header, &payload)
 }
 
 #[cfg(test)]
@@ -360,7 +345,8 @@ mod tests {
             "a block not stored is a miss"
         );
         let mut bytes = std::fs::read(&p).unwrap();
-        bytes[20] ^= 1;
+        let n = bytes.len();
+        bytes[n - 40] ^= 1;
         std::fs::write(&p, &bytes).unwrap();
         assert!(
             matches!(read_entry(&p, &blocks), Entry::Invalid),
@@ -388,7 +374,7 @@ mod tests {
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[8..12].copy_from_slice(&(CACHE_VERSION + 1).to_le_bytes());
         let n = bytes.len() - 32;
-        let digest = Sha256::digest(&bytes[..n]);
+        let digest = sha2::Sha256::digest(&bytes[..n]);
         bytes[n..].copy_from_slice(&digest);
         std::fs::write(&p, &bytes).unwrap();
         assert!(matches!(read_entry(&p, &[Block::B1]), Entry::Invalid));

@@ -20,3 +20,107 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
+
+/// Why a container file could not be read.
+#[derive(Debug)]
+pub(crate) enum ContainerError {
+    Io(std::io::Error),
+    /// Wrong magic.
+    WrongKind,
+    Version(u32),
+    Truncated {
+        len: u64,
+        expected: u64,
+    },
+    Corrupt(String),
+}
+
+/// The versioned, checksummed file layout shared by the index and the catalogue
+/// (little-endian):
+///
+/// ```text
+/// magic 8 bytes | version u32 | header_len u32 | header (JSON) | payload | sha256 of all before
+/// ```
+///
+/// `payload_len` computes the payload's length from the header, so that truncation is told
+/// apart from corruption.
+pub(crate) fn write_container(
+    path: &Path,
+    magic: &[u8; 8],
+    version: u32,
+    header: &[u8],
+    payload: &[u8],
+) -> std::io::Result<()> {
+    use sha2::{Digest, Sha256};
+    let mut buf = Vec::with_capacity(16 + header.len() + payload.len() + 32);
+    buf.extend_from_slice(magic);
+    buf.extend_from_slice(&version.to_le_bytes());
+    buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    buf.extend_from_slice(header);
+    buf.extend_from_slice(payload);
+    let digest = Sha256::digest(&buf);
+    buf.extend_from_slice(&digest);
+    write_atomic(path, &buf)
+}
+
+/// Reads a file written by [`write_container`]: checks magic, version, length and checksum, and
+/// returns the parsed header and the payload.
+pub(crate) fn read_container<H: serde::de::DeserializeOwned>(
+    path: &Path,
+    magic: &[u8; 8],
+    version: u32,
+    payload_len: impl Fn(&H) -> Option<usize>,
+) -> Result<(H, Vec<u8>), ContainerError> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(ContainerError::Io)?;
+    if bytes.len() < 16 || &bytes[..8] != magic {
+        return Err(ContainerError::WrongKind);
+    }
+    let found = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if found != version {
+        return Err(ContainerError::Version(found));
+    }
+    let header_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
+    let truncated = |expected: usize| ContainerError::Truncated {
+        len: bytes.len() as u64,
+        expected: expected as u64,
+    };
+    let header_end = 16 + header_len;
+    if bytes.len() < header_end + 32 {
+        return Err(truncated(header_end + 32));
+    }
+    let header: H = serde_json::from_slice(&bytes[16..header_end])
+        .map_err(|e| ContainerError::Corrupt(format!("header is not valid: {e}")))?;
+    let expected = payload_len(&header)
+        .and_then(|p| p.checked_add(header_end + 32))
+        .ok_or_else(|| ContainerError::Corrupt("header sizes overflow".into()))?;
+    if bytes.len() < expected {
+        return Err(truncated(expected));
+    }
+    if bytes.len() > expected {
+        return Err(ContainerError::Corrupt(format!(
+            "{} trailing bytes",
+            bytes.len() - expected
+        )));
+    }
+    let body = &bytes[..expected - 32];
+    if Sha256::digest(body).as_slice() != &bytes[expected - 32..] {
+        return Err(ContainerError::Corrupt("sha256 checksum mismatch".into()));
+    }
+    Ok((header, bytes[header_end..expected - 32].to_vec()))
+}
+
+/// Little-endian f32 values to bytes.
+pub(crate) fn f32_bytes(values: &[f32], out: &mut Vec<u8>) {
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Bytes to little-endian f32 values.
+pub(crate) fn bytes_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect()
+}

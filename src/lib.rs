@@ -40,12 +40,15 @@ pub mod index;
 pub mod plot;
 mod preprocess;
 pub mod resnet;
+mod retriever;
 mod tap;
 pub mod weights;
 
 pub use dataset::{Dataset, IMAGE_EXTENSIONS, Item};
 pub use device::{BACKENDS, default_device, device_from_name};
-pub use error::{DatasetError, DeviceError, ImageError, IndexError, TapError, WeightsError};
+pub use error::{
+    DatasetError, DeviceError, ImageError, IndexError, RetrieverError, TapError, WeightsError,
+};
 pub use extract::{
     CACHE_VERSION, DatasetFeatures, ExtractOptions, FeatureCache, OnUnreadable, extract_dataset,
 };
@@ -54,6 +57,9 @@ pub use preprocess::{
     DecodeLimits, INPUT_SIDE, Preprocessing, RESIZE_SIDE, read_image, read_image_with_limits,
 };
 pub use resnet::{ResNet, ResNetConfig, Variant};
+pub use retriever::{
+    CATALOGUE_VERSION, FeatureNorm, Fusion, Hit, Ranking, Retriever, RetrieverConfig,
+};
 pub use tap::{Backbone, Block, BlockTap, Features, TapInfo};
 pub use weights::WeightsFormat;
 

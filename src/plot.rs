@@ -1,5 +1,5 @@
 //! Small PNG figures drawn with `image` and an embedded 8x8 bitmap font (`font8x8`), so that
-//! figures need no system fonts: confusion matrices for now.
+//! figures need no system fonts: confusion matrices, and a [`Canvas`] for contact sheets.
 
 use std::path::Path;
 
@@ -68,6 +68,11 @@ impl Canvas {
                 }
             }
         }
+    }
+
+    /// Pastes `img` with its top-left corner at (x, y), clipped to the canvas.
+    pub fn paste(&mut self, x: i64, y: i64, img: &RgbImage) {
+        image::imageops::overlay(&mut self.img, img, x, y);
     }
 
     /// Writes the canvas as a PNG, atomically.

@@ -14,7 +14,9 @@ use crate::resnet::{ResNet, ResNetConfig};
 use crate::weights::{self, WeightsFormat};
 
 /// One of the five blocks of a ResNet-50 that can be tapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Block {
     /// The stem: conv 7x7/2, BN, ReLU, before max-pool (64-d).
     B1 = 1,

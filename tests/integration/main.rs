@@ -8,6 +8,7 @@ mod bad_images;
 mod bad_weights;
 mod index;
 mod parity;
+mod retriever;
 mod table1;
 mod torchvision;
 

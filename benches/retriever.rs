@@ -1,0 +1,75 @@
+//! Retriever query latency over synthetic catalogues of 10k and 100k items (256-d colour +
+//! 1024-d texture vectors, as blocks 2 and 4 give), for each ranking, raw and centred+L2.
+//!
+//! `cargo bench --bench retriever` (the 100k catalogue holds 0.5 GB of vectors, twice with a
+//! transform).
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attrex::eval::SplitMix64;
+use attrex::{
+    Backbone, FeatureNorm, Preprocessing, Ranking, ResNetConfig, Retriever, RetrieverConfig,
+};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+fn relu_like(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+            (u - 0.3).max(0.0) * 4.0
+        })
+        .collect()
+}
+
+fn queries(c: &mut Criterion) {
+    let device = attrex::default_device().unwrap();
+    let backbone = Arc::new(Backbone::random(
+        ResNetConfig::keras_resnet50(),
+        Preprocessing::Caffe,
+        0,
+        &device,
+    ));
+    let mut group = c.benchmark_group("retriever_query");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for n in [10_000usize, 100_000] {
+        let mut rng = SplitMix64::new(n as u64);
+        let colour = relu_like(&mut rng, n * 256);
+        let texture = relu_like(&mut rng, n * 1024);
+        let paths: Vec<PathBuf> = (0..n)
+            .map(|i| PathBuf::from(format!("item{i}.jpg")))
+            .collect();
+        let (qc, qt) = (relu_like(&mut rng, 256), relu_like(&mut rng, 1024));
+        for norm in [FeatureNorm::None, FeatureNorm::CenterL2] {
+            let mut r = Retriever::new(
+                backbone.clone(),
+                RetrieverConfig {
+                    norm,
+                    ..RetrieverConfig::default()
+                },
+            )
+            .unwrap();
+            r.extend_vectors(paths.clone(), &colour, &texture).unwrap();
+            for (name, ranking) in [
+                ("colour", Ranking::Colour),
+                ("texture", Ranking::Texture),
+                ("combined", Ranking::BOTH),
+            ] {
+                group.bench_function(BenchmarkId::new(format!("{name}_{norm:?}"), n), |b| {
+                    b.iter(|| {
+                        black_box(r.query_features(&qc, &qt, ranking, 10, None, None).unwrap())
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, queries);
+criterion_main!(benches);

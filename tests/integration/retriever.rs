@@ -1,0 +1,250 @@
+//! Retriever: the paper's Figure 6 figures on the dev catalogue, and its errors.
+//!
+//! Reference: `../shared/reference/README.md`, from `ref_retrieval.py` (precision@10 over the
+//! 275-row catalogue, each item queried against all others; combined = sum of
+//! median-normalised distances).
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use attrex::{
+    AttributeIndex, ExtractOptions, FeatureCache, FeatureNorm, Ranking, Retriever, RetrieverConfig,
+    RetrieverError,
+};
+
+use crate::{keras, shared};
+
+struct Row {
+    path: PathBuf,
+    colour: String,
+    pattern: String,
+}
+
+fn rows() -> Vec<Row> {
+    let dir = shared().join("data");
+    let text = std::fs::read_to_string(dir.join("retrieval.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Row {
+                path: dir.join(f[0]),
+                colour: f[1].into(),
+                pattern: f[2].into(),
+            }
+        })
+        .collect()
+}
+
+fn catalogue(norm: FeatureNorm) -> Retriever {
+    let mut r = Retriever::new(
+        keras(),
+        RetrieverConfig {
+            norm,
+            ..RetrieverConfig::default()
+        },
+    )
+    .unwrap();
+    let options = ExtractOptions {
+        cache: Some(FeatureCache::new(concat!(
+            env!("CARGO_TARGET_TMPDIR"),
+            "/feature-cache"
+        ))),
+        ..ExtractOptions::default()
+    };
+    let paths: Vec<PathBuf> = rows().into_iter().map(|r| r.path).collect();
+    assert!(r.ingest_with(&paths, &options).unwrap().is_empty());
+    r
+}
+
+fn plain() -> &'static Retriever {
+    static R: OnceLock<Retriever> = OnceLock::new();
+    R.get_or_init(|| catalogue(FeatureNorm::None))
+}
+
+fn precision_at_10(r: &Retriever, ranking: Ranking) -> [f64; 3] {
+    let rows = rows();
+    let colours: Vec<&str> = rows.iter().map(|r| r.colour.as_str()).collect();
+    let patterns: Vec<&str> = rows.iter().map(|r| r.pattern.as_str()).collect();
+    attrex::eval::retrieval_precision(r, &colours, &patterns, ranking, 10).unwrap()
+}
+
+fn assert_close(name: &str, got: [f64; 3], want: [f64; 3]) {
+    eprintln!("{name}: p10 colour/pattern/both {got:.3?}, reference {want:.3?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 0.02,
+            "{name}: {got:?} vs reference {want:?}"
+        );
+    }
+}
+
+#[test]
+fn rankings_reproduce_the_reference() {
+    let r = plain();
+    assert_close(
+        "colour",
+        precision_at_10(r, Ranking::Colour),
+        [0.411, 0.590, 0.238],
+    );
+    assert_close(
+        "texture",
+        precision_at_10(r, Ranking::Texture),
+        [0.361, 0.628, 0.213],
+    );
+    assert_close(
+        "combined",
+        precision_at_10(r, Ranking::BOTH),
+        [0.409, 0.618, 0.241],
+    );
+}
+
+#[test]
+fn centred_combination_beats_the_reference_combined_p10_both() {
+    let got = precision_at_10(&catalogue(FeatureNorm::CenterL2), Ranking::BOTH);
+    eprintln!("centred combined: {got:.3?}");
+    assert!(
+        got[2] > 0.241 + 0.01,
+        "p10_both {:.3} does not beat the reference 0.241",
+        got[2]
+    );
+}
+
+#[test]
+fn hits_carry_per_tap_scores_consistent_with_the_ranking() {
+    let r = plain();
+    for i in [0, 100, 200] {
+        let top = r.query_item(i, Ranking::BOTH, 10, None).unwrap();
+        assert_eq!(top.len(), 10);
+        assert!(top.iter().all(|h| h.item != i), "the query is left out");
+        assert!(
+            top.windows(2).all(|w| w[0].score <= w[1].score),
+            "sorted by score"
+        );
+    }
+    let [sc, _] = r.scales();
+    for h in r.query_item(3, Ranking::BOTH, 5, None).unwrap() {
+        assert!((h.colour_normalised - h.colour_distance / sc).abs() < 1e-5);
+        assert!((h.score - (h.colour_normalised + h.texture_normalised)).abs() < 1e-4);
+    }
+    let by_colour = r.query_item(3, Ranking::Colour, 5, None).unwrap();
+    assert!((by_colour[0].score - by_colour[0].colour_distance).abs() < 1e-5);
+}
+
+#[test]
+fn query_by_image_equals_query_by_item_apart_from_itself() {
+    let r = plain();
+    let rows = rows();
+    let by_image = r.query_image(&rows[7].path, Ranking::BOTH, 4).unwrap();
+    assert_eq!(by_image[0].item, 7, "an image finds itself first");
+    assert!(by_image[0].score < 1e-3);
+    let by_item = r.query_item(7, Ranking::BOTH, 3, None).unwrap();
+    let items = |h: &[attrex::Hit]| h.iter().map(|h| h.item).collect::<Vec<_>>();
+    assert_eq!(items(&by_image[1..]), items(&by_item));
+}
+
+#[test]
+fn results_can_be_filtered_by_predicted_attributes() {
+    let r = plain();
+    let rows = rows();
+    // An index of colours from the catalogue's own labels, on the colour tap's raw vectors.
+    let colour_tap = attrex::BlockTap::new(keras(), &[attrex::Block::B2]).unwrap();
+    let mut index = AttributeIndex::new(256);
+    let picks: Vec<&Row> = rows.iter().step_by(3).collect();
+    let paths: Vec<&PathBuf> = picks.iter().map(|r| &r.path).collect();
+    for (row, f) in picks.iter().zip(colour_tap.extract_paths(&paths).unwrap()) {
+        index.add(&row.colour, &f.blocks[0]).unwrap();
+    }
+    let allowed = r.filter_by(&index, false, &["red", "pink"]).unwrap();
+    assert!(allowed.iter().any(|a| *a) && allowed.iter().any(|a| !*a));
+    let predictions = r.predict(&index, false).unwrap();
+    for h in r.query_item(0, Ranking::BOTH, 10, Some(&allowed)).unwrap() {
+        assert!(allowed[h.item]);
+        assert!(["red", "pink"].contains(&predictions[h.item].attribute.as_str()));
+    }
+}
+
+#[test]
+fn typed_errors() {
+    let empty = Retriever::new(keras(), RetrieverConfig::default()).unwrap();
+    assert!(matches!(
+        empty.query_features(&[0.0; 256], &[0.0; 1024], Ranking::BOTH, 5, None, None),
+        Err(RetrieverError::Empty)
+    ));
+    let r = plain();
+    assert!(matches!(
+        r.query_features(&[0.0; 255], &[0.0; 1024], Ranking::BOTH, 5, None, None),
+        Err(RetrieverError::Dimension { .. })
+    ));
+    assert!(matches!(
+        r.query_item(10_000, Ranking::Colour, 5, None),
+        Err(RetrieverError::NoSuchItem { .. })
+    ));
+    assert!(matches!(
+        r.query_item(0, Ranking::Colour, 5, Some(&[true; 3])),
+        Err(RetrieverError::FilterLength { .. })
+    ));
+    let missing = std::path::Path::new("/nonexistent/query.jpg");
+    match r.query_image(missing, Ranking::BOTH, 5) {
+        Err(RetrieverError::Tap(e)) => assert!(e.to_string().contains("/nonexistent/query.jpg")),
+        other => panic!("{other:?}"),
+    }
+    let wrong_dim = AttributeIndex::new(64);
+    let mut wrong_dim = wrong_dim;
+    wrong_dim.add("x", &[0.0; 64]).unwrap();
+    assert!(matches!(
+        r.predict(&wrong_dim, false),
+        Err(RetrieverError::Index(_))
+    ));
+}
+
+#[test]
+fn catalogue_survives_save_and_load_and_refuses_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.atx");
+    let r = plain();
+    r.save(&path).unwrap();
+    let loaded = Retriever::load(&path, keras()).unwrap();
+    assert_eq!(loaded.len(), r.len());
+    assert_eq!(loaded.scales(), r.scales());
+    assert_eq!(
+        loaded.query_item(5, Ranking::BOTH, 10, None).unwrap(),
+        r.query_item(5, Ranking::BOTH, 10, None).unwrap()
+    );
+    // Another backbone (random weights) cannot read it.
+    let other = Arc::new(attrex::Backbone::random(
+        attrex::ResNetConfig::keras_resnet50(),
+        attrex::Preprocessing::Caffe,
+        1,
+        &crate::device(),
+    ));
+    assert!(matches!(
+        Retriever::load(&path, other),
+        Err(RetrieverError::TapMismatch { .. })
+    ));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+    let err = Retriever::load(&path, keras()).unwrap_err();
+    assert!(
+        matches!(err, RetrieverError::File { ref reason, .. } if reason.starts_with("truncated")),
+        "{err:?}"
+    );
+    let mut flipped = bytes.clone();
+    let n = flipped.len();
+    flipped[n - 500] ^= 0x10;
+    std::fs::write(&path, &flipped).unwrap();
+    let err = Retriever::load(&path, keras()).unwrap_err();
+    assert!(
+        matches!(err, RetrieverError::File { ref reason, .. } if reason.starts_with("corrupt")),
+        "{err:?}"
+    );
+    let mut versioned = bytes;
+    versioned[8] = 9;
+    std::fs::write(&path, &versioned).unwrap();
+    let err = Retriever::load(&path, keras()).unwrap_err();
+    assert!(
+        matches!(err, RetrieverError::File { ref reason, .. } if reason.contains("version 9")),
+        "{err:?}"
+    );
+}
