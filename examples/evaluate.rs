@@ -13,6 +13,10 @@
 //! writes `confusion_block<N>.png` heat maps to `--out`
 //! (default `target/attrex-eval/<dataset folder name>`).
 
+#[macro_use]
+#[path = "common/mod.rs"]
+mod common;
+
 use std::error::Error;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -81,13 +85,7 @@ fn parse() -> Result<Args, Box<dyn Error>> {
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("error: {e}");
-        let mut s = e.source();
-        while let Some(c) = s {
-            eprintln!("  caused by: {c}");
-            s = c.source();
-        }
-        std::process::exit(1);
+        common::fail(e.as_ref());
     }
 }
 
@@ -155,7 +153,7 @@ fn run() -> Result<(), Box<dyn Error>> {
             )
         };
         let (r, nearest) = (cv(TieBreak::FirstName)?, cv(TieBreak::Nearest)?);
-        println!(
+        out!(
             "block={} dim={} accuracy={:.3} accuracy_nearest={:.3} k={} folds={} seed={} n={}",
             info.block.number(),
             info.dim,
@@ -176,12 +174,12 @@ fn run() -> Result<(), Box<dyn Error>> {
         attrex::plot::confusion_matrix(&r.confusion, &dataset.classes, &title).save_png(&png)?;
         rows.push((info.clone(), r, nearest.accuracy, png));
     }
-    println!();
-    println!("| block | dim  | accuracy | nearest tie-break | per fold");
-    println!("|-------|------|----------|-------------------|---------");
+    out!();
+    out!("| block | dim  | accuracy | nearest tie-break | per fold");
+    out!("|-------|------|----------|-------------------|---------");
     for (info, r, nearest, _) in &rows {
         let folds: Vec<String> = r.fold_accuracy.iter().map(|a| format!("{a:.3}")).collect();
-        println!(
+        out!(
             "| {:5} | {:4} | {:8.3} | {nearest:17.3} | {}",
             info.block.number(),
             info.dim,
@@ -197,7 +195,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         .unwrap_or(4)
         .max(4);
     for (info, r, _, png) in &rows {
-        println!(
+        out!(
             "\nconfusion matrix, {} (rows: true, columns: predicted; {})",
             info.name,
             png.display()
@@ -207,10 +205,10 @@ fn run() -> Result<(), Box<dyn Error>> {
             .iter()
             .map(|c| format!("{:>5}", &c[..c.len().min(5)]))
             .collect();
-        println!("{:width$} {}", "", head.join(""));
+        out!("{:width$} {}", "", head.join(""));
         for (c, row) in dataset.classes.iter().zip(&r.confusion) {
             let cells: Vec<String> = row.iter().map(|n| format!("{n:5}")).collect();
-            println!("{c:width$} {}", cells.join(""));
+            out!("{c:width$} {}", cells.join(""));
         }
     }
     Ok(())

@@ -8,6 +8,10 @@
 //! `{"path": "...", "blocks": [[64 floats], [256], [512], [1024], [2048]]}`.
 //! Without it, a short summary per image.
 
+#[macro_use]
+#[path = "common/mod.rs"]
+mod common;
+
 use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,13 +64,7 @@ fn main() {
         }
     };
     if let Err(e) = run(args) {
-        eprintln!("error: {e}");
-        let mut source = e.source();
-        while let Some(s) = source {
-            eprintln!("  caused by: {s}");
-            source = s.source();
-        }
-        std::process::exit(1);
+        common::fail(e.as_ref());
     }
 }
 
@@ -77,7 +75,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     };
     let backbone = Arc::new(Backbone::load(args.weights.as_deref(), &device)?);
     if !args.json {
-        println!(
+        out!(
             "weights {} loaded in {:.2?} on {device:?}",
             &backbone.weights_id()[..12],
             backbone.load_time()
@@ -90,11 +88,14 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         let features = tap.extract_paths(std::slice::from_ref(path))?;
         let f = &features[0];
         if args.json {
-            let line =
-                serde_json::json!({ "path": path.display().to_string(), "blocks": f.blocks });
-            println!("{line}");
+            // Written by hand so that "path" comes first, as documented.
+            let path = serde_json::to_string(&path.display().to_string())?;
+            out!(
+                "{{\"path\": {path}, \"blocks\": {}}}",
+                serde_json::to_string(&f.blocks)?
+            );
         } else {
-            println!("{} ({:.2?})", path.display(), start.elapsed());
+            out!("{} ({:.2?})", path.display(), start.elapsed());
             for (info, v) in taps.iter().zip(&f.blocks) {
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
                 let (imax, max) = v
@@ -102,9 +103,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                     .enumerate()
                     .fold((0, f32::MIN), |m, (i, &x)| if x > m.1 { (i, x) } else { m });
                 let zeros = v.iter().filter(|&&x| x == 0.0).count();
-                println!(
+                out!(
                     "  {:<6} dim={:<4} l2={norm:<9.3} max={max:.3}@{imax:<4} zeros={zeros}",
-                    info.name, info.dim
+                    info.name,
+                    info.dim
                 );
             }
         }

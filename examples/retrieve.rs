@@ -13,6 +13,10 @@
 //! `FeatureNorm::CenterL2`); the lines after it are every training-free variant tried. Writes a contact sheet (queries and their top results
 //! under each ranking) to `--sheet` (default `target/attrex-retrieval/contact_sheet.png`).
 
+#[macro_use]
+#[path = "common/mod.rs"]
+mod common;
+
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -118,11 +122,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("combined", Ranking::BOTH),
     ] {
         let [c, p, b] = precision(plain, &rows, ranking, k)?;
-        println!("ranking={name} p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}");
+        out!("ranking={name} p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}");
     }
     let [c, p, b] = precision(&variants[3].1, &rows, Ranking::BOTH, k)?;
-    println!("ranking=combined_centred p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}");
-    println!("# training-free variants: feature normalisation x fusion x colour:texture weight");
+    out!("ranking=combined_centred p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}");
+    out!("# training-free variants: feature normalisation x fusion x colour:texture weight");
     for (norm, r) in &variants {
         for fusion in [Fusion::Sum, Fusion::Max, Fusion::Product] {
             for (wc, wt) in [(1.0, 1.0), (2.0, 1.0), (1.0, 2.0)] {
@@ -135,7 +139,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                     fusion,
                 };
                 let [c, p, b] = precision(r, &rows, ranking, k)?;
-                println!(
+                out!(
                     "ranking=combined norm={norm:?} fusion={fusion:?} weights={wc}:{wt} p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}"
                 );
             }

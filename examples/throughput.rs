@@ -10,6 +10,10 @@
 //! `img_per_s=<x>` on its last line. Uses the real weights when they are found, else random
 //! weights (the speed is the same).
 
+#[macro_use]
+#[path = "common/mod.rs"]
+mod common;
+
 use std::error::Error;
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,12 +84,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         .collect::<Result<Vec<_>, _>>()?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    println!(
+    out!(
         "device={device:?} batch={batch} threads={threads} taps={} runs={} median_s={median:.4} min_s={:.4}",
         blocks.len(),
         times.len(),
         times[0]
     );
-    println!("img_per_s={:.2}", batch as f64 / median);
+    out!("img_per_s={:.2}", batch as f64 / median);
     Ok(())
 }

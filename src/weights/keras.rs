@@ -184,7 +184,10 @@ fn is_tarball(path: &Path) -> bool {
 /// it builds, and last [`KerasModel::verify`], so that a damaged file reports the most specific
 /// fault (the tensor) rather than only a checksum.
 pub(crate) fn read(path: &Path) -> Result<KerasModel, WeightsError> {
-    let mut source: Box<dyn FileSource> = if is_tarball(path) {
+    // A tarball is verified whole against TARBALL_SHA256 before anything else, which pins its
+    // contents too: hashing them again would only cost time.
+    let tarball = is_tarball(path);
+    let mut source: Box<dyn FileSource> = if tarball {
         Box::new(read_tarball(path)?)
     } else {
         let dir = model_dir(path).ok_or_else(|| WeightsError::Format {
@@ -214,8 +217,10 @@ pub(crate) fn read(path: &Path) -> Result<KerasModel, WeightsError> {
         });
     }
     let source_name = path.display().to_string();
-    let mut hasher = Sha256::new();
-    hasher.update(&json_bytes);
+    let mut hasher = (!tarball).then(Sha256::new);
+    if let Some(h) = hasher.as_mut() {
+        h.update(&json_bytes);
+    }
     let mut tensors = BTreeMap::new();
     for group in &model.weights_manifest {
         for w in &group.weights {
@@ -245,7 +250,9 @@ pub(crate) fn read(path: &Path) -> Result<KerasModel, WeightsError> {
                     shard: shard.clone(),
                     tensor: first.clone(),
                 })?;
-            hasher.update(&bytes);
+            if let Some(h) = hasher.as_mut() {
+                h.update(&bytes);
+            }
             buf.extend_from_slice(&bytes);
         }
         let mut offset = 0usize;
@@ -282,11 +289,10 @@ pub(crate) fn read(path: &Path) -> Result<KerasModel, WeightsError> {
         }
     }
     let (bn_epsilon, conv_strides) = topology_facts(&model.model_topology, &json_path)?;
-    let content_sha256: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let content_sha256 = match hasher {
+        Some(h) => h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        None => CONTENT_SHA256.to_owned(),
+    };
     Ok(KerasModel {
         path: path.to_owned(),
         tensors,
