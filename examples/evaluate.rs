@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example evaluate -- DATASET_DIR [--blocks 1,2,3,4,5] [--k 5] [--folds 5]
-//!     [--seed N] [--out DIR] [--device flex] [--weights PATH] [--no-cache] [--skip-unreadable]
+//!     [--seed N] [--cluster] [--out DIR] [--device flex] [--weights PATH] [--no-cache] [--skip-unreadable]
 //! ```
 //!
 //! Prints one line per block, `block=2 dim=256 accuracy=0.581 accuracy_nearest=0.590 ...`, then
@@ -10,7 +10,10 @@
 //! (the first class wins), which is how the reference figures were made; `accuracy_nearest` uses
 //! attrex's default (the class with the nearest example wins). Folds are scikit-learn's
 //! `StratifiedKFold(folds, shuffle=True, random_state=seed)`, reproduced exactly. Also
-//! writes `confusion_block<N>.png` heat maps to `--out`
+//! writes `confusion_block<N>.png` heat maps to `--out`. With `--cluster`, each block's
+//! features are also clustered by HDBSCAN (min_cluster_size 50, min_samples 10, Euclidean) and
+//! the line gains `ari=.. ami=..` against the classes; `clusters_ari_ami.png` plots them by
+//! block (the paper's Figure 3). Output folder: `--out`
 //! (default `target/attrex-eval/<dataset folder name>`).
 
 #[macro_use]
@@ -23,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use attrex::cluster::{HdbscanParams, adjusted_mutual_information, adjusted_rand_index};
 use attrex::eval::cross_validate;
 use attrex::{
     Backbone, Block, BlockTap, Dataset, ExtractOptions, FeatureCache, OnUnreadable, TieBreak,
@@ -40,6 +44,7 @@ struct Args {
     weights: Option<PathBuf>,
     cache: bool,
     skip: bool,
+    cluster: bool,
 }
 
 fn parse() -> Result<Args, Box<dyn Error>> {
@@ -55,6 +60,7 @@ fn parse() -> Result<Args, Box<dyn Error>> {
         weights: None,
         cache: true,
         skip: false,
+        cluster: false,
     };
     let mut dir = None;
     while let Some(arg) = it.next() {
@@ -74,6 +80,7 @@ fn parse() -> Result<Args, Box<dyn Error>> {
             "--weights" => a.weights = Some(val()?.into()),
             "--no-cache" => a.cache = false,
             "--skip-unreadable" => a.skip = true,
+            "--cluster" => a.cluster = true,
             s if s.starts_with("--") => return Err(format!("unknown option {s}").into()),
             _ => dir = Some(PathBuf::from(&arg)),
         }
@@ -138,6 +145,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     });
     std::fs::create_dir_all(&out_dir)?;
     let mut rows = Vec::new();
+    let mut cluster_rows = Vec::new();
     for (info, matrix) in features.taps.iter().zip(&features.blocks) {
         // `accuracy`: scikit-learn's rule (a tie goes to the first class), as the reference;
         // `accuracy_nearest`: attrex's default rule (a tie goes to the nearest example).
@@ -153,8 +161,26 @@ fn run() -> Result<(), Box<dyn Error>> {
             )
         };
         let (r, nearest) = (cv(TieBreak::FirstName)?, cv(TieBreak::Nearest)?);
+        let clusters = if args.cluster {
+            let labels = attrex::cluster::hdbscan(matrix, info.dim, HdbscanParams::default())?;
+            let truth: Vec<i64> = features.labels.iter().map(|&l| l as i64).collect();
+            let (ari, ami) = (
+                adjusted_rand_index(&truth, &labels),
+                adjusted_mutual_information(&truth, &labels),
+            );
+            let found = labels
+                .iter()
+                .filter(|&&l| l >= 0)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            let noise = labels.iter().filter(|&&l| l < 0).count();
+            cluster_rows.push((info.block.number(), ari, ami));
+            format!(" ari={ari:.3} ami={ami:.3} clusters={found} noise={noise}")
+        } else {
+            String::new()
+        };
         out!(
-            "block={} dim={} accuracy={:.3} accuracy_nearest={:.3} k={} folds={} seed={} n={}",
+            "block={} dim={} accuracy={:.3} accuracy_nearest={:.3} k={} folds={} seed={} n={}{clusters}",
             info.block.number(),
             info.dim,
             r.accuracy,
@@ -173,6 +199,32 @@ fn run() -> Result<(), Box<dyn Error>> {
         );
         attrex::plot::confusion_matrix(&r.confusion, &dataset.classes, &title).save_png(&png)?;
         rows.push((info.clone(), r, nearest.accuracy, png));
+    }
+    if !cluster_rows.is_empty() {
+        let labels: Vec<String> = cluster_rows
+            .iter()
+            .map(|r| format!("block {}", r.0))
+            .collect();
+        let name = args.dir.file_name().unwrap_or_default().to_string_lossy();
+        let chart = attrex::plot::line_chart(
+            &format!("{name}: HDBSCAN clusters vs classes"),
+            &labels,
+            &[
+                (
+                    "ARI",
+                    cluster_rows.iter().map(|r| r.1).collect(),
+                    [31, 119, 180],
+                ),
+                (
+                    "AMI",
+                    cluster_rows.iter().map(|r| r.2).collect(),
+                    [214, 39, 40],
+                ),
+            ],
+        );
+        let png = out_dir.join("clusters_ari_ami.png");
+        chart.save_png(&png)?;
+        eprintln!("ARI/AMI by block: {}", png.display());
     }
     out!();
     out!("| block | dim  | accuracy | nearest tie-break | per fold");

@@ -5,8 +5,9 @@ use std::num::NonZeroUsize;
 use crate::error::IndexError;
 use crate::index::{AttributeIndex, TieBreak};
 
-/// A small, seeded, portable random generator (SplitMix64), so that fold assignments are the same
-/// on every platform and version.
+/// A small, seeded, portable random generator (SplitMix64): the same numbers on every platform
+/// and version. attrex uses it for sampling (the retriever's pair sample) and its tests and
+/// benches for synthetic data; the folds use scikit-learn's own generator instead.
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);
 

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod cluster;
 mod dataset;
 mod device;
 mod error;

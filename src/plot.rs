@@ -168,3 +168,60 @@ pub fn confusion_matrix(matrix: &[Vec<usize>], classes: &[String], title: &str) 
     );
     c
 }
+
+/// A line chart of one or more series over the same categorical x axis, y from 0 to 1 (scores
+/// such as ARI and AMI), with a legend.
+pub fn line_chart(
+    title: &str,
+    x_labels: &[String],
+    series: &[(&str, Vec<f64>, [u8; 3])],
+) -> Canvas {
+    let (left, top, w, h) = (60i64, 50i64, 480i64, 300i64);
+    let mut c = Canvas::new((left + w + 150) as u32, (top + h + 60) as u32);
+    c.text(10, 14, title, 2, [0, 0, 0]);
+    // Axes and grid at 0, 0.25, ... 1.
+    for g in 0..=4 {
+        let y = top + h - h * g / 4;
+        c.rect(left, y, w as u32, 1, [220, 220, 220]);
+        c.text(
+            left - 44,
+            y - 4,
+            &format!("{:.2}", g as f64 / 4.0),
+            1,
+            [80, 80, 80],
+        );
+    }
+    c.rect(left, top, 1, h as u32, [0, 0, 0]);
+    c.rect(left, top + h, w as u32, 1, [0, 0, 0]);
+    let n = x_labels.len().max(1) as i64;
+    let x_at = |i: usize| left + w * (2 * i as i64 + 1) / (2 * n);
+    for (i, label) in x_labels.iter().enumerate() {
+        let tw = Canvas::text_width(label, 1) as i64;
+        c.text(x_at(i) - tw / 2, top + h + 10, label, 1, [0, 0, 0]);
+    }
+    let y_at = |v: f64| top + h - (v.clamp(0.0, 1.0) * h as f64).round() as i64;
+    for (s, (name, values, color)) in series.iter().enumerate() {
+        // Segments drawn as dense dots, points as squares.
+        for i in 1..values.len() {
+            let (x0, y0, x1, y1) = (x_at(i - 1), y_at(values[i - 1]), x_at(i), y_at(values[i]));
+            let steps = (x1 - x0).abs().max((y1 - y0).abs()).max(1);
+            for t in 0..=steps {
+                c.rect(
+                    x0 + (x1 - x0) * t / steps - 1,
+                    y0 + (y1 - y0) * t / steps - 1,
+                    3,
+                    3,
+                    *color,
+                );
+            }
+        }
+        for (i, v) in values.iter().enumerate() {
+            c.rect(x_at(i) - 4, y_at(*v) - 4, 9, 9, *color);
+            c.text(x_at(i) + 6, y_at(*v) - 14, &format!("{v:.2}"), 1, *color);
+        }
+        let ly = top + 10 + 20 * s as i64;
+        c.rect(left + w + 20, ly, 20, 8, *color);
+        c.text(left + w + 48, ly, name, 1, [0, 0, 0]);
+    }
+    c
+}

@@ -6,6 +6,7 @@
 mod backends;
 mod bad_images;
 mod bad_weights;
+mod cluster;
 mod index;
 mod parity;
 mod retriever;
