@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release --example evaluate -- DATASET_DIR [--blocks 1,2,3,4,5] [--k 5] [--folds 5]
-//!     [--seed N] [--cluster] [--out DIR] [--device flex] [--weights PATH] [--no-cache] [--skip-unreadable]
+//!     [--seed N] [--cluster] [--reduce umap:D|umap:sweep] [--out DIR] [--device flex]
+//!     [--weights PATH] [--no-cache] [--skip-unreadable]
 //! ```
 //!
 //! Prints one line per block, `block=2 dim=256 accuracy=0.581 accuracy_nearest=0.590 ...`, then
@@ -13,7 +14,11 @@
 //! writes `confusion_block<N>.png` heat maps to `--out`. With `--cluster`, each block's
 //! features are also clustered by HDBSCAN (min_cluster_size 50, min_samples 10, Euclidean) and
 //! the line gains `ari=.. ami=..` against the classes; `clusters_ari_ami.png` plots them by
-//! block (the paper's Figure 3). Output folder: `--out`
+//! block (the paper's Figure 3). With `--reduce umap:8` (or `umap:2,8,32`, or `umap:sweep` for
+//! 2, 4, 8, ... up to the block's dimension: Table 2) each block is also reduced by UMAP under two
+//! protocols, printed as `block=2 dim=8 protocol=all accuracy=..` (UMAP fitted on every image
+//! before the cross-validation, as the paper did) and `protocol=inductive` (fitted on the
+//! training folds, the test fold transformed, as a deployed system would). Output folder: `--out`
 //! (default `target/attrex-eval/<dataset folder name>`).
 
 #[macro_use]
@@ -27,7 +32,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use attrex::cluster::{HdbscanParams, adjusted_mutual_information, adjusted_rand_index};
-use attrex::eval::cross_validate;
+use attrex::eval::{cross_validate, cross_validate_inductive};
+use attrex::reduce::{Umap, UmapParams};
 use attrex::{
     Backbone, Block, BlockTap, Dataset, ExtractOptions, FeatureCache, OnUnreadable, TieBreak,
     extract_dataset,
@@ -45,6 +51,7 @@ struct Args {
     cache: bool,
     skip: bool,
     cluster: bool,
+    reduce: Vec<usize>,
 }
 
 fn parse() -> Result<Args, Box<dyn Error>> {
@@ -61,6 +68,7 @@ fn parse() -> Result<Args, Box<dyn Error>> {
         cache: true,
         skip: false,
         cluster: false,
+        reduce: Vec::new(),
     };
     let mut dir = None;
     while let Some(arg) = it.next() {
@@ -81,6 +89,20 @@ fn parse() -> Result<Args, Box<dyn Error>> {
             "--no-cache" => a.cache = false,
             "--skip-unreadable" => a.skip = true,
             "--cluster" => a.cluster = true,
+            "--reduce" => {
+                let v = val()?;
+                let dims = v
+                    .strip_prefix("umap:")
+                    .ok_or("--reduce takes umap:D, umap:D1,D2,... or umap:sweep")?;
+                a.reduce = if dims == "sweep" {
+                    // Table 2: 2, 4, 8, ... up to the block's dimension (capped per block below).
+                    (1..=11).map(|p| 1usize << p).collect()
+                } else {
+                    dims.split(',')
+                        .map(|d| d.trim().parse())
+                        .collect::<Result<_, _>>()?
+                };
+            }
             s if s.starts_with("--") => return Err(format!("unknown option {s}").into()),
             _ => dir = Some(PathBuf::from(&arg)),
         }
@@ -191,6 +213,55 @@ fn run() -> Result<(), Box<dyn Error>> {
             features.labels.len()
         );
         let png = out_dir.join(format!("confusion_block{}.png", info.block.number()));
+        // An embedding needs fewer dimensions than the block has, and than the points allow.
+        let n_points = features.labels.len();
+        for &d in args
+            .reduce
+            .iter()
+            .filter(|&&d| d < info.dim && d < n_points / 2)
+        {
+            let params = UmapParams {
+                n_components: d,
+                seed: u64::from(args.seed),
+                ..UmapParams::default()
+            };
+            let start = Instant::now();
+            let umap = Umap::fit(matrix, info.dim, params)?;
+            let fit_s = start.elapsed().as_secs_f64();
+            let all = cross_validate(
+                umap.embedding(),
+                d,
+                &features.labels,
+                args.k,
+                args.folds,
+                args.seed,
+                TieBreak::FirstName,
+            )?;
+            let inductive = cross_validate_inductive(
+                matrix,
+                info.dim,
+                &features.labels,
+                args.k,
+                args.folds,
+                args.seed,
+                TieBreak::FirstName,
+                |train, test| {
+                    let u = Umap::fit(train, info.dim, params).map_err(|e| e.to_string())?;
+                    let t = u.transform(test).map_err(|e| e.to_string())?;
+                    Ok((u.embedding().to_vec(), t, d))
+                },
+            )?;
+            out!(
+                "block={} dim={d} protocol=all accuracy={:.3} fit_s={fit_s:.2}",
+                info.block.number(),
+                all.accuracy
+            );
+            out!(
+                "block={} dim={d} protocol=inductive accuracy={:.3}",
+                info.block.number(),
+                inductive.accuracy
+            );
+        }
         let name = args.dir.file_name().unwrap_or_default().to_string_lossy();
         let title = format!(
             "{name}: block {} (accuracy {:.3})",

@@ -197,6 +197,9 @@ pub enum EvalError {
     /// The index refused the vectors.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// The reducer failed.
+    #[error("reducer: {0}")]
+    Reduce(String),
 }
 
 /// The result of cross-validating one feature matrix.
@@ -224,6 +227,39 @@ pub fn cross_validate(
     seed: u32,
     tie_break: TieBreak,
 ) -> Result<CvResult, EvalError> {
+    cross_validate_inductive(
+        features,
+        dim,
+        labels,
+        k,
+        folds,
+        seed,
+        tie_break,
+        |train, test| Ok((train.to_vec(), test.to_vec(), dim)),
+    )
+}
+
+/// Stratified k-fold cross-validation where each fold's features are first mapped by `reduce`,
+/// fitted on that fold's training rows only: `reduce(train, test)` returns the reduced training
+/// and test rows and their dimension. This is how a deployed system would use a reducer such as
+/// UMAP (fit on the examples it has, transform what comes later).
+///
+/// # Errors
+/// As [`cross_validate`], and [`EvalError::Reduce`] with the reducer's message.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_validate_inductive<F>(
+    features: &[f32],
+    dim: usize,
+    labels: &[usize],
+    k: NonZeroUsize,
+    folds: usize,
+    seed: u32,
+    tie_break: TieBreak,
+    mut reduce: F,
+) -> Result<CvResult, EvalError>
+where
+    F: FnMut(&[f32], &[f32]) -> Result<(Vec<f32>, Vec<f32>, usize), String>,
+{
     let n = labels.len();
     if features.len() != n * dim {
         return Err(IndexError::Dimension {
@@ -237,22 +273,26 @@ pub fn cross_validate(
     let mut confusion = vec![vec![0; classes]; classes];
     let mut fold_accuracy = Vec::with_capacity(folds);
     for fold in 0..folds {
-        let mut index = AttributeIndex::new(dim).with_k(k).with_tie_break(tie_break);
-        let mut queries = Vec::new();
-        let mut truth = Vec::new();
+        let (mut train, mut test, mut train_y, mut test_y) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {
             let row = &features[i * dim..(i + 1) * dim];
             if fold_of[i] == fold {
-                queries.extend_from_slice(row);
-                truth.push(labels[i]);
+                test.extend_from_slice(row);
+                test_y.push(labels[i]);
             } else {
-                // Zero-padded, so that name order is label order for TieBreak::FirstName.
-                index.add(&format!("{:010}", labels[i]), row)?;
+                train.extend_from_slice(row);
+                train_y.push(labels[i]);
             }
         }
-        let predictions = index.classify_many(&queries)?;
+        let (train_r, test_r, d) = reduce(&train, &test).map_err(EvalError::Reduce)?;
+        let mut index = AttributeIndex::new(d).with_k(k).with_tie_break(tie_break);
+        for (row, y) in train_r.chunks_exact(d).zip(&train_y) {
+            index.add(&format!("{y:010}"), row)?;
+        }
+        let predictions = index.classify_many(&test_r)?;
         let mut correct = 0;
-        for (p, &t) in predictions.iter().zip(&truth) {
+        for (p, &t) in predictions.iter().zip(&test_y) {
             let predicted: usize = p
                 .attribute
                 .parse()
@@ -260,7 +300,7 @@ pub fn cross_validate(
             confusion[t][predicted] += 1;
             correct += usize::from(predicted == t);
         }
-        fold_accuracy.push(correct as f64 / truth.len() as f64);
+        fold_accuracy.push(correct as f64 / test_y.len() as f64);
     }
     Ok(CvResult {
         accuracy: fold_accuracy.iter().sum::<f64>() / folds as f64,

@@ -40,6 +40,7 @@ mod fsutil;
 pub mod index;
 pub mod plot;
 mod preprocess;
+pub mod reduce;
 pub mod resnet;
 mod retriever;
 mod tap;

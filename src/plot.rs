@@ -225,3 +225,88 @@ pub fn line_chart(
     }
     c
 }
+
+/// Ten distinguishable colours (matplotlib's tab10), reused cyclically.
+pub const PALETTE: [[u8; 3]; 10] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
+];
+
+/// The colour a class is drawn in: its own colour when the class is named after one (so that a
+/// "red" class is red), else the palette's.
+pub fn class_colour(name: &str, index: usize) -> [u8; 3] {
+    match name.to_ascii_lowercase().as_str() {
+        "black" => [20, 20, 20],
+        "white" => [225, 225, 225],
+        "gray" | "grey" => [140, 140, 140],
+        "red" => [220, 20, 30],
+        "pink" => [255, 130, 190],
+        "orange" => [255, 140, 0],
+        "yellow" => [230, 200, 0],
+        "green" => [30, 150, 40],
+        "blue" => [30, 80, 220],
+        "purple" => [130, 40, 170],
+        "brown" => [130, 80, 30],
+        _ => PALETTE[index % PALETTE.len()],
+    }
+}
+
+/// Draws `title` at scale 2, or 1 when that would not fit in `width`.
+fn title(c: &mut Canvas, title: &str, width: u32) {
+    let scale = if Canvas::text_width(title, 2) + 20 <= width {
+        2
+    } else {
+        1
+    };
+    c.text(10, 12, title, scale, [0, 0, 0]);
+}
+
+/// A scatter plot of 2-D points coloured by class, with a legend of the class names.
+pub fn scatter(heading: &str, points: &[[f32; 2]], classes: &[usize], names: &[String]) -> Canvas {
+    let (left, top, side) = (20i64, 44i64, 520i64);
+    let legend_w = names
+        .iter()
+        .map(|n| Canvas::text_width(n, 1))
+        .max()
+        .unwrap_or(0) as i64
+        + 50;
+    let width = (left + side + 20 + legend_w) as u32;
+    let mut c = Canvas::new(width, (top + side + 20) as u32);
+    title(&mut c, heading, width);
+    c.rect(left, top, side as u32, 1, [160, 160, 160]);
+    c.rect(left, top + side, side as u32, 1, [160, 160, 160]);
+    c.rect(left, top, 1, side as u32, [160, 160, 160]);
+    c.rect(left + side, top, 1, side as u32 + 1, [160, 160, 160]);
+    let (mut lo, mut hi) = ([f32::MAX; 2], [f32::MIN; 2]);
+    for p in points {
+        for d in 0..2 {
+            lo[d] = lo[d].min(p[d]);
+            hi[d] = hi[d].max(p[d]);
+        }
+    }
+    let pad = 12.0;
+    let at = |v: f32, d: usize| -> i64 {
+        let span = (hi[d] - lo[d]).max(f32::MIN_POSITIVE);
+        let t = (v - lo[d]) / span;
+        let t = if d == 1 { 1.0 - t } else { t };
+        (pad + t * (side as f32 - 2.0 * pad)) as i64
+    };
+    for (p, &class) in points.iter().zip(classes) {
+        let color = class_colour(names.get(class).map_or("", String::as_str), class);
+        c.rect(left + at(p[0], 0) - 2, top + at(p[1], 1) - 2, 5, 5, color);
+    }
+    for (i, name) in names.iter().enumerate() {
+        let y = top + 8 + 16 * i as i64;
+        c.rect(left + side + 20, y, 10, 10, class_colour(name, i));
+        c.text(left + side + 36, y + 1, name, 1, [0, 0, 0]);
+    }
+    c
+}

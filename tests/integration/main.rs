@@ -12,6 +12,7 @@ mod parity;
 mod retriever;
 mod table1;
 mod torchvision;
+mod umap;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

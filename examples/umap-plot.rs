@@ -1,0 +1,102 @@
+//! 2-D UMAP of each block's features, coloured by class (the paper's Figures 4 and 5).
+//!
+//! ```text
+//! cargo run --release --example umap-plot -- DATASET_DIR [--out DIR] [--seed N] [--supervised]
+//! ```
+//!
+//! Writes `umap_block<N>.png` for blocks 1 to 5 into `--out` (default
+//! `target/attrex-umap/<dataset folder name>`), and prints the kNN accuracy (k = 5, 5 folds)
+//! of each 2-D embedding, as a number to go with the picture.
+
+use std::error::Error;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[macro_use]
+#[path = "common/mod.rs"]
+mod common;
+
+use attrex::eval::cross_validate;
+use attrex::reduce::{Umap, UmapParams};
+use attrex::{
+    Backbone, BlockTap, Dataset, ExtractOptions, FeatureCache, TieBreak, extract_dataset,
+};
+
+fn main() {
+    if let Err(e) = run() {
+        common::fail(e.as_ref());
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(1);
+    let (mut dir, mut out, mut seed, mut supervised) = (None, None, 0u64, false);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--out" => out = Some(PathBuf::from(args.next().ok_or("--out needs a folder")?)),
+            "--seed" => seed = args.next().ok_or("--seed needs a value")?.parse()?,
+            "--supervised" => supervised = true,
+            s if s.starts_with("--") => return Err(format!("unknown option {s}").into()),
+            _ => dir = Some(PathBuf::from(a)),
+        }
+    }
+    let dir = dir.ok_or("usage: umap-plot DATASET_DIR [--out DIR] [--seed N] [--supervised]")?;
+    let name = dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let out = out.unwrap_or_else(|| PathBuf::from("target/attrex-umap").join(&name));
+    std::fs::create_dir_all(&out)?;
+    let dataset = Dataset::open(&dir)?;
+    let backbone = Arc::new(Backbone::load(None, &attrex::default_device()?)?);
+    let tap = BlockTap::all(backbone);
+    let options = ExtractOptions {
+        cache: Some(FeatureCache::default_location()),
+        progress: true,
+        ..ExtractOptions::default()
+    };
+    let features = extract_dataset(&tap, &dataset, &options)?;
+    let params = UmapParams {
+        seed,
+        ..UmapParams::default()
+    };
+    for (info, matrix) in features.taps.iter().zip(&features.blocks) {
+        let umap = if supervised {
+            Umap::fit_supervised(matrix, info.dim, &features.labels, params)?
+        } else {
+            Umap::fit(matrix, info.dim, params)?
+        };
+        let points: Vec<[f32; 2]> = umap
+            .embedding()
+            .chunks_exact(2)
+            .map(|p| [p[0], p[1]])
+            .collect();
+        let acc = cross_validate(
+            umap.embedding(),
+            2,
+            &features.labels,
+            NonZeroUsize::new(5).expect("5 > 0"),
+            5,
+            0,
+            TieBreak::FirstName,
+        )?;
+        let title = format!(
+            "{name}: UMAP of block {} ({}-d), kNN acc {:.3}",
+            info.block.number(),
+            info.dim,
+            acc.accuracy
+        );
+        let png = out.join(format!("umap_block{}.png", info.block.number()));
+        attrex::plot::scatter(&title, &points, &features.labels, &dataset.classes)
+            .save_png(&png)?;
+        out!(
+            "block={} dim=2 knn_accuracy={:.3} png={}",
+            info.block.number(),
+            acc.accuracy,
+            png.display()
+        );
+    }
+    Ok(())
+}
