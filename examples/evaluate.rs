@@ -18,7 +18,9 @@
 //! 2, 4, 8, ... up to the block's dimension: Table 2) each block is also reduced by UMAP under two
 //! protocols, printed as `block=2 dim=8 protocol=all accuracy=..` (UMAP fitted on every image
 //! before the cross-validation, as the paper did) and `protocol=inductive` (fitted on the
-//! training folds, the test fold transformed, as a deployed system would). Output folder: `--out`
+//! training folds, the test fold transformed, as a deployed system would); with `--cluster` too,
+//! the `protocol=all` line adds HDBSCAN's ARI and AMI on the reduced vectors. Output folder:
+//! `--out`
 //! (default `target/attrex-eval/<dataset folder name>`).
 
 #[macro_use]
@@ -251,8 +253,20 @@ fn run() -> Result<(), Box<dyn Error>> {
                     Ok((u.embedding().to_vec(), t, d))
                 },
             )?;
+            let clusters = if args.cluster {
+                let labels =
+                    attrex::cluster::hdbscan(umap.embedding(), d, HdbscanParams::default())?;
+                let truth: Vec<i64> = features.labels.iter().map(|&l| l as i64).collect();
+                format!(
+                    " ari={:.3} ami={:.3}",
+                    adjusted_rand_index(&truth, &labels),
+                    adjusted_mutual_information(&truth, &labels)
+                )
+            } else {
+                String::new()
+            };
             out!(
-                "block={} dim={d} protocol=all accuracy={:.3} fit_s={fit_s:.2}",
+                "block={} dim={d} protocol=all accuracy={:.3} fit_s={fit_s:.2}{clusters}",
                 info.block.number(),
                 all.accuracy
             );
