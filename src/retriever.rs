@@ -445,14 +445,7 @@ impl Retriever {
                 got: [colour.len(), texture.len()],
             });
         }
-        if let Some(a) = allowed
-            && a.len() != self.len()
-        {
-            return Err(RetrieverError::FilterLength {
-                items: self.len(),
-                flags: a.len(),
-            });
-        }
+        self.check_filter(allowed)?;
         let (mut qc, mut qt) = (colour.to_vec(), texture.to_vec());
         self.header.config.norm.apply(&mut qc, &self.colour.mean);
         self.header.config.norm.apply(&mut qt, &self.texture.mean);
@@ -541,6 +534,16 @@ impl Retriever {
             .collect()
     }
 
+    fn check_filter(&self, allowed: Option<&[bool]>) -> Result<(), RetrieverError> {
+        match allowed {
+            Some(a) if a.len() != self.len() => Err(RetrieverError::FilterLength {
+                items: self.len(),
+                flags: a.len(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Ranks the catalogue against item `item` of the catalogue, leaving it out.
     ///
     /// # Errors
@@ -559,14 +562,7 @@ impl Retriever {
             });
         }
         let (qc, qt) = (self.colour.row(item), self.texture.row(item));
-        if let Some(a) = allowed
-            && a.len() != self.len()
-        {
-            return Err(RetrieverError::FilterLength {
-                items: self.len(),
-                flags: a.len(),
-            });
-        }
+        self.check_filter(allowed)?;
         // Search vectors are transformed already.
         Ok(self.rank(qc, qt, ranking, k, Some(item), allowed))
     }
