@@ -67,3 +67,8 @@ pub use weights::WeightsFormat;
 
 /// Re-export of the Burn version attrex is built on, so that users name the same types.
 pub use burn;
+
+/// The README's examples, compiled as doctests so that they stay correct.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
