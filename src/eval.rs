@@ -286,6 +286,15 @@ where
             }
         }
         let (train_r, test_r, d) = reduce(&train, &test).map_err(EvalError::Reduce)?;
+        if d == 0 || train_r.len() != train_y.len() * d || test_r.len() != test_y.len() * d {
+            return Err(EvalError::Reduce(format!(
+                "reducer returned {} and {} values for {} and {} rows of {d}",
+                train_r.len(),
+                test_r.len(),
+                train_y.len(),
+                test_y.len()
+            )));
+        }
         let mut index = AttributeIndex::new(d).with_k(k).with_tie_break(tie_break);
         for (row, y) in train_r.chunks_exact(d).zip(&train_y) {
             index.add(&format!("{y:010}"), row)?;
