@@ -186,20 +186,12 @@ fn run() -> Result<(), Box<dyn Error>> {
         };
         let (r, nearest) = (cv(TieBreak::FirstName)?, cv(TieBreak::Nearest)?);
         let clusters = if args.cluster {
-            let labels = attrex::cluster::hdbscan(matrix, info.dim, HdbscanParams::default())?;
-            let truth: Vec<i64> = features.labels.iter().map(|&l| l as i64).collect();
-            let (ari, ami) = (
-                adjusted_rand_index(&truth, &labels),
-                adjusted_mutual_information(&truth, &labels),
-            );
-            let found = labels
-                .iter()
-                .filter(|&&l| l >= 0)
-                .collect::<std::collections::BTreeSet<_>>()
-                .len();
-            let noise = labels.iter().filter(|&&l| l < 0).count();
-            cluster_rows.push((info.block.number(), ari, ami));
-            format!(" ari={ari:.3} ami={ami:.3} clusters={found} noise={noise}")
+            let c = cluster_scores(matrix, info.dim, &features.labels)?;
+            cluster_rows.push((info.block.number(), c.ari, c.ami));
+            format!(
+                " ari={:.3} ami={:.3} clusters={} noise={}",
+                c.ari, c.ami, c.clusters, c.noise
+            )
         } else {
             String::new()
         };
@@ -254,14 +246,8 @@ fn run() -> Result<(), Box<dyn Error>> {
                 },
             )?;
             let clusters = if args.cluster {
-                let labels =
-                    attrex::cluster::hdbscan(umap.embedding(), d, HdbscanParams::default())?;
-                let truth: Vec<i64> = features.labels.iter().map(|&l| l as i64).collect();
-                format!(
-                    " ari={:.3} ami={:.3}",
-                    adjusted_rand_index(&truth, &labels),
-                    adjusted_mutual_information(&truth, &labels)
-                )
+                let c = cluster_scores(umap.embedding(), d, &features.labels)?;
+                format!(" ari={:.3} ami={:.3}", c.ari, c.ami)
             } else {
                 String::new()
             };
@@ -349,4 +335,31 @@ fn run() -> Result<(), Box<dyn Error>> {
         }
     }
     Ok(())
+}
+
+/// HDBSCAN (the paper's settings) on `matrix`, scored against the class labels.
+struct ClusterScores {
+    ari: f64,
+    ami: f64,
+    clusters: usize,
+    noise: usize,
+}
+
+fn cluster_scores(
+    matrix: &[f32],
+    dim: usize,
+    labels: &[usize],
+) -> Result<ClusterScores, Box<dyn Error>> {
+    let found = attrex::cluster::hdbscan(matrix, dim, HdbscanParams::default())?;
+    let truth: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Ok(ClusterScores {
+        ari: adjusted_rand_index(&truth, &found),
+        ami: adjusted_mutual_information(&truth, &found),
+        clusters: found
+            .iter()
+            .filter(|&&l| l >= 0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        noise: found.iter().filter(|&&l| l < 0).count(),
+    })
 }

@@ -77,6 +77,7 @@ impl FeatureNorm {
 struct TapData {
     dim: usize,
     raw: Vec<f32>,
+    /// The catalogue mean; empty unless the norm is [`FeatureNorm::CenterL2`].
     mean: Vec<f32>,
     /// Empty under [`FeatureNorm::None`]: search uses `raw`.
     normalised: Vec<f32>,
@@ -99,12 +100,16 @@ impl TapData {
 
     /// Recomputes the mean, the transformed copy and the scale after a change.
     fn refresh(&mut self, norm: FeatureNorm, pairs: &[(usize, usize)]) {
-        let n = self.raw.len() / self.dim.max(1);
-        self.mean = vec![0.0; self.dim];
-        for row in self.raw.chunks_exact(self.dim) {
-            self.mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+        // Only centring uses the mean.
+        self.mean.clear();
+        if norm == FeatureNorm::CenterL2 {
+            let n = self.raw.len() / self.dim.max(1);
+            self.mean = vec![0.0; self.dim];
+            for row in self.raw.chunks_exact(self.dim) {
+                self.mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+            }
+            self.mean.iter_mut().for_each(|m| *m /= n.max(1) as f32);
         }
-        self.mean.iter_mut().for_each(|m| *m /= n.max(1) as f32);
         self.normalised.clear();
         if norm != FeatureNorm::None {
             self.normalised = self.raw.clone();
