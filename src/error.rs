@@ -231,6 +231,12 @@ pub enum TapError {
     /// The device cannot be used.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// [`crate::Engine::Native`] was asked for where it cannot run.
+    #[error("the native CPU engine cannot be used: {reason}")]
+    EngineUnavailable {
+        /// Why not.
+        reason: &'static str,
+    },
 }
 
 /// Errors from choosing a compute device.

@@ -38,6 +38,7 @@ pub mod eval;
 mod extract;
 mod fsutil;
 pub mod index;
+mod native;
 pub mod plot;
 mod preprocess;
 pub mod reduce;
@@ -62,7 +63,7 @@ pub use resnet::{ResNet, ResNetConfig, Variant};
 pub use retriever::{
     CATALOGUE_VERSION, FeatureNorm, Fusion, Hit, Ranking, Retriever, RetrieverConfig,
 };
-pub use tap::{Backbone, Block, BlockTap, Features, TapInfo};
+pub use tap::{Backbone, Block, BlockTap, Engine, Features, TapInfo};
 pub use weights::WeightsFormat;
 
 /// Re-export of the Burn version attrex is built on, so that users name the same types.

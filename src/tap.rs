@@ -9,9 +9,75 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::DynamicImage;
 
 use crate::error::{TapError, WeightsError};
+use crate::native::NativeNet;
 use crate::preprocess::{INPUT_SIDE, Preprocessing, read_image};
-use crate::resnet::{ResNet, ResNetConfig};
-use crate::weights::{self, WeightsFormat};
+use crate::resnet::{self, FoldedConv, ResNet, ResNetConfig};
+use crate::weights::{self, StateDict, WeightsFormat};
+
+/// What runs the network's forward pass.
+///
+/// A [`Backbone`] on the `flex` device uses [`Engine::Native`] where the CPU supports it
+/// (x86-64 with AVX-512F) and [`Engine::Burn`] elsewhere. Set `ATTREX_ENGINE=burn` (or call
+/// [`Backbone::with_engine`]) to force Burn, for comparison or debugging. Both compute the same
+/// function and are tested against the same reference outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Engine {
+    /// Burn's tensor operations on the backbone's device (any backend: flex, ndarray, wgpu).
+    Burn,
+    /// attrex's own channels-last AVX-512 kernels with bias, residual and ReLU fused into each
+    /// convolution (CPU only: the `flex` device on x86-64 with AVX-512F).
+    Native,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Burn => "burn",
+            Engine::Native => "native",
+        })
+    }
+}
+
+/// Why the native engine cannot run on `device`, or `None` when it can.
+fn native_unavailable(device: &Device) -> Option<&'static str> {
+    #[cfg(feature = "flex")]
+    let on_flex = *device == Device::flex();
+    #[cfg(not(feature = "flex"))]
+    let on_flex = {
+        let _ = device;
+        false
+    };
+    if !on_flex {
+        Some("it runs only for the `flex` device")
+    } else if !crate::native::supported() {
+        Some("this CPU lacks AVX-512F")
+    } else {
+        None
+    }
+}
+
+/// Whether a new backbone on `device` should pack the native engine.
+fn want_native(device: &Device) -> bool {
+    let forced_burn = std::env::var("ATTREX_ENGINE").is_ok_and(|v| v.eq_ignore_ascii_case("burn"));
+    !forced_burn && native_unavailable(device).is_none()
+}
+
+/// Builds both engines' networks from a state dict.
+fn build(
+    config: &ResNetConfig,
+    state: &StateDict,
+    device: &Device,
+) -> Result<(ResNet, Option<NativeNet>), WeightsError> {
+    let folded: Vec<FoldedConv> = resnet::fold(config, state)?;
+    let native = if want_native(device) {
+        NativeNet::new(config, &folded)
+    } else {
+        None
+    };
+    let net = ResNet::from_folded(config, folded, state, device)?;
+    Ok((net, native))
+}
 
 /// One of the five blocks of a ResNet-50 that can be tapped.
 #[derive(
@@ -71,6 +137,7 @@ impl fmt::Display for Block {
 #[derive(Debug)]
 pub struct Backbone {
     net: ResNet,
+    native: Option<NativeNet>,
     config: ResNetConfig,
     preprocessing: Preprocessing,
     device: Device,
@@ -107,9 +174,11 @@ impl Backbone {
         let start = Instant::now();
         let format = WeightsFormat::detect(path)?;
         let imported = weights::import(path, format, config)?;
-        let net = ResNet::from_state(&imported.config, &imported.state, device)?;
+        let (net, native) = build(&imported.config, &imported.state, device)?;
+        drop(imported.state);
         Ok(Self {
             net,
+            native,
             config: imported.config,
             preprocessing: imported.preprocessing,
             device: device.clone(),
@@ -128,15 +197,47 @@ impl Backbone {
     ) -> Self {
         let start = Instant::now();
         let state = weights::StateDict::random(&config, seed);
-        let net = ResNet::from_state(&config, &state, device)
+        let (net, native) = build(&config, &state, device)
             .expect("StateDict::random produces every tensor of the config in its shape");
         Self {
             net,
+            native,
             config,
             preprocessing,
             device: device.clone(),
             weights_id: format!("random-seed-{seed}"),
             load_time: start.elapsed(),
+        }
+    }
+
+    /// The engine that runs [`BlockTap`]s on this backbone.
+    pub fn engine(&self) -> Engine {
+        if self.native.is_some() {
+            Engine::Native
+        } else {
+            Engine::Burn
+        }
+    }
+
+    /// The same backbone run by `engine`.
+    ///
+    /// Switching to [`Engine::Burn`] always works (and frees the native engine's copy of the
+    /// weights). [`Engine::Native`] works when the backbone was loaded with it, that is on the
+    /// `flex` device of a CPU with AVX-512F and without `ATTREX_ENGINE=burn`.
+    ///
+    /// # Errors
+    /// [`TapError::EngineUnavailable`] saying why the native engine cannot be used.
+    pub fn with_engine(mut self, engine: Engine) -> Result<Self, TapError> {
+        match engine {
+            Engine::Burn => {
+                self.native = None;
+                Ok(self)
+            }
+            Engine::Native if self.native.is_some() => Ok(self),
+            Engine::Native => Err(TapError::EngineUnavailable {
+                reason: native_unavailable(&self.device)
+                    .unwrap_or("the backbone was loaded with ATTREX_ENGINE=burn"),
+            }),
         }
     }
 
@@ -302,7 +403,23 @@ impl BlockTap {
         for b in &self.blocks {
             wanted[b.index()] = true;
         }
-        Ok(self.backbone.net.pooled(input, wanted))
+        let Some(native) = &self.backbone.native else {
+            return Ok(self.backbone.net.pooled(input, wanted));
+        };
+        let device = input.device();
+        let values: Vec<f32> = input
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("converted to f32 just above");
+        let pooled = native.pooled(&values, dims, wanted);
+        Ok(pooled
+            .into_iter()
+            .map(|v| {
+                let dim = v.len() / dims[0];
+                Tensor::from_data(TensorData::new(v, [dims[0], dim]), &device)
+            })
+            .collect())
     }
 
     /// Features of a preprocessed batch, read back to the host, one [`Features`] per image.

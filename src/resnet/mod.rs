@@ -2,7 +2,7 @@
 //!
 //! The field names follow torchvision (`conv1`, `layer1`..`layer4`, `downsample`, `fc`), so a
 //! reader who knows ResNet knows the code. Every weight source is first brought to
-//! torchvision's names and layouts ([`crate::weights`]); [`ResNet::from_state`] then folds each
+//! torchvision's names and layouts ([`crate::weights`]); [`fold`] then folds each
 //! BatchNorm (and any convolution bias) into the preceding convolution:
 //!
 //! ```text
@@ -225,19 +225,16 @@ impl ResNet {
         pooled.into_iter().next().map(|p| fc.forward(p))
     }
 
-    /// Builds the network from a torchvision-named state dict, folding every BatchNorm.
-    ///
-    /// # Errors
-    /// [`WeightsError::MissingTensor`] or [`WeightsError::UnexpectedShape`] naming the tensor.
-    pub(crate) fn from_state(
+    /// Builds the network from the output of [`fold`]; `state` provides the classifier head.
+    pub(crate) fn from_folded(
         config: &ResNetConfig,
+        folded: Vec<FoldedConv>,
         state: &StateDict,
         device: &Device,
     ) -> Result<Self, WeightsError> {
-        let mut convs = config
-            .convs()
+        let mut convs = folded
             .into_iter()
-            .map(|spec| folded_conv(&spec, state, config.bn_epsilon, device));
+            .map(|(spec, w, b)| Ok::<_, WeightsError>(burn_conv(&spec, w, b, device)));
         let mut next = || {
             convs
                 .next()
@@ -295,13 +292,34 @@ impl ResNet {
     }
 }
 
+/// A convolution with its BatchNorm folded in: its spec, OIHW weight and bias.
+pub(crate) type FoldedConv = (ConvSpec, Vec<f32>, Vec<f32>);
+
+/// Every convolution of `config` with its BatchNorm (and optional bias) folded in, in the order
+/// of [`ResNetConfig::convs`].
+///
+/// # Errors
+/// [`WeightsError::MissingTensor`] or [`WeightsError::UnexpectedShape`] naming the tensor.
+pub(crate) fn fold(
+    config: &ResNetConfig,
+    state: &StateDict,
+) -> Result<Vec<FoldedConv>, WeightsError> {
+    config
+        .convs()
+        .into_iter()
+        .map(|spec| {
+            let (w, b) = fold_one(&spec, state, config.bn_epsilon)?;
+            Ok((spec, w, b))
+        })
+        .collect()
+}
+
 /// One convolution with its BatchNorm (and optional bias) folded in.
-fn folded_conv(
+fn fold_one(
     spec: &ConvSpec,
     state: &StateDict,
     eps: f64,
-    device: &Device,
-) -> Result<Conv2d, WeightsError> {
+) -> Result<(Vec<f32>, Vec<f32>), WeightsError> {
     let [cin, cout] = spec.channels;
     let w = state.get(&format!("{}.weight", spec.conv), &spec.weight_shape())?;
     let bias = state.get_optional(&format!("{}.bias", spec.conv), &[cout])?;
@@ -322,6 +340,12 @@ fn folded_conv(
         let b = bias.map_or(0.0, |b| f64::from(b[o]));
         folded_bias.push(((b - f64::from(mean[o])) * s + f64::from(beta[o])) as f32);
     }
+    Ok((weight, folded_bias))
+}
+
+/// A Burn convolution holding a folded weight and bias.
+fn burn_conv(spec: &ConvSpec, weight: Vec<f32>, bias: Vec<f32>, device: &Device) -> Conv2d {
+    let cout = spec.channels[1];
     let p = spec.padding;
     let mut conv = Conv2dConfig::new(spec.channels, [spec.kernel, spec.kernel])
         .with_stride([spec.stride, spec.stride])
@@ -334,8 +358,8 @@ fn folded_conv(
         device,
     ));
     conv.bias = Some(Param::from_tensor(Tensor::from_data(
-        TensorData::new(folded_bias, [cout]),
+        TensorData::new(bias, [cout]),
         device,
     )));
-    Ok(conv)
+    conv
 }

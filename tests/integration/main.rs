@@ -7,6 +7,7 @@ mod backends;
 mod bad_images;
 mod bad_weights;
 mod cluster;
+mod engines;
 mod index;
 mod parity;
 mod retriever;

@@ -1,0 +1,251 @@
+//! Channels-last activations with a zero border, a buffer pool, and the pooling layers.
+
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use super::buf::AlignedBuf;
+
+/// A batch of feature maps `[n][h + 2 pad][w + 2 pad][c]`; the border of width `pad` is zero,
+/// so a convolution with padding up to `pad` reads it without bounds checks.
+#[derive(Debug)]
+pub(crate) struct Act {
+    pub data: AlignedBuf,
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub pad: usize,
+}
+
+/// Offsets into an [`Act`] without borrowing it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    img: usize,
+    row: usize,
+    c: usize,
+    pad: usize,
+}
+
+impl Layout {
+    /// Offset of channel 0 of pixel `(y, x)` (unpadded coordinates) of image `n`.
+    #[inline]
+    pub fn offset(&self, n: usize, y: usize, x: usize) -> usize {
+        n * self.img + (y + self.pad) * self.row + (x + self.pad) * self.c
+    }
+}
+
+impl Act {
+    pub fn row_stride(&self) -> usize {
+        (self.w + 2 * self.pad) * self.c
+    }
+
+    fn img_stride(&self) -> usize {
+        (self.h + 2 * self.pad) * self.row_stride()
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout {
+            img: self.img_stride(),
+            row: self.row_stride(),
+            c: self.c,
+            pad: self.pad,
+        }
+    }
+
+    /// Offset of channel 0 of padded pixel `(py, px)` of image `n`.
+    #[inline]
+    pub fn padded_offset(&self, n: usize, py: usize, px: usize) -> usize {
+        n * self.img_stride() + py * self.row_stride() + px * self.c
+    }
+
+    fn len_for(n: usize, h: usize, w: usize, c: usize, pad: usize) -> usize {
+        n * (h + 2 * pad) * (w + 2 * pad) * c
+    }
+
+    /// Zeroes the border (the interior is left as it is, to be overwritten).
+    fn clear_border(&mut self) {
+        if self.pad == 0 {
+            return;
+        }
+        let (row, p, c) = (self.row_stride(), self.pad, self.c);
+        let img = self.img_stride();
+        let (h, w) = (self.h, self.w);
+        for image in self.data.chunks_exact_mut(img) {
+            image[..p * row].fill(0.0);
+            image[(h + p) * row..].fill(0.0);
+            for y in p..h + p {
+                let line = &mut image[y * row..(y + 1) * row];
+                line[..p * c].fill(0.0);
+                line[(w + p) * c..].fill(0.0);
+            }
+        }
+    }
+
+    /// Channel means over the interior: `[n][c]`.
+    pub fn global_avg_pool(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.n * self.c];
+        out.par_chunks_exact_mut(self.c)
+            .enumerate()
+            .for_each(|(n, means)| {
+                // SAFETY: the native engine only runs where AVX-512F is available.
+                unsafe { self.image_means(n, means) }
+            });
+        out
+    }
+
+    /// Means of image `n`, summed in f64 so that large maps lose no precision.
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    unsafe fn image_means(&self, n: usize, means: &mut [f32]) {
+        let layout = self.layout();
+        let mut sums = vec![0f64; self.c];
+        let mut row = vec![0f32; self.c];
+        for y in 0..self.h {
+            row.fill(0.0);
+            for x in 0..self.w {
+                let px = &self.data[layout.offset(n, y, x)..][..self.c];
+                for (s, v) in row.iter_mut().zip(px) {
+                    *s += v;
+                }
+            }
+            for (s, v) in sums.iter_mut().zip(&row) {
+                *s += f64::from(*v);
+            }
+        }
+        let count = (self.h * self.w) as f64;
+        for (m, s) in means.iter_mut().zip(&sums) {
+            *m = (s / count) as f32;
+        }
+    }
+
+    /// Fills the interior from a batch in NCHW order (`[n][c][h][w]`).
+    pub fn fill_from_nchw(&mut self, nchw: &[f32]) {
+        let (c, h, w, pad) = (self.c, self.h, self.w, self.pad);
+        let row = self.row_stride();
+        let img = self.img_stride();
+        self.data
+            .par_chunks_exact_mut(img)
+            .zip(nchw.par_chunks_exact(c * h * w))
+            .for_each(|(image, planes)| {
+                for y in 0..h {
+                    let line = &mut image[(y + pad) * row + pad * c..][..w * c];
+                    for (ch, plane) in planes.chunks_exact(h * w).enumerate() {
+                        for (x, &v) in plane[y * w..(y + 1) * w].iter().enumerate() {
+                            line[x * c + ch] = v;
+                        }
+                    }
+                }
+            });
+    }
+}
+
+/// Reuses activation buffers between forward passes: fresh large allocations cost a page fault
+/// per 4 KiB on first touch, which is a visible share of a pass.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    free: Mutex<Vec<AlignedBuf>>,
+}
+
+/// Most buffers the pool keeps between passes.
+const POOL_KEEP: usize = 8;
+
+impl Pool {
+    /// An activation of the given shape with a zero border; its interior is unspecified.
+    pub fn take(&self, n: usize, h: usize, w: usize, c: usize, pad: usize) -> Act {
+        let len = Act::len_for(n, h, w, c, pad);
+        let reused = {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            // The smallest buffer that fits.
+            let best = free
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= len)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i);
+            best.map(|i| free.swap_remove(i))
+        };
+        let mut act = Act {
+            data: match reused {
+                Some(mut buf) => {
+                    buf.set_len(len);
+                    buf
+                }
+                None => AlignedBuf::zeroed(len),
+            },
+            n,
+            h,
+            w,
+            c,
+            pad,
+        };
+        act.clear_border();
+        act
+    }
+
+    /// Returns a buffer for later passes.
+    pub fn give(&self, act: Act) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.push(act.data);
+        if free.len() > POOL_KEEP {
+            // Drop the smallest: large buffers are the expensive ones to fault in again.
+            if let Some(i) = free
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i)
+            {
+                free.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// Max-pool 3x3, stride 2, padding 1 of a non-negative (post-ReLU) activation whose border is
+/// at least 1 wide. The zero border stands in for the usual `-inf` padding: every window holds
+/// at least one interior value, and those are all `>= 0`, so the maximum is the same.
+pub(crate) fn max_pool_3x3_s2(input: &Act, out: &mut Act) {
+    const K: usize = 3;
+    const S: usize = 2;
+    assert!(input.pad >= 1 && out.c == input.c && out.n == input.n);
+    assert!(out.h == (input.h + 2 - K) / S + 1 && out.w == (input.w + 2 - K) / S + 1);
+    let out_layout = out.layout();
+    let shift = input.pad - 1;
+    let (oh, ow) = (out.h, out.w);
+    let row = out_layout.row;
+    let img = out.img_stride();
+    let out_pad = out.pad;
+    out.data
+        .par_chunks_exact_mut(img)
+        .enumerate()
+        .for_each(|(n, image)| {
+            // SAFETY: the native engine only runs where AVX-512F is available.
+            unsafe { max_pool_image(input, n, image, [oh, ow, row, out_pad, shift]) }
+        });
+}
+
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+unsafe fn max_pool_image(
+    input: &Act,
+    n: usize,
+    image: &mut [f32],
+    [oh, ow, row, out_pad, shift]: [usize; 5],
+) {
+    const K: usize = 3;
+    const S: usize = 2;
+    let c = input.c;
+    for y in 0..oh {
+        let line = &mut image[(y + out_pad) * row..][..row];
+        for x in 0..ow {
+            let dst = &mut line[(x + out_pad) * c..][..c];
+            dst.fill(0.0);
+            for ky in 0..K {
+                for kx in 0..K {
+                    let src = input.padded_offset(n, y * S + shift + ky, x * S + shift + kx);
+                    for (d, &v) in dst.iter_mut().zip(&input.data[src..src + c]) {
+                        *d = d.max(v);
+                    }
+                }
+            }
+        }
+    }
+}

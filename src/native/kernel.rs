@@ -1,0 +1,643 @@
+//! The convolution kernel: implicit GEMM over channels-last activations, AVX-512.
+//!
+//! A convolution is a matrix product `out[m, o] = sum_k patch[m, k] * w[k, o]` where `m` runs over
+//! output pixels (all images of the batch), `o` over output channels and `k` over
+//! `(kh, kw, ci)`. With channels-last activations one kernel row of a patch is a single
+//! contiguous run of `kernel * cin` floats, so the patch matrix is never built whole
+//! (no im2col): a block of `MR`-pixel tiles is copied, `KC` values of `k` at a time, into a small
+//! buffer that stays in the L2 cache while every output-channel panel passes over it.
+//!
+//! The micro-kernel keeps a 14 x 32 tile of the output in 28 of the 32 AVX-512 registers and
+//! does 28 fused multiply-adds per 2 weight loads and 14 broadcasts. Bias, the residual and ReLU
+//! are applied to the registers before the one store, so no separate pass reads the output
+//! again.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{
+    __m512, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+};
+
+use rayon::prelude::*;
+
+use super::act::{Act, Layout};
+use super::buf::AlignedBuf;
+
+/// Output pixels per micro-tile.
+pub(crate) const MR: usize = 14;
+/// Output channels per weight panel (two AVX-512 vectors).
+pub(crate) const NR: usize = 32;
+/// Reduction values per packed block.
+const KC: usize = 256;
+/// Floats between two pixels' rows of a packed tile: one cache line more than `KC`, so that the
+/// 14 rows fall in different L1 sets instead of aliasing 4 KiB apart.
+const A_STRIDE: usize = KC + 16;
+/// Most micro-tiles one worker packs at once.
+const MAX_TILES_PER_BLOCK: usize = 8;
+
+/// Whether this CPU can run the kernel.
+pub(crate) fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One convolution, weights repacked for the kernel: panel `p` holds output channels
+/// `p*NR..(p+1)*NR` as `[k][NR]` with `k = (kh * kernel + kw) * cin + ci`.
+#[derive(Debug)]
+pub(crate) struct PackedConv {
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    weights: AlignedBuf,
+    bias: AlignedBuf,
+}
+
+impl PackedConv {
+    /// Repacks an OIHW weight (`[cout, cin, kernel, kernel]`) and its bias. `None` when `cout`
+    /// is not a multiple of [`NR`].
+    pub fn new(
+        [cin, cout]: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        oihw: &[f32],
+        bias: &[f32],
+    ) -> Option<Self> {
+        if cout % NR != 0 || cout == 0 || cin == 0 || kernel == 0 || stride == 0 {
+            return None;
+        }
+        let k_len = kernel * kernel * cin;
+        debug_assert_eq!(oihw.len(), cout * k_len);
+        let mut weights = AlignedBuf::zeroed(cout * k_len);
+        for o in 0..cout {
+            let panel = &mut weights[(o / NR) * k_len * NR..][..k_len * NR];
+            for ci in 0..cin {
+                for kh in 0..kernel {
+                    for kw in 0..kernel {
+                        let k = (kh * kernel + kw) * cin + ci;
+                        panel[k * NR + o % NR] = oihw[((o * cin + ci) * kernel + kh) * kernel + kw];
+                    }
+                }
+            }
+        }
+        Some(Self {
+            cin,
+            cout,
+            kernel,
+            stride,
+            pad,
+            weights,
+            bias: AlignedBuf::from_slice(bias),
+        })
+    }
+
+    /// Output side for an input side.
+    pub fn out_side(&self, side: usize) -> usize {
+        (side + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+
+    fn k_len(&self) -> usize {
+        self.kernel * self.kernel * self.cin
+    }
+}
+
+/// Raw pointers that workers write through; each worker touches disjoint output pixels.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the pointer is only dereferenced at pixels owned by one worker (see `conv`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `out = act(conv(input) + bias [+ out])`, written into the interior of `out`.
+///
+/// With `accumulate`, `out` holds the residual on entry and the sum replaces it in place: the
+/// epilogue reads each output vector just before it overwrites it, so the residual costs no
+/// separate buffer and its cache lines are fetched once. `input` must carry at least the
+/// convolution's padding as a zero border; `out` must have the output's shape.
+pub(crate) fn conv(pc: &PackedConv, input: &Act, out: &mut Act, accumulate: bool, relu: bool) {
+    assert!(
+        input.pad >= pc.pad && input.c == pc.cin,
+        "conv input layout"
+    );
+    let (oh, ow) = (pc.out_side(input.h), pc.out_side(input.w));
+    assert!(
+        out.n == input.n && out.h == oh && out.w == ow && out.c == pc.cout,
+        "conv output shape"
+    );
+    let m_total = input.n * oh * ow;
+    let tiles = m_total.div_ceil(MR);
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = tiles.div_ceil(MAX_TILES_PER_BLOCK).div_ceil(threads).max(1) * threads;
+    let per_block = tiles.div_ceil(blocks).max(1);
+    let blocks = tiles.div_ceil(per_block);
+    // Equal reduction blocks of at most KC, so that no block is a short remainder.
+    let k_len = pc.k_len();
+    let k_blocks = k_len.div_ceil(KC);
+    let kc = k_len.div_ceil(k_blocks);
+    let row_len = pc.kernel * pc.cin;
+    let row_stride = input.row_stride();
+    // Each reduction block of a patch is a few contiguous runs of the input (one per kernel row
+    // it touches), at the same offsets from every patch origin.
+    let runs: Vec<Vec<Run>> = (0..k_blocks)
+        .map(|b| {
+            let (mut k, end) = (b * kc, ((b + 1) * kc).min(k_len));
+            let mut runs = Vec::new();
+            while k < end {
+                let (kh, within) = (k / row_len, k % row_len);
+                let len = (row_len - within).min(end - k);
+                runs.push(Run {
+                    src: kh * row_stride + within,
+                    dst: k - b * kc,
+                    len,
+                });
+                k += len;
+            }
+            runs
+        })
+        .collect();
+    let job = Job {
+        pc,
+        input,
+        out: SendPtr(out.data.as_mut_ptr()),
+        out_layout: out.layout(),
+        accumulate,
+        relu,
+        m_total,
+        tiles,
+        per_block,
+        oh,
+        ow,
+        shift: input.pad - pc.pad,
+        kc,
+        runs,
+    };
+    let start = std::time::Instant::now();
+    // SAFETY: `supported()` was checked when the network was built, and each block writes
+    // only the output pixels of its own tiles.
+    (0..blocks)
+        .into_par_iter()
+        .for_each(|b| unsafe { job.run_block(b) });
+    if *PROFILE {
+        let s = start.elapsed().as_secs_f64();
+        let macs = (m_total * k_len * pc.cout) as f64;
+        eprintln!(
+            "conv k{} s{} {}->{} {}x{} m={} ms={:.2} gmac/s={:.1}",
+            pc.kernel,
+            pc.stride,
+            pc.cin,
+            pc.cout,
+            oh,
+            ow,
+            m_total,
+            s * 1e3,
+            macs / s / 1e9
+        );
+    }
+}
+
+/// A contiguous piece of a patch: `len` floats at `src` past the patch origin in the input go
+/// to `dst` in the packed row.
+struct Run {
+    src: usize,
+    dst: usize,
+    len: usize,
+}
+
+/// `ATTREX_PROFILE` set: print each convolution's shape, time and rate to stderr.
+static PROFILE: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("ATTREX_PROFILE").is_some());
+
+/// Everything a worker needs to compute some tiles of one convolution.
+struct Job<'a> {
+    pc: &'a PackedConv,
+    input: &'a Act,
+    out: SendPtr,
+    out_layout: Layout,
+    accumulate: bool,
+    relu: bool,
+    m_total: usize,
+    tiles: usize,
+    per_block: usize,
+    oh: usize,
+    ow: usize,
+    /// Input border minus convolution padding: the offset of the first tap in padded coords.
+    shift: usize,
+    /// Reduction values per block (the last block may be shorter).
+    kc: usize,
+    /// The patch runs of each reduction block.
+    runs: Vec<Vec<Run>>,
+}
+
+// SAFETY: the raw output pointer is written at disjoint pixels by each block.
+unsafe impl Sync for Job<'_> {}
+
+thread_local! {
+    /// Each worker's packed patch block, kept between calls.
+    static APACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Pixels per block.
+const PIX: usize = MR * MAX_TILES_PER_BLOCK;
+
+impl Job<'_> {
+    /// For block `b`: each pixel's patch origin in the input and output offset, the number of
+    /// tiles and of pixels.
+    fn pixel_offsets(&self, b: usize) -> ([usize; PIX], [usize; PIX], usize, usize) {
+        let pc = self.pc;
+        let first_tile = b * self.per_block;
+        let n_tiles = self.per_block.min(self.tiles - first_tile);
+        let m0 = first_tile * MR;
+        let pixels = (n_tiles * MR).min(self.m_total - m0);
+        let mut src = [0usize; PIX];
+        let mut dst = [0usize; PIX];
+        let (mut n, mut y, mut x) = (
+            m0 / (self.oh * self.ow),
+            m0 / self.ow % self.oh,
+            m0 % self.ow,
+        );
+        for i in 0..pixels {
+            src[i] =
+                self.input
+                    .padded_offset(n, y * pc.stride + self.shift, x * pc.stride + self.shift);
+            dst[i] = self.out_layout.offset(n, y, x);
+            x += 1;
+            if x == self.ow {
+                x = 0;
+                y += 1;
+                if y == self.oh {
+                    y = 0;
+                    n += 1;
+                }
+            }
+        }
+        (src, dst, n_tiles, pixels)
+    }
+
+    /// Computes the tiles of block `b`.
+    ///
+    /// # Safety
+    /// AVX-512F must be available, and no other thread may write the pixels of block `b`.
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    unsafe fn run_block(&self, b: usize) {
+        let pc = self.pc;
+        let (src, dst, n_tiles, pixels) = self.pixel_offsets(b);
+        let k_len = pc.k_len();
+        let panels = pc.cout / NR;
+        let data = &self.input.data;
+        APACK.with_borrow_mut(|apack| {
+            apack.resize(n_tiles * MR * A_STRIDE, 0.0);
+            for (kb, runs) in self.runs.iter().enumerate() {
+                let k0 = kb * self.kc;
+                let kc = self.kc.min(k_len - k0);
+                for i in 0..n_tiles * MR {
+                    let row = &mut apack[i * A_STRIDE..][..kc];
+                    if i < pixels {
+                        for run in runs {
+                            let from = src[i] + run.src;
+                            copy(
+                                &mut row[run.dst..run.dst + run.len],
+                                &data[from..from + run.len],
+                            );
+                        }
+                    } else {
+                        row.fill(0.0);
+                    }
+                }
+                let (first, last) = (kb == 0, k0 + kc == k_len);
+                // With one reduction block each tile runs across every panel while it sits in
+                // L1, and writes its pixels' full channel rows in order, which the hardware
+                // prefetcher follows. With several, the weights are walked panel by panel, so
+                // that each panel stays in cache across the block's tiles.
+                let tile_outer = first && last;
+                let (outer, inner) = if tile_outer {
+                    (n_tiles, panels)
+                } else {
+                    (panels, n_tiles)
+                };
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let (t, p) = if tile_outer { (o, i) } else { (i, o) };
+                        let panel = &pc.weights[p * k_len * NR + k0 * NR..][..kc * NR];
+                        let epilogue = Epilogue {
+                            first,
+                            last,
+                            relu: self.relu,
+                            accumulate: self.accumulate,
+                            bias: &pc.bias[p * NR..][..NR],
+                        };
+                        let rows = MR.min(pixels - t * MR);
+                        let mut outs = [std::ptr::null_mut::<f32>(); MR];
+                        for r in 0..rows {
+                            // SAFETY: `dst` offsets are inside the output (its layout made
+                            // them) and this block alone writes them.
+                            outs[r] = unsafe { self.out.get().add(dst[t * MR + r] + p * NR) };
+                        }
+                        // SAFETY: as this function's contract; the A tile holds MR rows of
+                        // A_STRIDE, the panel kc rows of NR, and each pointer addresses NR
+                        // floats.
+                        unsafe {
+                            micro_tile(
+                                apack[t * MR * A_STRIDE..].as_ptr(),
+                                panel.as_ptr(),
+                                kc,
+                                &outs,
+                                rows,
+                                &epilogue,
+                            );
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// `dst.copy_from_slice(src)` in 64-byte vectors: the runs are short (21 floats in the stem, a
+/// few hundred elsewhere), where a call to `memcpy` per run costs more than the copy.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    use std::arch::x86_64::{_mm512_mask_storeu_ps, _mm512_maskz_loadu_ps};
+    assert_eq!(dst.len(), src.len());
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        // SAFETY: both chunks hold 16 floats.
+        unsafe { _mm512_storeu_ps(d.as_mut_ptr(), _mm512_loadu_ps(s.as_ptr())) };
+    }
+    let (d, s) = (d.into_remainder(), s.remainder());
+    if !d.is_empty() {
+        let mask = (1u16 << d.len()) - 1;
+        // SAFETY: the mask covers exactly the `d.len() < 16` floats both slices hold.
+        unsafe {
+            _mm512_mask_storeu_ps(
+                d.as_mut_ptr(),
+                mask,
+                _mm512_maskz_loadu_ps(mask, s.as_ptr()),
+            );
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    dst.copy_from_slice(src);
+}
+
+struct Epilogue<'a> {
+    /// The first reduction block: start from zero, not from the partial sums in the output.
+    first: bool,
+    /// The last reduction block: apply bias, residual and ReLU.
+    last: bool,
+    relu: bool,
+    /// The output holds a residual to add (taken in with the first reduction block; later
+    /// blocks find it in the partial sums).
+    accumulate: bool,
+    bias: &'a [f32],
+}
+
+/// One 14 x 32 output tile over `kc` reduction values.
+///
+/// # Safety
+/// AVX-512F must be available; `a` addresses `MR * A_STRIDE` floats, `b` `kc * NR`, and
+/// `outs[..rows]` `NR` floats each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_tile(
+    a: *const f32,
+    b: *const f32,
+    kc: usize,
+    outs: &[*mut f32; MR],
+    rows: usize,
+    ep: &Epilogue<'_>,
+) {
+    // SAFETY: the caller's contract covers every access below.
+    unsafe {
+        // Partial sums of earlier reduction blocks, or the residual, are in the output: start
+        // from them. Those rows are usually not in cache, so start fetching them before the
+        // multiply-adds and load them after.
+        let from_out = !ep.first || ep.accumulate;
+        if from_out {
+            for out in &outs[..rows] {
+                _mm_prefetch::<_MM_HINT_T0>(out.cast::<i8>());
+                _mm_prefetch::<_MM_HINT_T0>(out.add(16).cast::<i8>());
+            }
+        }
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let step = |acc: &mut [[__m512; 2]; MR], k: usize| {
+            let b0 = _mm512_loadu_ps(b.add(k * NR));
+            let b1 = _mm512_loadu_ps(b.add(k * NR + 16));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av: __m512 = _mm512_set1_ps(*a.add(r * A_STRIDE + k));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+        };
+        let mut k = 0;
+        while k + 4 <= kc {
+            step(&mut acc, k);
+            step(&mut acc, k + 1);
+            step(&mut acc, k + 2);
+            step(&mut acc, k + 3);
+            k += 4;
+        }
+        while k < kc {
+            step(&mut acc, k);
+            k += 1;
+        }
+        if from_out {
+            for r in 0..rows {
+                acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_loadu_ps(outs[r]));
+                acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_loadu_ps(outs[r].add(16)));
+            }
+        }
+        if ep.last {
+            let bias0 = _mm512_loadu_ps(ep.bias.as_ptr());
+            let bias1 = _mm512_loadu_ps(ep.bias.as_ptr().add(16));
+            let zero = _mm512_setzero_ps();
+            for r in 0..rows {
+                let mut v0 = _mm512_add_ps(acc[r][0], bias0);
+                let mut v1 = _mm512_add_ps(acc[r][1], bias1);
+                if ep.relu {
+                    v0 = _mm512_max_ps(v0, zero);
+                    v1 = _mm512_max_ps(v1, zero);
+                }
+                _mm512_storeu_ps(outs[r], v0);
+                _mm512_storeu_ps(outs[r].add(16), v1);
+            }
+        } else {
+            for r in 0..rows {
+                _mm512_storeu_ps(outs[r], acc[r][0]);
+                _mm512_storeu_ps(outs[r].add(16), acc[r][1]);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn micro_tile(
+    _a: *const f32,
+    _b: *const f32,
+    _kc: usize,
+    _outs: &[*mut f32; MR],
+    _rows: usize,
+    _ep: &Epilogue<'_>,
+) {
+    unreachable!("the native engine is only built where `supported()` holds");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::native::act::Pool;
+
+    /// A direct, unoptimised convolution on NCHW data: the reference for the kernel.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        x: &[f32],
+        [n, cin, h, w]: [usize; 4],
+        wt: &[f32],
+        bias: &[f32],
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> (Vec<f32>, usize, usize) {
+        let oh = (h + 2 * pad - k) / stride + 1;
+        let ow = (w + 2 * pad - k) / stride + 1;
+        let mut out = vec![0f32; n * cout * oh * ow];
+        for b in 0..n {
+            for o in 0..cout {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let mut s = f64::from(bias[o]);
+                        for c in 0..cin {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy = (y * stride + ky) as isize - pad as isize;
+                                    let ix = (xx * stride + kx) as isize - pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let v = x[((b * cin + c) * h + iy as usize) * w + ix as usize];
+                                    let f = wt[((o * cin + c) * k + ky) * k + kx];
+                                    s += f64::from(v) * f64::from(f);
+                                }
+                            }
+                        }
+                        out[((b * cout + o) * oh + y) * ow + xx] = s as f32;
+                    }
+                }
+            }
+        }
+        (out, oh, ow)
+    }
+
+    /// Deterministic values in [-1, 1).
+    pub(super) fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn check(n: usize, cin: usize, cout: usize, hw: [usize; 2], k: usize, stride: usize) {
+        if !supported() {
+            eprintln!("no AVX-512F here: the native kernel is not used and not tested");
+            return;
+        }
+        let pad = k / 2;
+        let [h, w] = hw;
+        let x = values(n * cin * h * w, 1);
+        let wt = values(cout * cin * k * k, 2);
+        let bias = values(cout, 3);
+        let residual = values(n * cout * h * w, 4);
+        let pc = PackedConv::new([cin, cout], k, stride, pad, &wt, &bias).unwrap();
+        let pool = Pool::default();
+        // An input border wider than the convolution needs must work too.
+        let mut input = pool.take(n, h, w, cin, pad + 1);
+        input.fill_from_nchw(&x);
+        let (want, oh, ow) = naive(&x, [n, cin, h, w], &wt, &bias, cout, k, stride, pad);
+        for (accumulate, relu) in [(false, false), (false, true), (true, true)] {
+            let mut out = pool.take(n, oh, ow, cout, 1);
+            if accumulate {
+                out.fill_from_nchw(&residual[..n * cout * oh * ow]);
+            }
+            conv(&pc, &input, &mut out, accumulate, relu);
+            let layout = out.layout();
+            for b in 0..n {
+                for o in 0..cout {
+                    for y in 0..oh {
+                        for xx in 0..ow {
+                            let i = ((b * cout + o) * oh + y) * ow + xx;
+                            let mut v = want[i] + if accumulate { residual[i] } else { 0.0 };
+                            if relu {
+                                v = v.max(0.0);
+                            }
+                            let got = out.data[layout.offset(b, y, xx) + o];
+                            assert!(
+                                (got - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                                "k{k} s{stride} {cin}->{cout} at ({b},{o},{y},{xx}): {got} vs {v}"
+                            );
+                        }
+                    }
+                }
+            }
+            // The border the next convolution relies on stays zero.
+            assert!((0..out.w + 2).all(|px| {
+                out.data[px * cout..(px + 1) * cout]
+                    .iter()
+                    .all(|&v| v == 0.0)
+            }));
+            pool.give(out);
+        }
+    }
+
+    #[test]
+    fn pointwise_with_pixel_tail_matches_naive() {
+        // 2 * 5 * 7 = 70 pixels: five full tiles, in blocks over both workers.
+        check(2, 24, 64, [5, 7], 1, 1);
+        // 3 * 3 * 3 = 27 pixels: a partial tile.
+        check(3, 8, 32, [3, 3], 1, 1);
+    }
+
+    #[test]
+    fn reduction_split_into_blocks_matches_naive() {
+        // K = 300 and 3 * 3 * 40 = 360: two reduction blocks each, partial sums in between.
+        check(1, 300, 32, [4, 6], 1, 1);
+        check(2, 40, 64, [6, 5], 3, 1);
+    }
+
+    #[test]
+    fn strided_and_padded_kernels_match_naive() {
+        check(2, 16, 32, [9, 8], 3, 2);
+        check(1, 3, 32, [15, 13], 7, 2);
+        check(2, 32, 64, [7, 7], 1, 2);
+    }
+
+    #[test]
+    fn output_widths_not_a_multiple_of_32_are_refused() {
+        assert!(PackedConv::new([8, 48], 1, 1, 0, &[0.0; 8 * 48], &[0.0; 48]).is_none());
+    }
+}

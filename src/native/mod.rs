@@ -1,0 +1,153 @@
+//! The native CPU engine: the same folded ResNet as [`crate::resnet`], run by attrex's own
+//! channels-last AVX-512 kernels instead of Burn's tensor operations.
+//!
+//! Burn's `flex` backend runs each convolution as NCHW-to-NHWC conversion, im2col and a GEMM,
+//! then adds the bias, the residual and the ReLU in separate passes over the output. On
+//! ResNet-50 most of those passes are memory-bound. This engine keeps every activation
+//! channels-last with a zero border sized for the convolution that reads it, and fuses bias,
+//! residual and ReLU into the GEMM's register tile ([`kernel`]).
+//!
+//! It is chosen for the `flex` device on CPUs with AVX-512F (see [`crate::Engine`]); elsewhere
+//! Burn runs the network. Both compute the same function and are tested against the same
+//! reference outputs.
+
+mod act;
+mod buf;
+mod kernel;
+
+use act::{Act, Pool, max_pool_3x3_s2};
+use kernel::{PackedConv, conv};
+
+use crate::resnet::{ConvSpec, ResNetConfig};
+
+pub(crate) use kernel::supported;
+
+struct Bottleneck {
+    conv1: PackedConv,
+    conv2: PackedConv,
+    conv3: PackedConv,
+    downsample: Option<PackedConv>,
+}
+
+/// A folded ResNet packed for the native kernels.
+pub(crate) struct NativeNet {
+    stem: PackedConv,
+    stages: [Vec<Bottleneck>; 4],
+    pool: Pool,
+}
+
+impl std::fmt::Debug for NativeNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeNet")
+            .field("stem", &self.stem)
+            .field(
+                "blocks",
+                &self.stages.iter().map(Vec::len).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl NativeNet {
+    /// Packs the folded convolutions, in the order of [`ResNetConfig::convs`]. `None` when a
+    /// shape does not suit the kernel (an output width not a multiple of 32) or the CPU lacks
+    /// AVX-512F.
+    pub fn new(config: &ResNetConfig, folded: &[(ConvSpec, Vec<f32>, Vec<f32>)]) -> Option<Self> {
+        if !supported() {
+            return None;
+        }
+        let mut packed = folded.iter().map(|(spec, w, b)| {
+            PackedConv::new(spec.channels, spec.kernel, spec.stride, spec.padding, w, b)
+        });
+        let mut next = || packed.next().flatten();
+        let stem = next()?;
+        let mut stages: [Vec<Bottleneck>; 4] = Default::default();
+        for (s, blocks) in stages.iter_mut().enumerate() {
+            for i in 0..config.layers[s] {
+                let (conv1, conv2, conv3) = (next()?, next()?, next()?);
+                let downsample = if i == 0 { Some(next()?) } else { None };
+                blocks.push(Bottleneck {
+                    conv1,
+                    conv2,
+                    conv3,
+                    downsample,
+                });
+            }
+        }
+        Some(Self {
+            stem,
+            stages,
+            pool: Pool::default(),
+        })
+    }
+
+    /// The pooled outputs (`[n][dim]`, row-major) of each block in `wanted`, in block order,
+    /// for a preprocessed NCHW batch `[n, 3, h, w]`. Stages past the deepest wanted block never
+    /// run.
+    pub fn pooled(
+        &self,
+        nchw: &[f32],
+        [n, c, h, w]: [usize; 4],
+        wanted: [bool; 5],
+    ) -> Vec<Vec<f32>> {
+        let deepest = wanted.iter().rposition(|&x| x).map_or(0, |i| i + 1);
+        let mut out = Vec::new();
+        if deepest == 0 {
+            return out;
+        }
+        assert_eq!(c, self.stem.cin, "input channels");
+        let mut input = self.pool.take(n, h, w, c, self.stem.pad);
+        input.fill_from_nchw(nchw);
+        let (sh, sw) = (self.stem.out_side(h), self.stem.out_side(w));
+        // The max-pool reads a border of 1.
+        let mut stem = self.pool.take(n, sh, sw, self.stem.cout, 1);
+        conv(&self.stem, &input, &mut stem, false, true);
+        self.pool.give(input);
+        if wanted[0] {
+            out.push(stem.global_avg_pool());
+        }
+        let mut x = self
+            .pool
+            .take(n, (sh - 1) / 2 + 1, (sw - 1) / 2 + 1, stem.c, 0);
+        max_pool_3x3_s2(&stem, &mut x);
+        self.pool.give(stem);
+        for (i, stage) in self.stages.iter().enumerate().take(deepest - 1) {
+            for block in stage {
+                x = self.bottleneck(block, x);
+            }
+            if wanted[i + 1] {
+                out.push(x.global_avg_pool());
+            }
+        }
+        self.pool.give(x);
+        out
+    }
+
+    fn bottleneck(&self, b: &Bottleneck, x: Act) -> Act {
+        // The shortcut buffer receives conv3's output in place (see `conv`'s `accumulate`).
+        let (x, mut out) = match &b.downsample {
+            Some(d) => {
+                let mut s = self
+                    .pool
+                    .take(x.n, d.out_side(x.h), d.out_side(x.w), d.cout, 0);
+                conv(d, &x, &mut s, false, false);
+                (Some(x), s)
+            }
+            None => (None, x),
+        };
+        let input = x.as_ref().unwrap_or(&out);
+        let (h1, w1) = (b.conv1.out_side(input.h), b.conv1.out_side(input.w));
+        let mut y1 = self.pool.take(input.n, h1, w1, b.conv1.cout, b.conv2.pad);
+        conv(&b.conv1, input, &mut y1, false, true);
+        if let Some(x) = x {
+            self.pool.give(x);
+        }
+        let (h2, w2) = (b.conv2.out_side(h1), b.conv2.out_side(w1));
+        let mut y2 = self.pool.take(y1.n, h2, w2, b.conv2.cout, b.conv3.pad);
+        conv(&b.conv2, &y1, &mut y2, false, true);
+        self.pool.give(y1);
+        conv(&b.conv3, &y2, &mut out, true, true);
+        self.pool.give(y2);
+        out
+    }
+}
