@@ -2,15 +2,20 @@
 //!
 //! A convolution is a matrix product `out[m, o] = sum_k patch[m, k] * w[k, o]` where `m` runs over
 //! output pixels (all images of the batch), `o` over output channels and `k` over
-//! `(kh, kw, ci)`. With channels-last activations one kernel row of a patch is a single
-//! contiguous run of `kernel * cin` floats, so the patch matrix is never built whole
-//! (no im2col): a block of `MR`-pixel tiles is copied, `KC` values of `k` at a time, into a small
-//! buffer that stays in the L2 cache while every output-channel panel passes over it.
+//! `(kh, kw, ci)`. With channels-last activations a patch is a few contiguous runs of the input
+//! (one per tap, or per kernel row where pixels have no gaps), so the patch matrix is never
+//! built (no im2col).
 //!
 //! The micro-kernel keeps a 14 x 32 tile of the output in 28 of the 32 AVX-512 registers and
-//! does 28 fused multiply-adds per 2 weight loads and 14 broadcasts. Bias, the residual and ReLU
-//! are applied to the registers before the one store, so no separate pass reads the output
-//! again.
+//! does 28 fused multiply-adds per 2 weight loads and 14 broadcasts. Where the tile's 14 pixels
+//! are evenly spaced in the input (a stride-1 row, a 1x1 over an unpadded map, the stem) the
+//! broadcasts read the input in place, at constant offsets: the spacing is a compile-time
+//! parameter (the direct path). Elsewhere (rows 7 wide, the last partial tile) a block of tiles
+//! is first copied, `KC` values of `k` at a time, into a small buffer that stays in cache while
+//! every output-channel panel passes over it (the packed path).
+//!
+//! Bias, the residual and ReLU are applied to the registers before the one store, so no
+//! separate pass reads the output again.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
@@ -32,6 +37,9 @@ const KC: usize = 256;
 /// Floats between two pixels' rows of a packed tile: one cache line more than `KC`, so that the
 /// 14 rows fall in different L1 sets instead of aliasing 4 KiB apart.
 const A_STRIDE: usize = KC + 16;
+/// Largest weight matrix (floats) walked whole for every tile: beyond it, it no longer stays in
+/// L2 between tiles.
+const TILE_OUTER_MAX_WEIGHTS: usize = 128 * 1024;
 /// Most micro-tiles one worker packs at once.
 const MAX_TILES_PER_BLOCK: usize = 8;
 
@@ -131,7 +139,7 @@ impl SendPtr {
 /// convolution's padding as a zero border; `out` must have the output's shape.
 pub(crate) fn conv(pc: &PackedConv, input: &Act, out: &mut Act, accumulate: bool, relu: bool) {
     assert!(
-        input.pad >= pc.pad && input.c == pc.cin,
+        input.pad >= pc.pad && input.c == pc.cin && out.cs.is_multiple_of(16),
         "conv input layout"
     );
     let (oh, ow) = (pc.out_side(input.h), pc.out_side(input.w));
@@ -149,26 +157,8 @@ pub(crate) fn conv(pc: &PackedConv, input: &Act, out: &mut Act, accumulate: bool
     let k_len = pc.k_len();
     let k_blocks = k_len.div_ceil(KC);
     let kc = k_len.div_ceil(k_blocks);
-    let row_len = pc.kernel * pc.cin;
-    let row_stride = input.row_stride();
-    // Each reduction block of a patch is a few contiguous runs of the input (one per kernel row
-    // it touches), at the same offsets from every patch origin.
     let runs: Vec<Vec<Run>> = (0..k_blocks)
-        .map(|b| {
-            let (mut k, end) = (b * kc, ((b + 1) * kc).min(k_len));
-            let mut runs = Vec::new();
-            while k < end {
-                let (kh, within) = (k / row_len, k % row_len);
-                let len = (row_len - within).min(end - k);
-                runs.push(Run {
-                    src: kh * row_stride + within,
-                    dst: k - b * kc,
-                    len,
-                });
-                k += len;
-            }
-            runs
-        })
+        .map(|b| patch_runs(pc, input, b * kc, ((b + 1) * kc).min(k_len)))
         .collect();
     let job = Job {
         pc,
@@ -185,6 +175,10 @@ pub(crate) fn conv(pc: &PackedConv, input: &Act, out: &mut Act, accumulate: bool
         shift: input.pad - pc.pad,
         kc,
         runs,
+        direct_runs: patch_runs(pc, input, 0, k_len)
+            .into_iter()
+            .map(|r| (r.src, r.len))
+            .collect(),
     };
     let start = std::time::Instant::now();
     // SAFETY: `supported()` was checked when the network was built, and each block writes
@@ -208,6 +202,30 @@ pub(crate) fn conv(pc: &PackedConv, input: &Act, out: &mut Act, accumulate: bool
             macs / s / 1e9
         );
     }
+}
+
+/// Reduction values `k0..k1` of a patch as contiguous runs of the input, at the same offsets
+/// from every patch origin: one per tap, merged along a kernel row where the input's pixels
+/// are packed without gaps.
+fn patch_runs(pc: &PackedConv, input: &Act, k0: usize, k1: usize) -> Vec<Run> {
+    let row_stride = input.row_stride();
+    let mut runs: Vec<Run> = Vec::new();
+    let mut k = k0;
+    while k < k1 {
+        let (tap, ci) = (k / pc.cin, k % pc.cin);
+        let (kh, kw) = (tap / pc.kernel, tap % pc.kernel);
+        let len = (pc.cin - ci).min(k1 - k);
+        let src = kh * row_stride + kw * input.cs + ci;
+        let dst = k - k0;
+        match runs.last_mut() {
+            Some(last) if last.src + last.len == src && last.dst + last.len == dst => {
+                last.len += len;
+            }
+            _ => runs.push(Run { src, dst, len }),
+        }
+        k += len;
+    }
+    runs
 }
 
 /// A contiguous piece of a patch: `len` floats at `src` past the patch origin in the input go
@@ -241,6 +259,9 @@ struct Job<'a> {
     kc: usize,
     /// The patch runs of each reduction block.
     runs: Vec<Vec<Run>>,
+    /// The whole patch as contiguous runs of the input (offset from the patch origin, floats),
+    /// for the direct path.
+    direct_runs: Vec<(usize, usize)>,
 }
 
 // SAFETY: the raw output pointer is written at disjoint pixels by each block.
@@ -299,72 +320,277 @@ impl Job<'_> {
         let k_len = pc.k_len();
         let panels = pc.cout / NR;
         let data = &self.input.data;
+        let step = pc.stride * self.input.cs;
+        if pixels == n_tiles * MR
+            && (0..n_tiles).all(|t| src[t * MR + MR - 1] - src[t * MR] == (MR - 1) * step)
+        {
+            // Every tile's pixels are evenly spaced in the input (one stride apart: each step
+            // is at least that, so equal ends mean equal steps): then the kernel reads them
+            // where they are, with no packing.
+            // SAFETY: as this function's contract; each tile's MR pixels, at `src` and one
+            // stride apart, hold the patch runs (the zero border covers the padding).
+            let done = unsafe { self.direct_block(&src, &dst, n_tiles) };
+            if done {
+                return;
+            }
+        }
         APACK.with_borrow_mut(|apack| {
             apack.resize(n_tiles * MR * A_STRIDE, 0.0);
             for (kb, runs) in self.runs.iter().enumerate() {
                 let k0 = kb * self.kc;
                 let kc = self.kc.min(k_len - k0);
-                for i in 0..n_tiles * MR {
-                    let row = &mut apack[i * A_STRIDE..][..kc];
-                    if i < pixels {
-                        for run in runs {
-                            let from = src[i] + run.src;
-                            copy(
-                                &mut row[run.dst..run.dst + run.len],
-                                &data[from..from + run.len],
-                            );
-                        }
-                    } else {
-                        row.fill(0.0);
-                    }
-                }
                 let (first, last) = (kb == 0, k0 + kc == k_len);
-                // With one reduction block each tile runs across every panel while it sits in
-                // L1, and writes its pixels' full channel rows in order, which the hardware
-                // prefetcher follows. With several, the weights are walked panel by panel, so
-                // that each panel stays in cache across the block's tiles.
-                let tile_outer = first && last;
-                let (outer, inner) = if tile_outer {
-                    (n_tiles, panels)
-                } else {
-                    (panels, n_tiles)
-                };
-                for o in 0..outer {
-                    for i in 0..inner {
-                        let (t, p) = if tile_outer { (o, i) } else { (i, o) };
-                        let panel = &pc.weights[p * k_len * NR + k0 * NR..][..kc * NR];
-                        let epilogue = Epilogue {
-                            first,
-                            last,
-                            relu: self.relu,
-                            accumulate: self.accumulate,
-                            bias: &pc.bias[p * NR..][..NR],
-                        };
-                        let rows = MR.min(pixels - t * MR);
-                        let mut outs = [std::ptr::null_mut::<f32>(); MR];
-                        for r in 0..rows {
-                            // SAFETY: `dst` offsets are inside the output (its layout made
-                            // them) and this block alone writes them.
-                            outs[r] = unsafe { self.out.get().add(dst[t * MR + r] + p * NR) };
+                let pack = |apack: &mut [f32], t: usize| {
+                    for i in t * MR..(t + 1) * MR {
+                        let row = &mut apack[i * A_STRIDE..][..kc];
+                        if i < pixels {
+                            for run in runs {
+                                let from = src[i] + run.src;
+                                copy(
+                                    &mut row[run.dst..run.dst + run.len],
+                                    &data[from..from + run.len],
+                                );
+                            }
+                        } else {
+                            row.fill(0.0);
                         }
-                        // SAFETY: as this function's contract; the A tile holds MR rows of
-                        // A_STRIDE, the panel kc rows of NR, and each pointer addresses NR
-                        // floats.
-                        unsafe {
-                            micro_tile(
-                                apack[t * MR * A_STRIDE..].as_ptr(),
-                                panel.as_ptr(),
-                                kc,
-                                &outs,
-                                rows,
-                                &epilogue,
-                            );
+                    }
+                };
+                let tile = |apack: &[f32], t: usize, p: usize| {
+                    let panel = &pc.weights[p * k_len * NR + k0 * NR..][..kc * NR];
+                    let epilogue = Epilogue {
+                        first,
+                        last,
+                        relu: self.relu,
+                        accumulate: self.accumulate,
+                        bias: &pc.bias[p * NR..][..NR],
+                    };
+                    let rows = MR.min(pixels - t * MR);
+                    let mut outs = [std::ptr::null_mut::<f32>(); MR];
+                    for r in 0..rows {
+                        // SAFETY: `dst` offsets are inside the output (its layout made them) and
+                        // this block alone writes them.
+                        outs[r] = unsafe { self.out.get().add(dst[t * MR + r] + p * NR) };
+                    }
+                    // SAFETY: as this function's contract; the A tile holds MR rows of A_STRIDE,
+                    // the panel kc rows of NR, and each pointer addresses NR floats.
+                    unsafe {
+                        micro_tile(
+                            apack[t * MR * A_STRIDE..].as_ptr(),
+                            panel.as_ptr(),
+                            kc,
+                            &outs,
+                            rows,
+                            &epilogue,
+                        );
+                    }
+                };
+                if first && last && kc * pc.cout <= TILE_OUTER_MAX_WEIGHTS {
+                    // The whole reduction in one block, and weights small enough to stay in L2:
+                    // each tile is packed just before it runs across every panel (so it stays in
+                    // L1), and writes its pixels' full channel rows in order.
+                    for t in 0..n_tiles {
+                        pack(apack, t);
+                        for p in 0..panels {
+                            tile(apack, t, p);
+                        }
+                    }
+                } else {
+                    // Several reduction blocks (or large weights): the block's tiles are packed
+                    // once, and each weight panel stays in cache while it passes over them.
+                    for t in 0..n_tiles {
+                        pack(apack, t);
+                    }
+                    for p in 0..panels {
+                        for t in 0..n_tiles {
+                            tile(apack, t, p);
                         }
                     }
                 }
             }
         });
     }
+}
+
+/// The epilogue of a tile: add the partial sums or residual held in the output, then (after
+/// the last reduction block) the bias and ReLU, and store `rows` rows. A macro, not a function:
+/// the accumulators must stay in registers, and a call would take their address.
+///
+/// Used inside `unsafe` AVX-512 functions whose contract makes `outs[..rows]` address `NR`
+/// floats each.
+macro_rules! store_tile {
+    ($acc:ident, $outs:expr, $rows:expr, $ep:expr) => {{
+        let (outs, rows, ep) = ($outs, $rows, $ep);
+        let from_out = !ep.first || ep.accumulate;
+        if from_out {
+            for r in 0..rows {
+                $acc[r][0] = _mm512_add_ps($acc[r][0], _mm512_loadu_ps(outs[r]));
+                $acc[r][1] = _mm512_add_ps($acc[r][1], _mm512_loadu_ps(outs[r].add(16)));
+            }
+        }
+        if ep.last {
+            let bias0 = _mm512_loadu_ps(ep.bias.as_ptr());
+            let bias1 = _mm512_loadu_ps(ep.bias.as_ptr().add(16));
+            let zero = _mm512_setzero_ps();
+            for r in 0..rows {
+                let mut v0 = _mm512_add_ps($acc[r][0], bias0);
+                let mut v1 = _mm512_add_ps($acc[r][1], bias1);
+                if ep.relu {
+                    v0 = _mm512_max_ps(v0, zero);
+                    v1 = _mm512_max_ps(v1, zero);
+                }
+                _mm512_storeu_ps(outs[r], v0);
+                _mm512_storeu_ps(outs[r].add(16), v1);
+            }
+        } else {
+            for r in 0..rows {
+                _mm512_storeu_ps(outs[r], $acc[r][0]);
+                _mm512_storeu_ps(outs[r].add(16), $acc[r][1]);
+            }
+        }
+    }};
+}
+
+impl Job<'_> {
+    /// The block's tiles straight from the input, without packing, when the distance between
+    /// two output pixels' patches in the input (stride x channel stride) is one the direct
+    /// kernel is compiled for: those of ResNet-50's stem and stride-1 and stride-2 layers.
+    /// Returns whether it ran.
+    ///
+    /// # Safety
+    /// As [`Job::run_block`], and every tile's pixels one stride apart in the input.
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    unsafe fn direct_block(&self, src: &[usize], dst: &[usize], n_tiles: usize) -> bool {
+        let kernel: unsafe fn(&Self, &[usize], &[usize], usize) =
+            match self.pc.stride * self.input.cs {
+                6 => Self::direct_tiles::<6>,
+                64 => Self::direct_tiles::<64>,
+                128 => Self::direct_tiles::<128>,
+                256 => Self::direct_tiles::<256>,
+                272 => Self::direct_tiles::<272>,
+                528 => Self::direct_tiles::<528>,
+                544 => Self::direct_tiles::<544>,
+                1040 => Self::direct_tiles::<1040>,
+                1056 => Self::direct_tiles::<1056>,
+                2064 => Self::direct_tiles::<2064>,
+                2080 => Self::direct_tiles::<2080>,
+                _ => return false,
+            };
+        // SAFETY: passed on from the caller.
+        unsafe { kernel(self, src, dst, n_tiles) };
+        true
+    }
+
+    /// [`Job::direct_block`] for pixels `STEP` floats apart.
+    ///
+    /// # Safety
+    /// As [`Job::direct_block`], with `STEP == self.pc.stride * self.input.cs`.
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    unsafe fn direct_tiles<const STEP: usize>(&self, src: &[usize], dst: &[usize], n_tiles: usize) {
+        let pc = self.pc;
+        let k_len = pc.k_len();
+        let panels = pc.cout / NR;
+        let tile = |t: usize, p: usize| {
+            let epilogue = Epilogue {
+                first: true,
+                last: true,
+                relu: self.relu,
+                accumulate: self.accumulate,
+                bias: &pc.bias[p * NR..][..NR],
+            };
+            let mut outs = [std::ptr::null_mut::<f32>(); MR];
+            for (r, out) in outs.iter_mut().enumerate() {
+                // SAFETY: `dst` offsets are inside the output and this block alone writes them.
+                *out = unsafe { self.out.get().add(dst[t * MR + r] + p * NR) };
+            }
+            let origin = self.input.data[src[t * MR]..].as_ptr();
+            let panel = &pc.weights[p * k_len * NR..][..k_len * NR];
+            // SAFETY: as this function's contract.
+            unsafe {
+                direct_tile::<STEP>(origin, &self.direct_runs, panel.as_ptr(), &outs, &epilogue);
+            }
+        };
+        if k_len * pc.cout <= TILE_OUTER_MAX_WEIGHTS {
+            for t in 0..n_tiles {
+                for p in 0..panels {
+                    tile(t, p);
+                }
+            }
+        } else {
+            for p in 0..panels {
+                for t in 0..n_tiles {
+                    tile(t, p);
+                }
+            }
+        }
+    }
+}
+
+/// One 14 x 32 output tile over the whole patch, read from the input itself: the tile's pixels
+/// are `STEP` floats apart, so each broadcast has a constant offset.
+///
+/// # Safety
+/// AVX-512F must be available; for every run `(o, len)`, `a + o + r * STEP + i` must be
+/// readable for `r < MR`, `i < len`; `b` addresses (sum of the lengths) x `NR` floats and each
+/// of `outs` `NR` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn direct_tile<const STEP: usize>(
+    a: *const f32,
+    runs: &[(usize, usize)],
+    b: *const f32,
+    outs: &[*mut f32; MR],
+    ep: &Epilogue<'_>,
+) {
+    // SAFETY: the caller's contract covers every access below.
+    unsafe {
+        if ep.accumulate {
+            for out in outs {
+                _mm_prefetch::<_MM_HINT_T0>(out.cast::<i8>());
+                _mm_prefetch::<_MM_HINT_T0>(out.add(16).cast::<i8>());
+            }
+        }
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut bp = b;
+        for &(off, cin) in runs {
+            let ap = a.add(off);
+            let step = |acc: &mut [[__m512; 2]; MR], ci: usize, bp: *const f32| {
+                let b0 = _mm512_loadu_ps(bp);
+                let b1 = _mm512_loadu_ps(bp.add(16));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av: __m512 = _mm512_set1_ps(*ap.add(r * STEP + ci));
+                    row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                    row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+                }
+            };
+            let mut ci = 0;
+            while ci + 4 <= cin {
+                step(&mut acc, ci, bp);
+                step(&mut acc, ci + 1, bp.add(NR));
+                step(&mut acc, ci + 2, bp.add(2 * NR));
+                step(&mut acc, ci + 3, bp.add(3 * NR));
+                ci += 4;
+                bp = bp.add(4 * NR);
+            }
+            while ci < cin {
+                step(&mut acc, ci, bp);
+                ci += 1;
+                bp = bp.add(NR);
+            }
+        }
+        store_tile!(acc, outs, MR, ep);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn direct_tile<const STEP: usize>(
+    _a: *const f32,
+    _runs: &[(usize, usize)],
+    _b: *const f32,
+    _outs: &[*mut f32; MR],
+    _ep: &Epilogue<'_>,
+) {
+    unreachable!("the native engine is only built where `supported()` holds");
 }
 
 /// `dst.copy_from_slice(src)` in 64-byte vectors: the runs are short (21 floats in the stem, a
@@ -461,32 +687,7 @@ unsafe fn micro_tile(
             step(&mut acc, k);
             k += 1;
         }
-        if from_out {
-            for r in 0..rows {
-                acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_loadu_ps(outs[r]));
-                acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_loadu_ps(outs[r].add(16)));
-            }
-        }
-        if ep.last {
-            let bias0 = _mm512_loadu_ps(ep.bias.as_ptr());
-            let bias1 = _mm512_loadu_ps(ep.bias.as_ptr().add(16));
-            let zero = _mm512_setzero_ps();
-            for r in 0..rows {
-                let mut v0 = _mm512_add_ps(acc[r][0], bias0);
-                let mut v1 = _mm512_add_ps(acc[r][1], bias1);
-                if ep.relu {
-                    v0 = _mm512_max_ps(v0, zero);
-                    v1 = _mm512_max_ps(v1, zero);
-                }
-                _mm512_storeu_ps(outs[r], v0);
-                _mm512_storeu_ps(outs[r].add(16), v1);
-            }
-        } else {
-            for r in 0..rows {
-                _mm512_storeu_ps(outs[r], acc[r][0]);
-                _mm512_storeu_ps(outs[r].add(16), acc[r][1]);
-            }
-        }
+        store_tile!(acc, outs, rows, ep);
     }
 }
 
@@ -634,6 +835,17 @@ mod tests {
         check(2, 16, 32, [9, 8], 3, 2);
         check(1, 3, 32, [15, 13], 7, 2);
         check(2, 32, 64, [7, 7], 1, 2);
+    }
+
+    #[test]
+    fn direct_path_matches_naive() {
+        // Output rows a multiple of 14 wide: the kernel reads the input in place. Pixels
+        // 272 floats apart (256 channels, padded stride), 544 (the same at stride 2), 6 (the
+        // stem's 3 channels at stride 2) and 64.
+        check(1, 256, 32, [3, 14], 3, 1);
+        check(2, 256, 64, [4, 28], 1, 2);
+        check(1, 3, 64, [6, 28], 7, 2);
+        check(2, 64, 32, [2, 14], 1, 1);
     }
 
     #[test]
