@@ -100,7 +100,9 @@ impl Act {
         }
     }
 
-    /// Channel means over the interior: `[n][c]`.
+    /// Channel means over the interior: `[n][c]` (the reference for the pooling that the
+    /// convolution epilogue does).
+    #[cfg(test)]
     pub fn global_avg_pool(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.n * self.c];
         out.par_chunks_exact_mut(self.c)
@@ -113,6 +115,7 @@ impl Act {
     }
 
     /// Means of image `n`, summed in f64 so that large maps lose no precision.
+    #[cfg(test)]
     #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
     unsafe fn image_means(&self, n: usize, means: &mut [f32]) {
         let layout = self.layout();

@@ -138,6 +138,36 @@ impl SendPtr {
 /// separate buffer and its cache lines are fetched once. `input` must carry at least the
 /// convolution's padding as a zero border; `out` must have the output's shape.
 pub(crate) fn conv(pc: &PackedConv, input: &Act, out: &mut Act, accumulate: bool, relu: bool) {
+    run(pc, input, out, accumulate, relu, None);
+}
+
+/// [`conv`], also returning the global average pool of the output (`[n][cout]`), summed in the
+/// epilogue from the registers instead of read back from memory.
+pub(crate) fn conv_pooled(
+    pc: &PackedConv,
+    input: &Act,
+    out: &mut Act,
+    accumulate: bool,
+    relu: bool,
+) -> Vec<f32> {
+    let sums = std::sync::Mutex::new(vec![0f64; out.n * pc.cout]);
+    run(pc, input, out, accumulate, relu, Some(&sums));
+    let count = (out.h * out.w) as f64;
+    sums.into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|s| (s / count) as f32)
+        .collect()
+}
+
+fn run(
+    pc: &PackedConv,
+    input: &Act,
+    out: &mut Act,
+    accumulate: bool,
+    relu: bool,
+    pool: Option<&std::sync::Mutex<Vec<f64>>>,
+) {
     assert!(
         input.pad >= pc.pad && input.c == pc.cin && out.cs.is_multiple_of(16),
         "conv input layout"
@@ -162,6 +192,7 @@ pub(crate) fn conv(pc: &PackedConv, input: &Act, out: &mut Act, accumulate: bool
         .collect();
     let job = Job {
         pc,
+        pool,
         input,
         out: SendPtr(out.data.as_mut_ptr()),
         out_layout: out.layout(),
@@ -237,12 +268,14 @@ struct Run {
 }
 
 /// `ATTREX_PROFILE` set: print each convolution's shape, time and rate to stderr.
-static PROFILE: std::sync::LazyLock<bool> =
+pub(crate) static PROFILE: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::var_os("ATTREX_PROFILE").is_some());
 
 /// Everything a worker needs to compute some tiles of one convolution.
 struct Job<'a> {
     pc: &'a PackedConv,
+    /// Channel sums per image (`[n][cout]`) of the output, when the convolution pools it.
+    pool: Option<&'a std::sync::Mutex<Vec<f64>>>,
     input: &'a Act,
     out: SendPtr,
     out_layout: Layout,
@@ -272,30 +305,55 @@ thread_local! {
     static APACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// The pixels of one block of tiles.
+struct BlockPixels {
+    /// Each pixel's patch origin in the input.
+    src: [usize; PIX],
+    /// Each pixel's offset in the output.
+    dst: [usize; PIX],
+    /// Each pixel's image, counted from `first_img`.
+    img: [usize; PIX],
+    first_img: usize,
+    n_tiles: usize,
+    pixels: usize,
+}
+
+impl BlockPixels {
+    /// Images the block touches.
+    fn images(&self) -> usize {
+        self.pixels
+            .checked_sub(1)
+            .map_or(0, |last| self.img[last] + 1)
+    }
+}
+
 /// Pixels per block.
 const PIX: usize = MR * MAX_TILES_PER_BLOCK;
 
 impl Job<'_> {
     /// For block `b`: each pixel's patch origin in the input and output offset, the number of
     /// tiles and of pixels.
-    fn pixel_offsets(&self, b: usize) -> ([usize; PIX], [usize; PIX], usize, usize) {
+    fn pixel_offsets(&self, b: usize) -> BlockPixels {
         let pc = self.pc;
         let first_tile = b * self.per_block;
         let n_tiles = self.per_block.min(self.tiles - first_tile);
         let m0 = first_tile * MR;
         let pixels = (n_tiles * MR).min(self.m_total - m0);
-        let mut src = [0usize; PIX];
-        let mut dst = [0usize; PIX];
-        let (mut n, mut y, mut x) = (
-            m0 / (self.oh * self.ow),
-            m0 / self.ow % self.oh,
-            m0 % self.ow,
-        );
+        let mut px = BlockPixels {
+            src: [0; PIX],
+            dst: [0; PIX],
+            img: [0; PIX],
+            first_img: m0 / (self.oh * self.ow),
+            n_tiles,
+            pixels,
+        };
+        let (mut n, mut y, mut x) = (px.first_img, m0 / self.ow % self.oh, m0 % self.ow);
         for i in 0..pixels {
-            src[i] =
+            px.src[i] =
                 self.input
                     .padded_offset(n, y * pc.stride + self.shift, x * pc.stride + self.shift);
-            dst[i] = self.out_layout.offset(n, y, x);
+            px.dst[i] = self.out_layout.offset(n, y, x);
+            px.img[i] = n - px.first_img;
             x += 1;
             if x == self.ow {
                 x = 0;
@@ -306,7 +364,22 @@ impl Job<'_> {
                 }
             }
         }
-        (src, dst, n_tiles, pixels)
+        px
+    }
+
+    /// Adds a block's pooled sums to the convolution's totals.
+    fn add_sums(&self, px: &BlockPixels, sums: &[f32]) {
+        let Some(pool) = self.pool else {
+            return;
+        };
+        let cout = self.pc.cout;
+        let mut total = pool.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, image) in sums.chunks_exact(cout).enumerate() {
+            let at = &mut total[(px.first_img + i) * cout..][..cout];
+            for (t, s) in at.iter_mut().zip(image) {
+                *t += f64::from(*s);
+            }
+        }
     }
 
     /// Computes the tiles of block `b`.
@@ -316,7 +389,23 @@ impl Job<'_> {
     #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
     unsafe fn run_block(&self, b: usize) {
         let pc = self.pc;
-        let (src, dst, n_tiles, pixels) = self.pixel_offsets(b);
+        let px = self.pixel_offsets(b);
+        let (src, dst, n_tiles, pixels) = (&px.src, &px.dst, px.n_tiles, px.pixels);
+        // This block's share of the pooled output, when the convolution pools: channel sums per
+        // image, added to the convolution's totals at the end.
+        let mut sums = vec![
+            0f32;
+            if self.pool.is_some() {
+                px.images() * pc.cout
+            } else {
+                0
+            }
+        ];
+        let pool_base = if self.pool.is_some() {
+            sums.as_mut_ptr()
+        } else {
+            std::ptr::null_mut()
+        };
         let k_len = pc.k_len();
         let panels = pc.cout / NR;
         let data = &self.input.data;
@@ -329,8 +418,9 @@ impl Job<'_> {
             // where they are, with no packing.
             // SAFETY: as this function's contract; each tile's MR pixels, at `src` and one
             // stride apart, hold the patch runs (the zero border covers the padding).
-            let done = unsafe { self.direct_block(&src, &dst, n_tiles) };
+            let done = unsafe { self.direct_block(&px, pool_base) };
             if done {
+                self.add_sums(&px, &sums);
                 return;
             }
         }
@@ -358,14 +448,17 @@ impl Job<'_> {
                 };
                 let tile = |apack: &[f32], t: usize, p: usize| {
                     let panel = &pc.weights[p * k_len * NR + k0 * NR..][..kc * NR];
+                    let rows = MR.min(pixels - t * MR);
                     let epilogue = Epilogue {
                         first,
                         last,
                         relu: self.relu,
                         accumulate: self.accumulate,
                         bias: &pc.bias[p * NR..][..NR],
+                        pool: pool_at(pool_base, p),
+                        pool_stride: pc.cout,
+                        row_img: &px.img[t * MR..t * MR + rows],
                     };
-                    let rows = MR.min(pixels - t * MR);
                     let mut outs = [std::ptr::null_mut::<f32>(); MR];
                     for r in 0..rows {
                         // SAFETY: `dst` offsets are inside the output (its layout made them) and
@@ -409,6 +502,7 @@ impl Job<'_> {
                 }
             }
         });
+        self.add_sums(&px, &sums);
     }
 }
 
@@ -442,6 +536,28 @@ macro_rules! store_tile {
                 _mm512_storeu_ps(outs[r], v0);
                 _mm512_storeu_ps(outs[r].add(16), v1);
             }
+            if !ep.pool.is_null() {
+                // Channel sums of the rows of each image, read back from L1 (indexing the
+                // accumulators here would make LLVM keep them in memory), added to that
+                // image's pooled sums when the image changes and at the end.
+                let (mut s0, mut s1, mut image) = (zero, zero, ep.row_img[0]);
+                for r in 0..rows {
+                    if ep.row_img[r] != image {
+                        let at = ep.pool.add(image * ep.pool_stride);
+                        _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
+                        _mm512_storeu_ps(
+                            at.add(16),
+                            _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1),
+                        );
+                        (s0, s1, image) = (zero, zero, ep.row_img[r]);
+                    }
+                    s0 = _mm512_add_ps(s0, _mm512_loadu_ps(outs[r]));
+                    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(outs[r].add(16)));
+                }
+                let at = ep.pool.add(image * ep.pool_stride);
+                _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
+                _mm512_storeu_ps(at.add(16), _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1));
+            }
         } else {
             for r in 0..rows {
                 _mm512_storeu_ps(outs[r], $acc[r][0]);
@@ -460,24 +576,24 @@ impl Job<'_> {
     /// # Safety
     /// As [`Job::run_block`], and every tile's pixels one stride apart in the input.
     #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-    unsafe fn direct_block(&self, src: &[usize], dst: &[usize], n_tiles: usize) -> bool {
-        let kernel: unsafe fn(&Self, &[usize], &[usize], usize) =
-            match self.pc.stride * self.input.cs {
-                6 => Self::direct_tiles::<6>,
-                64 => Self::direct_tiles::<64>,
-                128 => Self::direct_tiles::<128>,
-                256 => Self::direct_tiles::<256>,
-                272 => Self::direct_tiles::<272>,
-                528 => Self::direct_tiles::<528>,
-                544 => Self::direct_tiles::<544>,
-                1040 => Self::direct_tiles::<1040>,
-                1056 => Self::direct_tiles::<1056>,
-                2064 => Self::direct_tiles::<2064>,
-                2080 => Self::direct_tiles::<2080>,
-                _ => return false,
-            };
+    unsafe fn direct_block(&self, px: &BlockPixels, pool_base: *mut f32) -> bool {
+        let kernel: unsafe fn(&Self, &BlockPixels, *mut f32) = match self.pc.stride * self.input.cs
+        {
+            6 => Self::direct_tiles::<6>,
+            64 => Self::direct_tiles::<64>,
+            128 => Self::direct_tiles::<128>,
+            256 => Self::direct_tiles::<256>,
+            272 => Self::direct_tiles::<272>,
+            528 => Self::direct_tiles::<528>,
+            544 => Self::direct_tiles::<544>,
+            1040 => Self::direct_tiles::<1040>,
+            1056 => Self::direct_tiles::<1056>,
+            2064 => Self::direct_tiles::<2064>,
+            2080 => Self::direct_tiles::<2080>,
+            _ => return false,
+        };
         // SAFETY: passed on from the caller.
-        unsafe { kernel(self, src, dst, n_tiles) };
+        unsafe { kernel(self, px, pool_base) };
         true
     }
 
@@ -486,8 +602,9 @@ impl Job<'_> {
     /// # Safety
     /// As [`Job::direct_block`], with `STEP == self.pc.stride * self.input.cs`.
     #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-    unsafe fn direct_tiles<const STEP: usize>(&self, src: &[usize], dst: &[usize], n_tiles: usize) {
+    unsafe fn direct_tiles<const STEP: usize>(&self, px: &BlockPixels, pool_base: *mut f32) {
         let pc = self.pc;
+        let (src, dst, n_tiles) = (&px.src, &px.dst, px.n_tiles);
         let k_len = pc.k_len();
         let panels = pc.cout / NR;
         let tile = |t: usize, p: usize| {
@@ -497,6 +614,9 @@ impl Job<'_> {
                 relu: self.relu,
                 accumulate: self.accumulate,
                 bias: &pc.bias[p * NR..][..NR],
+                pool: pool_at(pool_base, p),
+                pool_stride: pc.cout,
+                row_img: &px.img[t * MR..(t + 1) * MR],
             };
             let mut outs = [std::ptr::null_mut::<f32>(); MR];
             for (r, out) in outs.iter_mut().enumerate() {
@@ -636,6 +756,21 @@ struct Epilogue<'a> {
     /// blocks find it in the partial sums).
     accumulate: bool,
     bias: &'a [f32],
+    /// Where this panel's channel sums of image 0 of the block go (null: no pooling); image `i`
+    /// at `pool + i * pool_stride`.
+    pool: *mut f32,
+    pool_stride: usize,
+    /// Each row's image, counted from the block's first.
+    row_img: &'a [usize],
+}
+
+/// The sums of panel `p` in a block's pooled sums (null when not pooling).
+fn pool_at(base: *mut f32, p: usize) -> *mut f32 {
+    if base.is_null() {
+        base
+    } else {
+        base.wrapping_add(p * NR)
+    }
 }
 
 /// One 14 x 32 output tile over `kc` reduction values.
@@ -846,6 +981,44 @@ mod tests {
         check(2, 256, 64, [4, 28], 1, 2);
         check(1, 3, 64, [6, 28], 7, 2);
         check(2, 64, 32, [2, 14], 1, 1);
+    }
+
+    #[test]
+    fn pooling_in_the_epilogue_equals_pooling_the_output() {
+        if !supported() {
+            return;
+        }
+        // Packed (5 x 7 maps, tiles across images) and direct (14-wide rows), with and without
+        // a residual.
+        for (n, cin, cout, [h, w], k, stride) in [
+            (3, 24, 64, [5, 7], 1, 1),
+            (2, 64, 32, [3, 14], 3, 1),
+            (2, 256, 32, [2, 14], 1, 1),
+        ] {
+            let pool = Pool::default();
+            let mut input = pool.take(n, h, w, cin, k / 2);
+            input.fill_from_nchw(&values(n * cin * h * w, 5));
+            let pc = PackedConv::new(
+                [cin, cout],
+                k,
+                stride,
+                k / 2,
+                &values(cout * cin * k * k, 6),
+                &values(cout, 7),
+            )
+            .unwrap();
+            let (oh, ow) = (pc.out_side(h), pc.out_side(w));
+            for accumulate in [false, true] {
+                let mut out = pool.take(n, oh, ow, cout, 0);
+                out.fill_from_nchw(&values(n * cout * oh * ow, 8));
+                let means = conv_pooled(&pc, &input, &mut out, accumulate, true);
+                let want = out.global_avg_pool();
+                for (i, (g, w)) in means.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{i}: {g} vs {w}");
+                }
+                pool.give(out);
+            }
+        }
     }
 
     #[test]

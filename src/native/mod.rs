@@ -16,7 +16,7 @@ mod buf;
 mod kernel;
 
 use act::{Act, Pool, max_pool_3x3_s2};
-use kernel::{PackedConv, conv};
+use kernel::{PROFILE, PackedConv, conv, conv_pooled};
 
 use crate::resnet::{ConvSpec, ResNetConfig};
 
@@ -46,6 +46,16 @@ impl std::fmt::Debug for NativeNet {
             )
             .finish_non_exhaustive()
     }
+}
+
+/// Runs `f`, printing its time under `ATTREX_PROFILE`.
+fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let out = f();
+    if *PROFILE {
+        eprintln!("op {label} ms={:.2}", start.elapsed().as_secs_f64() * 1e3);
+    }
+    out
 }
 
 impl NativeNet {
@@ -96,34 +106,47 @@ impl NativeNet {
             return out;
         }
         assert_eq!(c, self.stem.cin, "input channels");
-        let mut input = self.pool.take(n, h, w, c, self.stem.pad);
-        input.fill_from_nchw(nchw);
+        let t_all = std::time::Instant::now();
+        let input = timed("take+fill", || {
+            let mut input = self.pool.take(n, h, w, c, self.stem.pad);
+            input.fill_from_nchw(nchw);
+            input
+        });
         let (sh, sw) = (self.stem.out_side(h), self.stem.out_side(w));
         // The max-pool reads a border of 1.
         let mut stem = self.pool.take(n, sh, sw, self.stem.cout, 1);
-        conv(&self.stem, &input, &mut stem, false, true);
-        self.pool.give(input);
+        // A tapped block's average pool is summed in the epilogue of the convolution that
+        // writes it.
         if wanted[0] {
-            out.push(stem.global_avg_pool());
+            out.push(conv_pooled(&self.stem, &input, &mut stem, false, true));
+        } else {
+            conv(&self.stem, &input, &mut stem, false, true);
         }
-        let mut x = self
-            .pool
-            .take(n, (sh - 1) / 2 + 1, (sw - 1) / 2 + 1, stem.c, 0);
-        max_pool_3x3_s2(&stem, &mut x);
+        self.pool.give(input);
+        let mut x = timed("maxpool", || {
+            let mut x = self
+                .pool
+                .take(n, (sh - 1) / 2 + 1, (sw - 1) / 2 + 1, stem.c, 0);
+            max_pool_3x3_s2(&stem, &mut x);
+            x
+        });
         self.pool.give(stem);
         for (i, stage) in self.stages.iter().enumerate().take(deepest - 1) {
-            for block in stage {
-                x = self.bottleneck(block, x);
-            }
-            if wanted[i + 1] {
-                out.push(x.global_avg_pool());
+            for (j, block) in stage.iter().enumerate() {
+                let pooled;
+                (x, pooled) = self.bottleneck(block, x, wanted[i + 1] && j + 1 == stage.len());
+                out.extend(pooled);
             }
         }
         self.pool.give(x);
+        if *PROFILE {
+            eprintln!("op pooled ms={:.2}", t_all.elapsed().as_secs_f64() * 1e3);
+        }
         out
     }
 
-    fn bottleneck(&self, b: &Bottleneck, x: Act) -> Act {
+    /// One bottleneck; with `pool`, also the average pool of its output.
+    fn bottleneck(&self, b: &Bottleneck, x: Act, pool: bool) -> (Act, Option<Vec<f32>>) {
         // The shortcut buffer receives conv3's output in place (see `conv`'s `accumulate`).
         let (x, mut out) = match &b.downsample {
             Some(d) => {
@@ -146,8 +169,13 @@ impl NativeNet {
         let mut y2 = self.pool.take(y1.n, h2, w2, b.conv2.cout, b.conv3.pad);
         conv(&b.conv2, &y1, &mut y2, false, true);
         self.pool.give(y1);
-        conv(&b.conv3, &y2, &mut out, true, true);
+        let pooled = if pool {
+            Some(conv_pooled(&b.conv3, &y2, &mut out, true, true))
+        } else {
+            conv(&b.conv3, &y2, &mut out, true, true);
+            None
+        };
         self.pool.give(y2);
-        out
+        (out, pooled)
     }
 }
