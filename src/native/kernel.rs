@@ -410,15 +410,27 @@ impl Job<'_> {
         let panels = pc.cout / NR;
         let data = &self.input.data;
         let step = pc.stride * self.input.cs;
-        if pixels == n_tiles * MR
-            && (0..n_tiles).all(|t| src[t * MR + MR - 1] - src[t * MR] == (MR - 1) * step)
-        {
-            // Every tile's pixels are evenly spaced in the input (one stride apart: each step
-            // is at least that, so equal ends mean equal steps): then the kernel reads them
-            // where they are, with no packing.
-            // SAFETY: as this function's contract; each tile's MR pixels, at `src` and one
-            // stride apart, hold the patch runs (the zero border covers the padding).
-            let done = unsafe { self.direct_block(&px, pool_base) };
+        // Whether pixels `i..j` of every tile are evenly spaced in the input, one stride apart
+        // (each step is at least that, so equal ends mean equal steps).
+        let even = |i: usize, j: usize| {
+            (0..n_tiles).all(|t| src[t * MR + j - 1] - src[t * MR + i] == (j - 1 - i) * step)
+        };
+        // Whole tiles evenly spaced, or (maps 7 wide) both halves of every tile.
+        let seg = if pixels < n_tiles * MR {
+            None
+        } else if even(0, MR) {
+            Some(MR)
+        } else if even(0, MR / 2) && even(MR / 2, MR) {
+            Some(MR / 2)
+        } else {
+            None
+        };
+        if let Some(seg) = seg {
+            // Then the kernel reads the pixels where they are, with no packing.
+            // SAFETY: as this function's contract; each tile's pixels, at `src` and one stride
+            // apart within each segment, hold the patch runs (the zero border covers the
+            // padding).
+            let done = unsafe { self.direct_block(&px, pool_base, seg) };
             if done {
                 self.add_sums(&px, &sums);
                 return;
@@ -576,20 +588,25 @@ impl Job<'_> {
     /// # Safety
     /// As [`Job::run_block`], and every tile's pixels one stride apart in the input.
     #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-    unsafe fn direct_block(&self, px: &BlockPixels, pool_base: *mut f32) -> bool {
-        let kernel: unsafe fn(&Self, &BlockPixels, *mut f32) = match self.pc.stride * self.input.cs
-        {
-            6 => Self::direct_tiles::<6>,
-            64 => Self::direct_tiles::<64>,
-            128 => Self::direct_tiles::<128>,
-            256 => Self::direct_tiles::<256>,
-            272 => Self::direct_tiles::<272>,
-            528 => Self::direct_tiles::<528>,
-            544 => Self::direct_tiles::<544>,
-            1040 => Self::direct_tiles::<1040>,
-            1056 => Self::direct_tiles::<1056>,
-            2064 => Self::direct_tiles::<2064>,
-            2080 => Self::direct_tiles::<2080>,
+    unsafe fn direct_block(&self, px: &BlockPixels, pool_base: *mut f32, seg: usize) -> bool {
+        type Tiles<'j> = unsafe fn(&Job<'j>, &BlockPixels, *mut f32);
+        let kernel: Tiles<'_> = match (self.pc.stride * self.input.cs, seg) {
+            (6, MR) => Self::direct_tiles::<6, MR>,
+            (64, MR) => Self::direct_tiles::<64, MR>,
+            (128, MR) => Self::direct_tiles::<128, MR>,
+            (256, MR) => Self::direct_tiles::<256, MR>,
+            (272, MR) => Self::direct_tiles::<272, MR>,
+            (528, MR) => Self::direct_tiles::<528, MR>,
+            (544, MR) => Self::direct_tiles::<544, MR>,
+            (1040, MR) => Self::direct_tiles::<1040, MR>,
+            (1056, MR) => Self::direct_tiles::<1056, MR>,
+            (2064, MR) => Self::direct_tiles::<2064, MR>,
+            (2080, MR) => Self::direct_tiles::<2080, MR>,
+            // Stage 4 (7-wide maps): the 3x3 (v1; 1056 for v1.5's stride 2) and the
+            // stride-2 1x1s into it.
+            (528, 7) => Self::direct_tiles::<528, 7>,
+            (1056, 7) => Self::direct_tiles::<1056, 7>,
+            (2080, 7) => Self::direct_tiles::<2080, 7>,
             _ => return false,
         };
         // SAFETY: passed on from the caller.
@@ -602,7 +619,11 @@ impl Job<'_> {
     /// # Safety
     /// As [`Job::direct_block`], with `STEP == self.pc.stride * self.input.cs`.
     #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-    unsafe fn direct_tiles<const STEP: usize>(&self, px: &BlockPixels, pool_base: *mut f32) {
+    unsafe fn direct_tiles<const STEP: usize, const SEG: usize>(
+        &self,
+        px: &BlockPixels,
+        pool_base: *mut f32,
+    ) {
         let pc = self.pc;
         let (src, dst, n_tiles) = (&px.src, &px.dst, px.n_tiles);
         let k_len = pc.k_len();
@@ -624,10 +645,23 @@ impl Job<'_> {
                 *out = unsafe { self.out.get().add(dst[t * MR + r] + p * NR) };
             }
             let origin = self.input.data[src[t * MR]..].as_ptr();
+            // Rows from SEG on start this far from the first (unused when SEG == MR).
+            let jump = if SEG < MR {
+                src[t * MR + SEG] - src[t * MR]
+            } else {
+                0
+            };
             let panel = &pc.weights[p * k_len * NR..][..k_len * NR];
             // SAFETY: as this function's contract.
             unsafe {
-                direct_tile::<STEP>(origin, &self.direct_runs, panel.as_ptr(), &outs, &epilogue);
+                direct_tile::<STEP, SEG>(
+                    origin,
+                    jump,
+                    &self.direct_runs,
+                    panel.as_ptr(),
+                    &outs,
+                    &epilogue,
+                );
             }
         };
         if k_len * pc.cout <= TILE_OUTER_MAX_WEIGHTS {
@@ -647,16 +681,20 @@ impl Job<'_> {
 }
 
 /// One 14 x 32 output tile over the whole patch, read from the input itself: the tile's pixels
-/// are `STEP` floats apart, so each broadcast has a constant offset.
+/// are `STEP` floats apart, so each broadcast has a constant offset. With `SEG < MR` the tile
+/// is two such segments, rows `SEG..` starting `jump` floats after the first (two rows of a
+/// 7-wide map).
 ///
 /// # Safety
-/// AVX-512F must be available; for every run `(o, len)`, `a + o + r * STEP + i` must be
-/// readable for `r < MR`, `i < len`; `b` addresses (sum of the lengths) x `NR` floats and each
-/// of `outs` `NR` floats.
+/// AVX-512F must be available; for every run `(o, len)`, row `r`'s
+/// `a + o + r * STEP + i` (`r < SEG`) or `a + jump + o + (r - SEG) * STEP + i` must be readable
+/// for `i < len`; `b` addresses (sum of the lengths) x `NR` floats and each of `outs` `NR`
+/// floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn direct_tile<const STEP: usize>(
+unsafe fn direct_tile<const STEP: usize, const SEG: usize>(
     a: *const f32,
+    jump: usize,
     runs: &[(usize, usize)],
     b: *const f32,
     outs: &[*mut f32; MR],
@@ -674,11 +712,17 @@ unsafe fn direct_tile<const STEP: usize>(
         let mut bp = b;
         for &(off, cin) in runs {
             let ap = a.add(off);
+            let ap2 = a.wrapping_add(jump + off);
             let step = |acc: &mut [[__m512; 2]; MR], ci: usize, bp: *const f32| {
                 let b0 = _mm512_loadu_ps(bp);
                 let b1 = _mm512_loadu_ps(bp.add(16));
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let av: __m512 = _mm512_set1_ps(*ap.add(r * STEP + ci));
+                    let at = if r < SEG {
+                        ap.add(r * STEP + ci)
+                    } else {
+                        ap2.add((r - SEG) * STEP + ci)
+                    };
+                    let av: __m512 = _mm512_set1_ps(*at);
                     row[0] = _mm512_fmadd_ps(av, b0, row[0]);
                     row[1] = _mm512_fmadd_ps(av, b1, row[1]);
                 }
@@ -703,8 +747,9 @@ unsafe fn direct_tile<const STEP: usize>(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn direct_tile<const STEP: usize>(
+unsafe fn direct_tile<const STEP: usize, const SEG: usize>(
     _a: *const f32,
+    _jump: usize,
     _runs: &[(usize, usize)],
     _b: *const f32,
     _outs: &[*mut f32; MR],
@@ -981,6 +1026,10 @@ mod tests {
         check(2, 256, 64, [4, 28], 1, 2);
         check(1, 3, 64, [6, 28], 7, 2);
         check(2, 64, 32, [2, 14], 1, 1);
+        // 7-wide maps: each tile is two rows of 7 (of one image, or the last row of one and
+        // the first of the next), read as two evenly spaced segments.
+        check(2, 512, 32, [7, 7], 3, 1);
+        check(2, 1024, 32, [14, 14], 1, 2);
     }
 
     #[test]
