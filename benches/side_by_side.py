@@ -8,7 +8,8 @@ Random weights: timing does not depend on their values. The network is ResNet-50
 the first 1x1, as the Keras weights attrex uses), with all five pooled taps as outputs, truncated
 after block --upto. attrex is timed by `cargo run --release --example throughput` when that
 example exists, else by its criterion bench figure if given with --attrex IMG_PER_S.
-Prints img/s for each engine and the ratios to attrex.
+Prints img/s for each engine and the ratios to attrex. ONNX Runtime and attrex alternate
+--rounds times (medians reported, each round on stderr); PyTorch runs once.
 """
 import argparse, os, re, subprocess, sys, tempfile, time
 import numpy as np
@@ -19,6 +20,9 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--upto", type=int, default=5)
 ap.add_argument("--runs", type=int, default=7)
 ap.add_argument("--attrex", type=float, help="attrex img/s measured elsewhere (skip running it)")
+ap.add_argument("--rounds", type=int, default=3,
+                help="ONNX Runtime and attrex alternate this many times; medians are reported "
+                     "(the shared machines drift by several percent within minutes)")
 a = ap.parse_args()
 os.environ["OMP_NUM_THREADS"] = str(a.threads)
 
@@ -75,6 +79,20 @@ results = {}
 with torch.inference_mode():
     results["pytorch " + torch.__version__] = bench(lambda: m(x), a.runs)
 
+def attrex_img_per_s():
+    if a.attrex is not None:
+        return a.attrex
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = ["cargo", "run", "--release", "-q", "--example", "throughput", "--", "--batch", str(a.batch),
+           "--threads", str(a.threads), "--upto", str(a.upto), "--runs", str(a.runs)]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    m_ = re.search(r"img_per_s=([0-9.]+)\s*$", out.stdout)
+    if out.returncode != 0 or not m_:
+        sys.exit(f"attrex throughput example failed:\n{out.stdout}\n{out.stderr}")
+    return float(m_.group(1))
+
+
+ort_runs, attrex_runs = [], []
 try:
     import onnxruntime as ort
     with tempfile.TemporaryDirectory() as d:
@@ -83,21 +101,16 @@ try:
         so = ort.SessionOptions(); so.intra_op_num_threads = a.threads; so.inter_op_num_threads = 1
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         xn = x.numpy()
-        results["onnxruntime " + ort.__version__] = bench(lambda: sess.run(None, {"x": xn}), a.runs)
+        for r in range(max(1, a.rounds)):
+            ort_runs.append(bench(lambda: sess.run(None, {"x": xn}), a.runs))
+            attrex_runs.append(attrex_img_per_s())
+            print(f"round {r + 1}: onnxruntime {ort_runs[-1]:.2f}  attrex {attrex_runs[-1]:.2f}  "
+                  f"ratio {attrex_runs[-1] / ort_runs[-1]:.2f}", file=sys.stderr)
+        results["onnxruntime " + ort.__version__] = float(np.median(ort_runs))
 except ImportError as e:
     print(f"onnxruntime not installed ({e}); skipping it", file=sys.stderr)
 
-if a.attrex is not None:
-    results["attrex"] = a.attrex
-else:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = ["cargo", "run", "--release", "-q", "--example", "throughput", "--", "--batch", str(a.batch),
-           "--threads", str(a.threads), "--upto", str(a.upto)]
-    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    m_ = re.search(r"img_per_s=([0-9.]+)\s*$", out.stdout)
-    if out.returncode != 0 or not m_:
-        sys.exit(f"attrex throughput example failed:\n{out.stdout}\n{out.stderr}")
-    results["attrex"] = float(m_.group(1))
+results["attrex"] = float(np.median(attrex_runs)) if attrex_runs else attrex_img_per_s()
 
 print(f"batch={a.batch} threads={a.threads} upto=block{a.upto}")
 for k, v in results.items():

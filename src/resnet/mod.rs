@@ -2,7 +2,7 @@
 //!
 //! The field names follow torchvision (`conv1`, `layer1`..`layer4`, `downsample`, `fc`), so a
 //! reader who knows ResNet knows the code. Every weight source is first brought to
-//! torchvision's names and layouts ([`crate::weights`]); [`fold`] then folds each
+//! torchvision's names and layouts ([`crate::weights`]); loading then folds each
 //! BatchNorm (and any convolution bias) into the preceding convolution:
 //!
 //! ```text

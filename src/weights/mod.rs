@@ -8,7 +8,7 @@
 //! - **torchvision** state dicts (`.pth` or `.safetensors`, ResNet v1.5), read through
 //!   `burn-store`. Expect [`Preprocessing::Torchvision`].
 //!
-//! Both are first brought to torchvision's tensor names and layouts (a [`StateDict`]); the Keras
+//! Both are first brought to torchvision's tensor names and layouts (a `StateDict`); the Keras
 //! renaming and relayout lives in one place, `remap.rs`.
 //!
 //! [`Preprocessing::Caffe`]: crate::Preprocessing::Caffe
