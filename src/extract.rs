@@ -143,7 +143,7 @@ pub fn extract_dataset(
         }
         if !misses.is_empty() {
             let images: Vec<&DynamicImage> = misses.iter().map(|m| &m.1).collect();
-            let features = tap.extract_tensor(backbone.images_to_tensor(&images))?;
+            let features = tap.extract_refs(&images)?;
             for ((i, _, entry), f) in misses.into_iter().zip(features) {
                 if let Some(entry) = entry {
                     // A cache that cannot be written only costs time later.

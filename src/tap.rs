@@ -273,15 +273,25 @@ impl Backbone {
 
     /// The preprocessed batch `[n, 3, 224, 224]` for `images`.
     pub fn images_to_tensor(&self, images: &[&DynamicImage]) -> Tensor<4> {
-        let plane = 3 * INPUT_SIDE * INPUT_SIDE;
-        let mut buf = vec![0f32; images.len() * plane];
-        for (img, out) in images.iter().zip(buf.chunks_exact_mut(plane)) {
-            self.preprocessing.prepare_into(img, out);
-        }
         Tensor::from_data(
-            TensorData::new(buf, [images.len(), 3, INPUT_SIDE, INPUT_SIDE]),
+            TensorData::new(
+                self.images_to_buffer(images),
+                [images.len(), 3, INPUT_SIDE, INPUT_SIDE],
+            ),
             &self.device,
         )
+    }
+
+    /// The preprocessed batch as NCHW floats on the host, one image per rayon task (resizing
+    /// a large photo costs milliseconds).
+    pub(crate) fn images_to_buffer(&self, images: &[&DynamicImage]) -> Vec<f32> {
+        use rayon::prelude::*;
+        let plane = 3 * INPUT_SIDE * INPUT_SIDE;
+        let mut buf = vec![0f32; images.len() * plane];
+        buf.par_chunks_exact_mut(plane)
+            .zip(images.par_iter())
+            .for_each(|(out, img)| self.preprocessing.prepare_into(img, out));
+        buf
     }
 }
 
@@ -399,10 +409,7 @@ impl BlockTap {
                 min_side: MIN_SIDE,
             });
         }
-        let mut wanted = [false; 5];
-        for b in &self.blocks {
-            wanted[b.index()] = true;
-        }
+        let wanted = self.wanted();
         let Some(native) = &self.backbone.native else {
             return Ok(self.backbone.net.pooled(input, wanted));
         };
@@ -418,6 +425,48 @@ impl BlockTap {
             .map(|v| {
                 let dim = v.len() / dims[0];
                 Tensor::from_data(TensorData::new(v, [dims[0], dim]), &device)
+            })
+            .collect())
+    }
+
+    /// Which of the five blocks the tap reads.
+    fn wanted(&self) -> [bool; 5] {
+        let mut wanted = [false; 5];
+        for b in &self.blocks {
+            wanted[b.index()] = true;
+        }
+        wanted
+    }
+
+    /// Features of `images`, preprocessed on the host. The native engine takes the host buffer
+    /// as it is; Burn gets it as a tensor on the backbone's device.
+    pub(crate) fn extract_refs(&self, images: &[&DynamicImage]) -> Result<Vec<Features>, TapError> {
+        let buf = self.backbone.images_to_buffer(images);
+        let Some(native) = &self.backbone.native else {
+            let n = images.len();
+            let t = Tensor::from_data(
+                TensorData::new(buf, [n, 3, INPUT_SIDE, INPUT_SIDE]),
+                &self.backbone.device,
+            );
+            return self.extract_tensor(t);
+        };
+        if images.is_empty() {
+            return Err(TapError::EmptyBatch);
+        }
+        let pooled = native.pooled(
+            &buf,
+            [images.len(), 3, INPUT_SIDE, INPUT_SIDE],
+            self.wanted(),
+        );
+        Ok((0..images.len())
+            .map(|i| Features {
+                blocks: pooled
+                    .iter()
+                    .map(|p| {
+                        let dim = p.len() / images.len();
+                        p[i * dim..(i + 1) * dim].to_vec()
+                    })
+                    .collect(),
             })
             .collect())
     }
@@ -460,28 +509,31 @@ impl BlockTap {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.batch_size) {
             let refs: Vec<&DynamicImage> = chunk.iter().collect();
-            out.extend(self.extract_tensor(self.backbone.images_to_tensor(&refs))?);
+            out.extend(self.extract_refs(&refs)?);
         }
         Ok(out)
     }
 
-    /// Features of image files, decoded under the default limits.
+    /// Features of image files, decoded (in parallel, one file per rayon task) under the
+    /// default limits.
     ///
     /// # Errors
-    /// [`TapError::Image`] naming the first file that cannot be read; [`TapError::EmptyBatch`]
-    /// for no paths.
-    pub fn extract_paths<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Vec<Features>, TapError> {
+    /// [`TapError::Image`] naming the first file (in order) that cannot be read;
+    /// [`TapError::EmptyBatch`] for no paths.
+    pub fn extract_paths<P: AsRef<Path> + Sync>(
+        &self,
+        paths: &[P],
+    ) -> Result<Vec<Features>, TapError> {
+        use rayon::prelude::*;
         if paths.is_empty() {
             return Err(TapError::EmptyBatch);
         }
         let mut out = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(self.batch_size) {
-            let images = chunk
-                .iter()
-                .map(|p| read_image(p.as_ref()))
-                .collect::<Result<Vec<_>, _>>()?;
+            let decoded: Vec<_> = chunk.par_iter().map(|p| read_image(p.as_ref())).collect();
+            let images = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
             let refs: Vec<&DynamicImage> = images.iter().collect();
-            out.extend(self.extract_tensor(self.backbone.images_to_tensor(&refs))?);
+            out.extend(self.extract_refs(&refs)?);
         }
         Ok(out)
     }

@@ -248,7 +248,7 @@ impl AttributeIndex {
     /// # Errors
     /// [`IndexError::Tap`] when the tap has several blocks, another dimension, or an image
     /// cannot be read (no example is added then).
-    pub fn add_images<P: AsRef<Path>>(
+    pub fn add_images<P: AsRef<Path> + Sync>(
         &mut self,
         attribute: &str,
         tap: &BlockTap,

@@ -121,3 +121,37 @@ fn native_engine_is_refused_for_another_device() {
     let err = backbone.with_engine(Engine::Native).unwrap_err();
     assert!(err.to_string().contains("flex"), "{err}");
 }
+
+#[test]
+fn images_take_the_same_path_through_either_engine() {
+    // Decoded images go to the native engine as a host buffer (no tensor round trip) and to
+    // Burn as a tensor: the features must agree, and equal those of the tensor route.
+    let photo = attrex::read_image(&shared().join("fixtures/chelsea.png")).unwrap();
+    let flat = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+        300,
+        200,
+        image::Rgb([200, 30, 60]),
+    ));
+    let images = [photo, flat];
+    let make = || {
+        Backbone::random(
+            ResNetConfig::keras_resnet50(),
+            Preprocessing::Caffe,
+            3,
+            &device(),
+        )
+    };
+    let tap = BlockTap::all(Arc::new(make()));
+    let got = tap.extract_images(&images).unwrap();
+    let refs: Vec<&image::DynamicImage> = images.iter().collect();
+    let via_tensor = tap
+        .extract_tensor(tap.backbone().images_to_tensor(&refs))
+        .unwrap();
+    assert_eq!(got, via_tensor);
+    let burn = BlockTap::all(Arc::new(make().with_engine(Engine::Burn).unwrap()));
+    for (g, w) in got.iter().zip(burn.extract_images(&images).unwrap()) {
+        for (g, w) in g.blocks.iter().zip(&w.blocks) {
+            assert!(rel_l2(g, w) < 1e-5);
+        }
+    }
+}
