@@ -5,7 +5,8 @@
 //! then adds the bias, the residual and the ReLU in separate passes over the output. On
 //! ResNet-50 most of those passes are memory-bound. This engine keeps every activation
 //! channels-last with a zero border sized for the convolution that reads it, and fuses bias,
-//! residual and ReLU into the GEMM's register tile ([`kernel`]).
+//! residual, ReLU and the average pool of tapped blocks into the GEMM's register tile
+//! ([`kernel`]). `ATTREX_PROFILE=1` prints the time of every convolution and pass to stderr.
 //!
 //! It is chosen for the `flex` device on CPUs with AVX-512F (see [`crate::Engine`]); elsewhere
 //! Burn runs the network. Both compute the same function and are tested against the same
