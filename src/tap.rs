@@ -295,6 +295,19 @@ impl Backbone {
     }
 }
 
+/// Splits each tapped block's pooled rows (`[n][dim]`, row-major) into one [`Features`] per
+/// image.
+fn per_image(pooled: impl IntoIterator<Item = Vec<f32>>, n: usize) -> Vec<Features> {
+    let mut out = vec![Features { blocks: Vec::new() }; n];
+    for values in pooled {
+        let dim = values.len() / n.max(1);
+        for (f, row) in out.iter_mut().zip(values.chunks_exact(dim.max(1))) {
+            f.blocks.push(row.to_vec());
+        }
+    }
+    out
+}
+
 /// Name and dimension of one tapped block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TapInfo {
@@ -441,34 +454,23 @@ impl BlockTap {
     /// Features of `images`, preprocessed on the host. The native engine takes the host buffer
     /// as it is; Burn gets it as a tensor on the backbone's device.
     pub(crate) fn extract_refs(&self, images: &[&DynamicImage]) -> Result<Vec<Features>, TapError> {
-        let buf = self.backbone.images_to_buffer(images);
-        let Some(native) = &self.backbone.native else {
-            let n = images.len();
-            let t = Tensor::from_data(
-                TensorData::new(buf, [n, 3, INPUT_SIDE, INPUT_SIDE]),
-                &self.backbone.device,
-            );
-            return self.extract_tensor(t);
-        };
         if images.is_empty() {
             return Err(TapError::EmptyBatch);
         }
-        let pooled = native.pooled(
-            &buf,
+        let (buf, shape) = (
+            self.backbone.images_to_buffer(images),
             [images.len(), 3, INPUT_SIDE, INPUT_SIDE],
-            self.wanted(),
         );
-        Ok((0..images.len())
-            .map(|i| Features {
-                blocks: pooled
-                    .iter()
-                    .map(|p| {
-                        let dim = p.len() / images.len();
-                        p[i * dim..(i + 1) * dim].to_vec()
-                    })
-                    .collect(),
-            })
-            .collect())
+        match &self.backbone.native {
+            Some(native) => Ok(per_image(
+                native.pooled(&buf, shape, self.wanted()),
+                shape[0],
+            )),
+            None => self.extract_tensor(Tensor::from_data(
+                TensorData::new(buf, shape),
+                &self.backbone.device,
+            )),
+        }
     }
 
     /// Features of a preprocessed batch, read back to the host, one [`Features`] per image.
@@ -477,25 +479,13 @@ impl BlockTap {
     /// As [`BlockTap::forward`].
     pub fn extract_tensor(&self, input: Tensor<4>) -> Result<Vec<Features>, TapError> {
         let n = input.dims()[0];
-        let pooled = self.forward(input)?;
-        let mut out = vec![
-            Features {
-                blocks: Vec::with_capacity(self.blocks.len())
-            };
-            n
-        ];
-        for t in pooled {
-            let [_, dim] = t.dims();
-            let values: Vec<f32> = t
-                .into_data()
+        let pooled = self.forward(input)?.into_iter().map(|t| {
+            t.into_data()
                 .convert::<f32>()
                 .try_into_vec::<f32>()
-                .expect("converted to f32 just above");
-            for (f, row) in out.iter_mut().zip(values.chunks_exact(dim)) {
-                f.blocks.push(row.to_vec());
-            }
-        }
-        Ok(out)
+                .expect("converted to f32 just above")
+        });
+        Ok(per_image(pooled, n))
     }
 
     /// Features of decoded images, preprocessed as the weights expect.

@@ -480,10 +480,11 @@ impl Job<'_> {
                     // SAFETY: as this function's contract; the A tile holds MR rows of A_STRIDE,
                     // the panel kc rows of NR, and each pointer addresses NR floats.
                     unsafe {
-                        micro_tile(
+                        tile_kernel::<A_STRIDE, MR>(
                             apack[t * MR * A_STRIDE..].as_ptr(),
+                            0,
+                            &[(0, kc)],
                             panel.as_ptr(),
-                            kc,
                             &outs,
                             rows,
                             &epilogue,
@@ -654,12 +655,13 @@ impl Job<'_> {
             let panel = &pc.weights[p * k_len * NR..][..k_len * NR];
             // SAFETY: as this function's contract.
             unsafe {
-                direct_tile::<STEP, SEG>(
+                tile_kernel::<STEP, SEG>(
                     origin,
                     jump,
                     &self.direct_runs,
                     panel.as_ptr(),
                     &outs,
+                    MR,
                     &epilogue,
                 );
             }
@@ -680,30 +682,36 @@ impl Job<'_> {
     }
 }
 
-/// One 14 x 32 output tile over the whole patch, read from the input itself: the tile's pixels
-/// are `STEP` floats apart, so each broadcast has a constant offset. With `SEG < MR` the tile
-/// is two such segments, rows `SEG..` starting `jump` floats after the first (two rows of a
-/// 7-wide map).
+/// One 14 x 32 output tile: the micro-kernel of both paths. Row `r`'s patch values are read
+/// at `r * STEP` from `a` (rows `SEG..` from `a + jump`, for two rows of a 7-wide map), one
+/// contiguous run `(offset, len)` after another; `STEP` is a compile-time constant, so every
+/// broadcast has a constant offset. The direct path passes the input itself and its patch
+/// runs; the packed path a packed tile (`STEP = A_STRIDE`) and one run. Only `rows` rows are
+/// stored.
 ///
 /// # Safety
 /// AVX-512F must be available; for every run `(o, len)`, row `r`'s
 /// `a + o + r * STEP + i` (`r < SEG`) or `a + jump + o + (r - SEG) * STEP + i` must be readable
-/// for `i < len`; `b` addresses (sum of the lengths) x `NR` floats and each of `outs` `NR`
-/// floats.
+/// for `r < MR`, `i < len`; `b` addresses (sum of the lengths) x `NR` floats and `outs[..rows]`
+/// `NR` floats each.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn direct_tile<const STEP: usize, const SEG: usize>(
+unsafe fn tile_kernel<const STEP: usize, const SEG: usize>(
     a: *const f32,
     jump: usize,
     runs: &[(usize, usize)],
     b: *const f32,
     outs: &[*mut f32; MR],
+    rows: usize,
     ep: &Epilogue<'_>,
 ) {
     // SAFETY: the caller's contract covers every access below.
     unsafe {
-        if ep.accumulate {
-            for out in outs {
+        // Partial sums of earlier reduction blocks, or the residual, are in the output and
+        // are added after the multiply-adds. Those rows are usually not in cache: start
+        // fetching them now.
+        if !ep.first || ep.accumulate {
+            for out in &outs[..rows] {
                 _mm_prefetch::<_MM_HINT_T0>(out.cast::<i8>());
                 _mm_prefetch::<_MM_HINT_T0>(out.add(16).cast::<i8>());
             }
@@ -742,17 +750,18 @@ unsafe fn direct_tile<const STEP: usize, const SEG: usize>(
                 bp = bp.add(NR);
             }
         }
-        store_tile!(acc, outs, MR, ep);
+        store_tile!(acc, outs, rows, ep);
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn direct_tile<const STEP: usize, const SEG: usize>(
+unsafe fn tile_kernel<const STEP: usize, const SEG: usize>(
     _a: *const f32,
     _jump: usize,
     _runs: &[(usize, usize)],
     _b: *const f32,
     _outs: &[*mut f32; MR],
+    _rows: usize,
     _ep: &Epilogue<'_>,
 ) {
     unreachable!("the native engine is only built where `supported()` holds");
@@ -816,71 +825,6 @@ fn pool_at(base: *mut f32, p: usize) -> *mut f32 {
     } else {
         base.wrapping_add(p * NR)
     }
-}
-
-/// One 14 x 32 output tile over `kc` reduction values.
-///
-/// # Safety
-/// AVX-512F must be available; `a` addresses `MR * A_STRIDE` floats, `b` `kc * NR`, and
-/// `outs[..rows]` `NR` floats each.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn micro_tile(
-    a: *const f32,
-    b: *const f32,
-    kc: usize,
-    outs: &[*mut f32; MR],
-    rows: usize,
-    ep: &Epilogue<'_>,
-) {
-    // SAFETY: the caller's contract covers every access below.
-    unsafe {
-        // Partial sums of earlier reduction blocks, or the residual, are in the output: start
-        // from them. Those rows are usually not in cache, so start fetching them before the
-        // multiply-adds and load them after.
-        let from_out = !ep.first || ep.accumulate;
-        if from_out {
-            for out in &outs[..rows] {
-                _mm_prefetch::<_MM_HINT_T0>(out.cast::<i8>());
-                _mm_prefetch::<_MM_HINT_T0>(out.add(16).cast::<i8>());
-            }
-        }
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        let step = |acc: &mut [[__m512; 2]; MR], k: usize| {
-            let b0 = _mm512_loadu_ps(b.add(k * NR));
-            let b1 = _mm512_loadu_ps(b.add(k * NR + 16));
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av: __m512 = _mm512_set1_ps(*a.add(r * A_STRIDE + k));
-                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
-            }
-        };
-        let mut k = 0;
-        while k + 4 <= kc {
-            step(&mut acc, k);
-            step(&mut acc, k + 1);
-            step(&mut acc, k + 2);
-            step(&mut acc, k + 3);
-            k += 4;
-        }
-        while k < kc {
-            step(&mut acc, k);
-            k += 1;
-        }
-        store_tile!(acc, outs, rows, ep);
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn micro_tile(
-    _a: *const f32,
-    _b: *const f32,
-    _kc: usize,
-    _outs: &[*mut f32; MR],
-    _rows: usize,
-    _ep: &Epilogue<'_>,
-) {
-    unreachable!("the native engine is only built where `supported()` holds");
 }
 
 #[cfg(test)]

@@ -76,6 +76,18 @@ pub fn read_safetensors(
         .collect()
 }
 
+/// Extraction options with the on-disk feature cache that the dataset tests share, so that the
+/// real network runs over each dataset once per build.
+pub fn cached_extraction() -> attrex::ExtractOptions {
+    attrex::ExtractOptions {
+        cache: Some(attrex::FeatureCache::new(concat!(
+            env!("CARGO_TARGET_TMPDIR"),
+            "/feature-cache"
+        ))),
+        ..attrex::ExtractOptions::default()
+    }
+}
+
 /// ||a - b|| / ||b||
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");

@@ -7,12 +7,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use attrex::{
-    AttributeIndex, ExtractOptions, FeatureCache, FeatureNorm, Ranking, Retriever, RetrieverConfig,
-    RetrieverError,
-};
+use attrex::{AttributeIndex, FeatureNorm, Ranking, Retriever, RetrieverConfig, RetrieverError};
 
-use crate::{keras, shared};
+use crate::{cached_extraction, keras, shared};
 
 struct Row {
     path: PathBuf,
@@ -46,13 +43,7 @@ fn catalogue(norm: FeatureNorm) -> Retriever {
         },
     )
     .unwrap();
-    let options = ExtractOptions {
-        cache: Some(FeatureCache::new(concat!(
-            env!("CARGO_TARGET_TMPDIR"),
-            "/feature-cache"
-        ))),
-        ..ExtractOptions::default()
-    };
+    let options = cached_extraction();
     let paths: Vec<PathBuf> = rows().into_iter().map(|r| r.path).collect();
     assert!(r.ingest_with(&paths, &options).unwrap().is_empty());
     r

@@ -10,9 +10,9 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use attrex::eval::{cross_validate, stratified_folds};
-use attrex::{BlockTap, Dataset, ExtractOptions, FeatureCache, TieBreak, extract_dataset};
+use attrex::{BlockTap, Dataset, TieBreak, extract_dataset};
 
-use crate::{fixtures, keras, shared};
+use crate::{cached_extraction, fixtures, keras, shared};
 
 #[test]
 fn stratified_folds_reproduce_scikit_learn() {
@@ -34,13 +34,7 @@ fn stratified_folds_reproduce_scikit_learn() {
 fn table1(set: &str, reference: [f64; 5]) {
     let dataset = Dataset::open(shared().join("data").join(set)).unwrap();
     let tap = BlockTap::all(Arc::clone(&keras()));
-    let options = ExtractOptions {
-        cache: Some(FeatureCache::new(concat!(
-            env!("CARGO_TARGET_TMPDIR"),
-            "/feature-cache"
-        ))),
-        ..ExtractOptions::default()
-    };
+    let options = cached_extraction();
     let features = extract_dataset(&tap, &dataset, &options).unwrap();
     assert_eq!(
         features.labels.len(),

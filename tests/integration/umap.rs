@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use attrex::eval::{SplitMix64, cross_validate, cross_validate_inductive};
 use attrex::reduce::{Umap, UmapParams};
-use attrex::{Block, BlockTap, Dataset, ExtractOptions, FeatureCache, TieBreak, extract_dataset};
+use attrex::{Block, BlockTap, Dataset, TieBreak, extract_dataset};
 
-use crate::{keras, shared};
+use crate::{cached_extraction, keras, shared};
 
 /// Four Gaussian blobs in 20-d, 60 points each.
 fn blobs(seed: u64) -> (Vec<f32>, Vec<usize>) {
@@ -141,13 +141,7 @@ fn bad_input_is_a_typed_error() {
 fn table2(set: &str, block: Block, all_ref: f64, inductive_ref: f64) {
     let dataset = Dataset::open(shared().join("data").join(set)).unwrap();
     let tap = BlockTap::new(Arc::clone(&keras()), &[block]).unwrap();
-    let options = ExtractOptions {
-        cache: Some(FeatureCache::new(concat!(
-            env!("CARGO_TARGET_TMPDIR"),
-            "/feature-cache"
-        ))),
-        ..ExtractOptions::default()
-    };
+    let options = cached_extraction();
     let f = extract_dataset(&tap, &dataset, &options).unwrap();
     let (x, dim) = f.block(block).unwrap();
     let k = NonZeroUsize::new(5).unwrap();
