@@ -10,31 +10,109 @@ use burn::tensor::Device;
 
 use crate::error::DeviceError;
 
-/// The backends attrex can be built with, in order of preference for [`default_device`].
-pub const BACKENDS: &[(&str, &str, bool)] = &[
-    ("flex", "flex", cfg!(feature = "flex")),
-    ("ndarray", "ndarray", cfg!(feature = "ndarray")),
-    ("wgpu", "wgpu", cfg!(feature = "wgpu")),
-];
+/// A Burn backend attrex can run on, chosen at run time by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// Burn's pure-Rust CPU backend with rayon threads and SIMD (cargo feature `flex`, default).
+    Flex,
+    /// burn-ndarray, deprecated upstream and several times slower (cargo feature `ndarray`).
+    Ndarray,
+    /// GPU through wgpu: Vulkan, Metal, DX12 (cargo feature `wgpu`).
+    Wgpu,
+}
 
-/// The fastest CPU device compiled in: `flex` when the feature is on, else `ndarray`, else
-/// `wgpu` if an adapter exists.
+impl Backend {
+    /// Every backend, in order of preference for [`default_device`].
+    pub const ALL: [Backend; 3] = [Backend::Flex, Backend::Ndarray, Backend::Wgpu];
+
+    /// Its device name, as [`device_from_name`] takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Flex => "flex",
+            Backend::Ndarray => "ndarray",
+            Backend::Wgpu => "wgpu",
+        }
+    }
+
+    /// The cargo feature that compiles it in.
+    pub fn feature(self) -> &'static str {
+        self.name()
+    }
+
+    /// Whether this build has it.
+    pub fn compiled(self) -> bool {
+        match self {
+            Backend::Flex => cfg!(feature = "flex"),
+            Backend::Ndarray => cfg!(feature = "ndarray"),
+            Backend::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+
+    /// The backend named `name` (case-insensitive), compiled in or not.
+    ///
+    /// # Errors
+    /// [`DeviceError::Unknown`] for a name that is none of them.
+    pub fn from_name(name: &str) -> Result<Self, DeviceError> {
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| DeviceError::Unknown(name.to_owned()))
+    }
+
+    /// The backend's device.
+    ///
+    /// For `wgpu` the adapter is requested here, once per process, so a machine without a GPU
+    /// gets [`DeviceError::NoAdapter`] instead of a panic at the first tensor operation.
+    ///
+    /// # Errors
+    /// [`DeviceError::NotCompiled`] or [`DeviceError::NoAdapter`].
+    pub fn device(self) -> Result<Device, DeviceError> {
+        match self {
+            #[cfg(feature = "flex")]
+            Backend::Flex => Ok(Device::flex()),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            Backend::Ndarray => Ok(Device::ndarray()),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => wgpu_device(),
+            #[allow(unreachable_patterns)]
+            _ => Err(DeviceError::NotCompiled {
+                name: self.name().to_owned(),
+                feature: self.feature(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = DeviceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_name(s)
+    }
+}
+
+/// The device of the first backend compiled in: `flex` when the feature is on, else
+/// `ndarray`, else `wgpu` if an adapter exists.
 ///
 /// # Errors
 /// [`DeviceError::NoAdapter`] when only wgpu is compiled in and no adapter is found.
 pub fn default_device() -> Result<Device, DeviceError> {
-    let first = BACKENDS
-        .iter()
-        .find(|(_, _, on)| *on)
-        .map(|(name, _, _)| *name)
-        .unwrap_or("flex");
-    device_from_name(first)
+    Backend::ALL
+        .into_iter()
+        .find(|b| b.compiled())
+        .unwrap_or(Backend::Flex)
+        .device()
 }
 
 /// The device named `name` (`flex`, `ndarray` or `wgpu`; case-insensitive).
-///
-/// For `wgpu` the adapter is requested here, once per process, so a machine without a GPU
-/// gets [`DeviceError::NoAdapter`] instead of a panic at the first tensor operation.
 ///
 /// # Errors
 /// [`DeviceError::Unknown`], [`DeviceError::NotCompiled`] or [`DeviceError::NoAdapter`].
@@ -45,27 +123,7 @@ pub fn default_device() -> Result<Device, DeviceError> {
 /// # Ok::<(), attrex::DeviceError>(())
 /// ```
 pub fn device_from_name(name: &str) -> Result<Device, DeviceError> {
-    let lower = name.to_ascii_lowercase();
-    let &(_, feature, compiled) = BACKENDS
-        .iter()
-        .find(|(n, _, _)| *n == lower)
-        .ok_or_else(|| DeviceError::Unknown(name.to_owned()))?;
-    if !compiled {
-        return Err(DeviceError::NotCompiled {
-            name: lower,
-            feature,
-        });
-    }
-    match lower.as_str() {
-        #[cfg(feature = "flex")]
-        "flex" => Ok(Device::flex()),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        "ndarray" => Ok(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => wgpu_device(),
-        _ => unreachable!("BACKENDS lists only the names matched above"),
-    }
+    Backend::from_name(name)?.device()
 }
 
 #[cfg(feature = "wgpu")]

@@ -131,13 +131,16 @@ pub enum WeightsError {
         /// What disagrees.
         reason: String,
     },
-    /// burn-store failed to read or apply a PyTorch or safetensors file.
-    #[error("{path}: {message}")]
+    /// burn-store failed to read a PyTorch or safetensors file, or one of its tensors.
+    #[error("{path}: cannot read {}", tensor.as_ref().map_or("the file".to_owned(), |t| format!("tensor `{t}`")))]
     Store {
         /// The file.
         path: PathBuf,
-        /// burn-store's report.
-        message: String,
+        /// The tensor, when one tensor failed.
+        tensor: Option<String>,
+        /// burn-store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -32,6 +32,8 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod arch;
+mod backbone;
 pub mod cluster;
 mod dataset;
 mod device;
@@ -49,8 +51,10 @@ mod retriever;
 mod tap;
 pub mod weights;
 
+pub use arch::{ResNetConfig, Variant};
+pub use backbone::{Backbone, BackboneBuilder, Engine, Precision};
 pub use dataset::{Dataset, IMAGE_EXTENSIONS, Item};
-pub use device::{BACKENDS, default_device, device_from_name};
+pub use device::{Backend, default_device, device_from_name};
 pub use error::{
     DatasetError, DeviceError, ImageError, IndexError, RetrieverError, TapError, WeightsError,
 };
@@ -59,13 +63,14 @@ pub use extract::{
 };
 pub use index::{AttributeIndex, ExampleId, Neighbour, Prediction, Search, TieBreak};
 pub use preprocess::{
-    DecodeLimits, INPUT_SIDE, Preprocessing, RESIZE_SIDE, read_image, read_image_with_limits,
+    DecodeLimits, INPUT_SIDE, Preprocessing, RESIZE_SIDE, read_image, read_image_bytes,
+    read_image_with_limits,
 };
-pub use resnet::{ResNet, ResNetConfig, Variant};
+pub use resnet::ResNet;
 pub use retriever::{
     CATALOGUE_VERSION, FeatureNorm, Fusion, Hit, Ranking, Retriever, RetrieverConfig,
 };
-pub use tap::{Backbone, Block, BlockTap, Engine, Features, TapInfo};
+pub use tap::{Block, BlockTap, Features, TapInfo};
 pub use weights::WeightsFormat;
 
 /// Re-export of the Burn version attrex is built on, so that users name the same types.

@@ -132,6 +132,15 @@ pub fn read_image_with_limits(
     decode_image(bytes, path, limits)
 }
 
+/// Decodes an image file's bytes held in memory under the default [`DecodeLimits`]; `name`
+/// stands for the image in errors (a file name, a URL, `bytes[3]`...).
+///
+/// # Errors
+/// As [`read_image`].
+pub fn read_image_bytes(bytes: &[u8], name: &Path) -> Result<DynamicImage, ImageError> {
+    decode_image(bytes.to_vec(), name, DecodeLimits::default())
+}
+
 /// Decodes the bytes of an image file already read; `path` names it in errors.
 pub(crate) fn decode_image(
     bytes: Vec<u8>,

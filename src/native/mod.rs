@@ -19,21 +19,15 @@ mod kernel;
 use act::{Act, Pool, max_pool_3x3_s2};
 use kernel::{PROFILE, PackedConv, conv, conv_pooled};
 
-use crate::resnet::{ConvSpec, ResNetConfig};
+use crate::arch::Bottleneck;
+use crate::weights::FoldedNet;
 
 pub(crate) use kernel::supported;
-
-struct Bottleneck {
-    conv1: PackedConv,
-    conv2: PackedConv,
-    conv3: PackedConv,
-    downsample: Option<PackedConv>,
-}
 
 /// A folded ResNet packed for the native kernels.
 pub(crate) struct NativeNet {
     stem: PackedConv,
-    stages: [Vec<Bottleneck>; 4],
+    stages: [Vec<Bottleneck<PackedConv>>; 4],
     pool: Pool,
 }
 
@@ -60,34 +54,25 @@ fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
 }
 
 impl NativeNet {
-    /// Packs the folded convolutions, in the order of [`ResNetConfig::convs`]. `None` when a
-    /// shape does not suit the kernel (an output width not a multiple of 32) or the CPU lacks
-    /// AVX-512F.
-    pub fn new(config: &ResNetConfig, folded: &[(ConvSpec, Vec<f32>, Vec<f32>)]) -> Option<Self> {
+    /// Packs the folded convolutions. `None` when a shape does not suit the kernel (an output
+    /// width not a multiple of 32) or the CPU lacks AVX-512F.
+    pub fn new(net: &FoldedNet) -> Option<Self> {
         if !supported() {
             return None;
         }
-        let mut packed = folded.iter().map(|(spec, w, b)| {
-            PackedConv::new(spec.channels, spec.kernel, spec.stride, spec.padding, w, b)
-        });
-        let mut next = || packed.next().flatten();
-        let stem = next()?;
-        let mut stages: [Vec<Bottleneck>; 4] = Default::default();
-        for (s, blocks) in stages.iter_mut().enumerate() {
-            for i in 0..config.layers[s] {
-                let (conv1, conv2, conv3) = (next()?, next()?, next()?);
-                let downsample = if i == 0 { Some(next()?) } else { None };
-                blocks.push(Bottleneck {
-                    conv1,
-                    conv2,
-                    conv3,
-                    downsample,
-                });
-            }
-        }
+        let packed = net
+            .convs
+            .try_map(|c| {
+                let s = &c.spec;
+                PackedConv::new(
+                    s.channels, s.kernel, s.stride, s.padding, &c.weight, &c.bias,
+                )
+                .ok_or(())
+            })
+            .ok()?;
         Some(Self {
-            stem,
-            stages,
+            stem: packed.stem,
+            stages: packed.stages,
             pool: Pool::default(),
         })
     }
@@ -147,7 +132,12 @@ impl NativeNet {
     }
 
     /// One bottleneck; with `pool`, also the average pool of its output.
-    fn bottleneck(&self, b: &Bottleneck, x: Act, pool: bool) -> (Act, Option<Vec<f32>>) {
+    fn bottleneck(
+        &self,
+        b: &Bottleneck<PackedConv>,
+        x: Act,
+        pool: bool,
+    ) -> (Act, Option<Vec<f32>>) {
         // The shortcut buffer receives conv3's output in place (see `conv`'s `accumulate`).
         let (x, mut out) = match &b.downsample {
             Some(d) => {

@@ -8,7 +8,7 @@ use burn::tensor::activation::relu;
 /// A bottleneck with BatchNorm folded into each convolution. The strides live in the
 /// convolutions, so the same block serves ResNet v1 and v1.5.
 #[derive(Module, Debug)]
-pub(crate) struct Bottleneck {
+pub(super) struct Bottleneck {
     conv1: Conv2d,
     conv2: Conv2d,
     conv3: Conv2d,
@@ -16,7 +16,12 @@ pub(crate) struct Bottleneck {
 }
 
 impl Bottleneck {
-    pub fn new(conv1: Conv2d, conv2: Conv2d, conv3: Conv2d, downsample: Option<Conv2d>) -> Self {
+    pub(super) fn new(
+        conv1: Conv2d,
+        conv2: Conv2d,
+        conv3: Conv2d,
+        downsample: Option<Conv2d>,
+    ) -> Self {
         Self {
             conv1,
             conv2,
@@ -25,7 +30,7 @@ impl Bottleneck {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub(super) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let shortcut = match &self.downsample {
             Some(d) => d.forward(x.clone()),
             None => x.clone(),

@@ -14,6 +14,7 @@
 //! [`Preprocessing::Caffe`]: crate::Preprocessing::Caffe
 //! [`Preprocessing::Torchvision`]: crate::Preprocessing::Torchvision
 
+mod fold;
 pub(crate) mod keras;
 mod remap;
 mod torchvision;
@@ -21,10 +22,11 @@ mod torchvision;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::arch::ResNetConfig;
 use crate::error::WeightsError;
 use crate::preprocess::Preprocessing;
-use crate::resnet::ResNetConfig;
 
+pub(crate) use fold::{Classifier, FoldedConv, FoldedNet};
 pub use keras::{CONTENT_SHA256, TARBALL_SHA256};
 
 /// The file name `weights/fetch.sh` leaves.
@@ -35,15 +37,15 @@ pub const WEIGHTS_ENV: &str = "ATTREX_WEIGHTS";
 
 /// Tensors by torchvision name, with their shapes, all as f32 (row-major).
 #[derive(Debug, Default)]
-pub(crate) struct StateDict {
+struct StateDict {
     /// Where the tensors came from, for error messages.
-    pub source_name: String,
-    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    source_name: String,
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
 impl StateDict {
     /// The tensor `name`, checked to have `shape`.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<&[f32], WeightsError> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<&[f32], WeightsError> {
         self.get_optional(name, shape)?
             .ok_or_else(|| WeightsError::MissingTensor {
                 source_name: self.source_name.clone(),
@@ -52,11 +54,7 @@ impl StateDict {
     }
 
     /// The tensor `name` if present, checked to have `shape`.
-    pub fn get_optional(
-        &self,
-        name: &str,
-        shape: &[usize],
-    ) -> Result<Option<&[f32]>, WeightsError> {
+    fn get_optional(&self, name: &str, shape: &[usize]) -> Result<Option<&[f32]>, WeightsError> {
         match self.tensors.get(name) {
             None => Ok(None),
             Some((got, _)) if got != shape => Err(WeightsError::UnexpectedShape {
@@ -73,7 +71,7 @@ impl StateDict {
 impl StateDict {
     /// Random weights (He-scaled, from a seeded xorshift) and identity BatchNorm statistics for
     /// `config`: for timing and tests, where the values do not matter.
-    pub fn random(config: &ResNetConfig, seed: u64) -> Self {
+    fn random(config: &ResNetConfig, seed: u64) -> Self {
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut uniform = move || {
             state ^= state << 13;
@@ -82,7 +80,7 @@ impl StateDict {
             (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
         };
         let mut tensors = BTreeMap::new();
-        for spec in config.convs() {
+        for spec in config.topology().iter() {
             let shape = spec.weight_shape();
             let fan_in = (shape[1] * shape[2] * shape[3]) as f32;
             let scale = (6.0 / fan_in).sqrt();
@@ -203,17 +201,19 @@ fn default_places() -> Vec<PathBuf> {
     places
 }
 
-/// Weights read and brought to torchvision names, with the network they fit.
+/// Weights read, brought to torchvision names and folded, with what identifies them.
 pub(crate) struct Imported {
-    pub state: StateDict,
-    pub config: ResNetConfig,
+    /// The folded network.
+    pub net: FoldedNet,
+    /// The preprocessing the weights expect.
     pub preprocessing: Preprocessing,
     /// A digest that identifies the weights (sha256 hex).
     pub id: String,
 }
 
-/// Reads the weights at `path` in the given format. `config` is used for torchvision files;
-/// Keras weights always describe ResNet-50 v1 with the epsilon of their topology.
+/// Reads the weights at `path` in the given format and folds them. `config` is used for
+/// torchvision files; Keras weights always describe ResNet-50 v1 with the epsilon of their
+/// topology.
 pub(crate) fn import(
     path: &Path,
     format: WeightsFormat,
@@ -226,20 +226,25 @@ pub(crate) fn import(
             let state = remap::keras_to_torchvision(&model, &config)?;
             model.verify()?;
             Ok(Imported {
-                state,
-                config,
+                net: fold::fold(&config, &state)?,
                 preprocessing: Preprocessing::Caffe,
                 id: model.content_sha256,
             })
         }
         WeightsFormat::TorchvisionSafetensors | WeightsFormat::TorchvisionPth => {
             let (state, id) = torchvision::read(path, format)?;
+            let config = config.unwrap_or_else(ResNetConfig::torchvision_resnet50);
             Ok(Imported {
-                state,
-                config: config.unwrap_or_else(ResNetConfig::torchvision_resnet50),
+                net: fold::fold(&config, &state)?,
                 preprocessing: Preprocessing::Torchvision,
                 id,
             })
         }
     }
+}
+
+/// A network of shape `config` with random weights (see [`StateDict::random`]), folded.
+pub(crate) fn random(config: &ResNetConfig, seed: u64) -> FoldedNet {
+    fold::fold(config, &StateDict::random(config, seed))
+        .expect("StateDict::random produces every tensor of the config in its shape")
 }

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use super::StateDict;
 use super::keras::KerasModel;
+use crate::arch::{ConvSpec, ResNetConfig};
 use crate::error::WeightsError;
-use crate::resnet::{ConvSpec, ResNetConfig};
 
 /// Keras layer names (convolution, BatchNorm) of the convolution torchvision calls `tv`.
 fn keras_names(tv: &str) -> Option<(String, String)> {
@@ -67,10 +67,10 @@ pub(super) fn keras_to_torchvision(
         Ok(&t.values)
     };
     let mut out = BTreeMap::new();
-    for spec in config.convs() {
+    for spec in config.topology().iter() {
         let (kconv, kbn) = keras_names(&spec.conv)
-            .expect("ResNetConfig::convs names only convolutions of the table above");
-        check_stride(model, &kconv, &spec)?;
+            .expect("ResNetConfig::topology names only convolutions of the table above");
+        check_stride(model, &kconv, spec)?;
         let [cin, cout] = spec.channels;
         let k = spec.kernel;
         let hwio = take(&format!("{kconv}/kernel"), &[k, k, cin, cout])?;

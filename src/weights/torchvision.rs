@@ -25,9 +25,12 @@ pub(super) fn read(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let store_err = |message: String| WeightsError::Store {
-        path: path.to_owned(),
-        message,
+    let store_err = |tensor: Option<&str>, source: Box<dyn std::error::Error + Send + Sync>| {
+        WeightsError::Store {
+            path: path.to_owned(),
+            tensor: tensor.map(str::to_owned),
+            source,
+        }
     };
     let mut tensors = BTreeMap::new();
     let mut collect =
@@ -37,12 +40,12 @@ pub(super) fn read(
                     continue;
                 }
                 let data = burn::store::bridge::to_data(t)
-                    .map_err(|e| store_err(format!("tensor `{name}`: {e}")))?
+                    .map_err(|e| store_err(Some(name), Box::new(e)))?
                     .convert::<f32>();
                 let shape = data.shape().to_vec();
                 let values = data
                     .try_into_vec::<f32>()
-                    .map_err(|e| store_err(format!("tensor `{name}`: {e:?}")))?;
+                    .map_err(|e| store_err(Some(name), format!("{e:?}").into()))?;
                 let key = name.strip_prefix("module.").unwrap_or(name).to_owned();
                 tensors.insert(key, (shape, values));
             }
@@ -53,7 +56,7 @@ pub(super) fn read(
             let mut store = SafetensorsStore::from_bytes(Some(bytes));
             let all = store
                 .get_all_tensors()
-                .map_err(|e| store_err(e.to_string()))?;
+                .map_err(|e| store_err(None, Box::new(e)))?;
             collect(all)?;
         }
         _ => {
@@ -61,7 +64,7 @@ pub(super) fn read(
             let mut store = PytorchStore::from_file(path);
             let all = store
                 .get_all_tensors()
-                .map_err(|e| store_err(e.to_string()))?;
+                .map_err(|e| store_err(None, Box::new(e)))?;
             collect(all)?;
         }
     }

