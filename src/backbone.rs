@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use image::DynamicImage;
+use image::{DynamicImage, RgbImage};
 
 use crate::arch::ResNetConfig;
 use crate::error::{TapError, WeightsError};
 use crate::native::NativeNet;
-use crate::preprocess::{INPUT_SIDE, Preprocessing};
+use crate::preprocess::{INPUT_SIDE, Preprocessing, centre_crop};
 use crate::resnet::ResNet;
 use crate::weights::{self, FoldedNet, WeightsFormat};
 
@@ -409,11 +409,18 @@ impl Backbone {
     /// a large photo costs milliseconds).
     pub(crate) fn images_to_buffer(&self, images: &[&DynamicImage]) -> Vec<f32> {
         use rayon::prelude::*;
+        let crops: Vec<RgbImage> = images.par_iter().map(|i| centre_crop(i)).collect();
+        self.crops_to_buffer(&crops)
+    }
+
+    /// Input squares (`224 x 224`, as [`centre_crop`] makes them) normalised into NCHW floats.
+    pub(crate) fn crops_to_buffer(&self, crops: &[RgbImage]) -> Vec<f32> {
+        use rayon::prelude::*;
         let plane = 3 * INPUT_SIDE * INPUT_SIDE;
-        let mut buf = vec![0f32; images.len() * plane];
+        let mut buf = vec![0f32; crops.len() * plane];
         buf.par_chunks_exact_mut(plane)
-            .zip(images.par_iter())
-            .for_each(|(out, img)| self.preprocessing.prepare_into(img, out));
+            .zip(crops.par_iter())
+            .for_each(|(out, crop)| self.preprocessing.normalise_into(crop, out));
         buf
     }
 }

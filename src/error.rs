@@ -157,6 +157,44 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    /// The path is not a regular file (a folder, a FIFO, a device such as `/dev/zero`).
+    #[error("image {path} is not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file is larger than [`DecodeLimits::max_file_bytes`](crate::DecodeLimits::max_file_bytes).
+    #[error("image {path} has {len} bytes, more than the limit of {max}")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its length (at least; a growing file may have more).
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The image's data stops before its end: a partial download or a cut file.
+    #[error(
+        "image {path} is truncated: its data ends before the end-of-image marker \
+         (DecodeLimits::allow_truncated accepts such files)"
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Decoding the image would need more memory than the whole decode budget.
+    #[error(
+        "image {path} needs {needed} bytes to decode, more than the decode budget of {budget} \
+         (attrex::set_decode_budget)"
+    )]
+    OverBudget {
+        /// The file.
+        path: PathBuf,
+        /// Bytes it would reserve.
+        needed: u64,
+        /// The budget.
+        budget: u64,
+    },
     /// The file is empty.
     #[error("image {path} is empty (0 bytes)")]
     Empty {
@@ -225,6 +263,9 @@ pub enum TapError {
     /// An empty batch of images.
     #[error("the batch holds no images")]
     EmptyBatch,
+    /// The input tensor holds a NaN or an infinity: refused by both engines alike.
+    #[error("the input tensor holds a NaN or infinite value")]
+    NotFinite,
     /// An image could not be read.
     #[error(transparent)]
     Image(#[from] ImageError),

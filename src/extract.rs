@@ -255,7 +255,7 @@ impl FeatureCache {
 
 const ENTRY_MAGIC: &[u8; 8] = b"ATTREXFT";
 /// Version of the cache entry format; bump it when the features of the same image could change.
-pub const CACHE_VERSION: u32 = 1;
+pub const CACHE_VERSION: u32 = 2;
 
 enum Entry {
     Valid(Features),

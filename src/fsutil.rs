@@ -6,19 +6,146 @@ use std::path::Path;
 /// Writes `bytes` to `path` atomically: into a temporary file in the same folder, flushed to
 /// disk, then renamed over `path`. A crash leaves either the old file or the new one, never a
 /// half-written one; the temporary file is removed on error.
+///
+/// - Through a symbolic link, the link's target is replaced and the link stays.
+/// - An existing file keeps its permissions; a new one gets `0o666` minus the umask, as any
+///   file a program creates.
+/// - Temporary files that a killed writer left behind (`.attrex-<pid>-*.tmp` of a process that
+///   no longer runs, or older than a day) are removed from the folder afterwards.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
+    let target = resolve_links(path)?;
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => std::path::PathBuf::from("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".attrex-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
+    let existing = std::fs::metadata(&target).ok().map(|m| m.permissions());
+    let mut builder = tempfile::Builder::new();
+    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+    builder.prefix(&prefix).suffix(TEMP_SUFFIX);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The kernel applies the umask to the mode given at creation.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(&dir)?;
+    if let Some(perms) = existing {
+        tmp.as_file().set_permissions(perms)?;
+    }
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    tmp.persist(&target).map_err(|e| e.error)?;
+    remove_stale_temps(&dir);
     Ok(())
+}
+
+const TEMP_PREFIX: &str = ".attrex-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// `path` with every symbolic link along its last component followed (at most 40, as the
+/// kernel allows); a dangling link gives the path it points to.
+fn resolve_links(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let mut p = path.to_owned();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(parent) if to.is_relative() => parent.join(to),
+                    _ => to,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
+}
+
+/// Removes attrex's temporary files in `dir` whose writer is gone: the process named in the
+/// file name no longer runs (where `/proc` tells), or the file is older than a day. Errors are
+/// ignored: this only frees space.
+fn remove_stale_temps(dir: &Path) {
+    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let proc_known = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name
+            .strip_prefix(TEMP_PREFIX)
+            .and_then(|r| r.strip_suffix(TEMP_SUFFIX))
+        else {
+            continue;
+        };
+        let pid: Option<u32> = rest.split('-').next().and_then(|p| p.parse().ok());
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > DAY);
+        let dead = match pid {
+            Some(pid) if proc_known => {
+                pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+            }
+            _ => false,
+        };
+        if dead || old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Why a file could not be read by [`read_regular`].
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Io(std::io::Error),
+    /// A folder, FIFO, device or socket.
+    NotAFile,
+    TooLarge {
+        len: u64,
+        max: u64,
+    },
+}
+
+/// Reads the regular file at `path`, of at most `max` bytes. Anything else (a FIFO that would
+/// block, `/dev/zero` that never ends, a folder) is refused before it is opened for reading.
+pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotAFile);
+    }
+    if meta.len() > max {
+        return Err(ReadError::TooLarge {
+            len: meta.len(),
+            max,
+        });
+    }
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    // The path may have been swapped between the two looks.
+    if !file.metadata().map_err(ReadError::Io)?.is_file() {
+        return Err(ReadError::NotAFile);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge {
+            len: bytes.len() as u64,
+            max,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Why a container file could not be read.
@@ -72,7 +199,17 @@ pub(crate) fn read_container<H: serde::de::DeserializeOwned>(
     payload_len: impl Fn(&H) -> Option<usize>,
 ) -> Result<(H, Vec<u8>), ContainerError> {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).map_err(ContainerError::Io)?;
+    let bytes = read_regular(path, u64::MAX).map_err(|e| {
+        ContainerError::Io(match e {
+            ReadError::Io(e) => e,
+            ReadError::NotAFile => {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")
+            }
+            ReadError::TooLarge { len, .. } => {
+                std::io::Error::other(format!("{len} bytes is too large"))
+            }
+        })
+    })?;
     if bytes.len() < 16 || &bytes[..8] != magic {
         return Err(ContainerError::WrongKind);
     }

@@ -63,8 +63,8 @@ pub use extract::{
 };
 pub use index::{AttributeIndex, ExampleId, Neighbour, Prediction, Search, TieBreak};
 pub use preprocess::{
-    DecodeLimits, INPUT_SIDE, Preprocessing, RESIZE_SIDE, read_image, read_image_bytes,
-    read_image_with_limits,
+    DEFAULT_DECODE_BUDGET, DecodeLimits, INPUT_SIDE, Preprocessing, RESIZE_SIDE, decode_budget,
+    read_image, read_image_bytes, read_image_with_limits, set_decode_budget,
 };
 pub use resnet::ResNet;
 pub use retriever::{

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::tensor::{Tensor, TensorData};
-use image::DynamicImage;
+use image::{DynamicImage, RgbImage};
 
 use crate::backbone::Backbone;
 use crate::error::TapError;
-use crate::preprocess::{INPUT_SIDE, read_image};
+use crate::preprocess::{DecodeLimits, INPUT_SIDE, centre_crop, crop_from_bytes, crop_from_file};
 
 /// One of the five blocks of a ResNet-50 that can be tapped.
 #[derive(
@@ -193,6 +193,10 @@ impl BlockTap {
         }
         let wanted = self.wanted();
         let Some(native) = &self.backbone.native else {
+            // Checked on the device, without reading the batch back.
+            if !input.clone().is_finite().all().into_scalar::<bool>() {
+                return Err(TapError::NotFinite);
+            }
             return Ok(self.backbone.net().pooled(input, wanted));
         };
         let device = input.device();
@@ -201,6 +205,9 @@ impl BlockTap {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .expect("converted to f32 just above");
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(TapError::NotFinite);
+        }
         let pooled = native.pooled(&values, dims, wanted);
         Ok(pooled
             .into_iter()
@@ -220,15 +227,22 @@ impl BlockTap {
         wanted
     }
 
-    /// Features of `images`, preprocessed on the host. The native engine takes the host buffer
-    /// as it is; Burn gets it as a tensor on the backbone's device.
+    /// Features of decoded images (one batch), preprocessed on the host.
     pub(crate) fn extract_refs(&self, images: &[&DynamicImage]) -> Result<Vec<Features>, TapError> {
-        if images.is_empty() {
+        use rayon::prelude::*;
+        let crops: Vec<RgbImage> = images.par_iter().map(|i| centre_crop(i)).collect();
+        self.extract_crops(&crops)
+    }
+
+    /// Features of input squares (one batch, `224 x 224` each). The native engine takes the
+    /// host buffer as it is; Burn gets it as a tensor on the backbone's device.
+    pub(crate) fn extract_crops(&self, crops: &[RgbImage]) -> Result<Vec<Features>, TapError> {
+        if crops.is_empty() {
             return Err(TapError::EmptyBatch);
         }
         let (buf, shape) = (
-            self.backbone.images_to_buffer(images),
-            [images.len(), 3, INPUT_SIDE, INPUT_SIDE],
+            self.backbone.crops_to_buffer(crops),
+            [crops.len(), 3, INPUT_SIDE, INPUT_SIDE],
         );
         match &self.backbone.native {
             Some(native) => Ok(per_image(
@@ -299,17 +313,15 @@ impl BlockTap {
         }
         let mut out = Vec::with_capacity(images.len());
         for (c, chunk) in images.chunks(self.batch_size).enumerate() {
-            let decoded: Vec<_> = chunk
+            let crops = chunk
                 .par_iter()
                 .enumerate()
                 .map(|(i, b)| {
                     let name = format!("bytes[{}]", c * self.batch_size + i);
-                    crate::preprocess::read_image_bytes(b.as_ref(), Path::new(&name))
+                    crop_from_bytes(b.as_ref(), Path::new(&name), &DecodeLimits::default())
                 })
-                .collect();
-            let images = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
-            let refs: Vec<&DynamicImage> = images.iter().collect();
-            out.extend(self.extract_refs(&refs)?);
+                .collect::<Result<Vec<_>, _>>()?;
+            out.extend(self.extract_crops(&crops)?);
         }
         Ok(out)
     }
@@ -330,10 +342,12 @@ impl BlockTap {
         }
         let mut out = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(self.batch_size) {
-            let decoded: Vec<_> = chunk.par_iter().map(|p| read_image(p.as_ref())).collect();
-            let images = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
-            let refs: Vec<&DynamicImage> = images.iter().collect();
-            out.extend(self.extract_refs(&refs)?);
+            let limits = DecodeLimits::default();
+            let crops = chunk
+                .par_iter()
+                .map(|p| crop_from_file(p.as_ref(), &limits))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.extend(self.extract_crops(&crops)?);
         }
         Ok(out)
     }

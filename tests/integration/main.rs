@@ -8,6 +8,7 @@ mod bad_images;
 mod bad_weights;
 mod cluster;
 mod engines;
+mod hardening;
 mod index;
 mod parity;
 mod retriever;

@@ -1,13 +1,16 @@
 //! Decoding image files safely and turning them into network input.
 
-use std::io::ErrorKind;
+mod decode;
+mod resize;
+
 use std::path::Path;
 
-use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ImageError;
+
+pub use decode::{DEFAULT_DECODE_BUDGET, DecodeLimits, decode_budget, set_decode_budget};
 
 /// Side of the square the network sees.
 pub const INPUT_SIDE: usize = 224;
@@ -50,14 +53,7 @@ impl Preprocessing {
 
     /// Resizes, crops and normalises `image` into `out`, a `3 x 224 x 224` CHW buffer.
     pub fn prepare_into(self, image: &DynamicImage, out: &mut [f32]) {
-        let crop = resize_and_crop(image);
-        let (scale, shift) = self.scale_shift();
-        let plane = INPUT_SIDE * INPUT_SIDE;
-        for (i, px) in crop.pixels().enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = (f32::from(px[c]) - shift[c]) * scale[c];
-            }
-        }
+        self.normalise_into(&centre_crop(image), out);
     }
 
     /// Resizes, crops and normalises `image` into a new `3 x 224 x 224` CHW vector.
@@ -66,43 +62,24 @@ impl Preprocessing {
         self.prepare_into(image, &mut out);
         out
     }
-}
 
-/// Shorter side to 256 with a bilinear (triangle) filter, then the centre 224x224, as PIL's
-/// `resize(..., BILINEAR)` and `crop` do in the reference pipeline.
-fn resize_and_crop(image: &DynamicImage) -> RgbImage {
-    let rgb = image.to_rgb8();
-    let (w, h) = rgb.dimensions();
-    let s = f64::from(RESIZE_SIDE) / f64::from(w.min(h));
-    let side = INPUT_SIDE as u32;
-    let nw = ((f64::from(w) * s).round() as u32).max(side);
-    let nh = ((f64::from(h) * s).round() as u32).max(side);
-    let resized = if (nw, nh) == (w, h) {
-        rgb
-    } else {
-        image::imageops::resize(&rgb, nw, nh, FilterType::Triangle)
-    };
-    let (l, t) = ((nw - side) / 2, (nh - side) / 2);
-    image::imageops::crop_imm(&resized, l, t, side, side).to_image()
-}
-
-/// Limits on what a decoder may allocate for one image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DecodeLimits {
-    /// Largest width or height accepted.
-    pub max_side: u32,
-    /// Largest decoder allocation in bytes.
-    pub max_alloc: u64,
-}
-
-impl Default for DecodeLimits {
-    /// 16384 pixels a side and 512 MiB.
-    fn default() -> Self {
-        Self {
-            max_side: 16_384,
-            max_alloc: 512 * 1024 * 1024,
+    /// Normalises an already cropped `224 x 224` RGB image into `out` (CHW).
+    pub(crate) fn normalise_into(self, crop: &RgbImage, out: &mut [f32]) {
+        let (scale, shift) = self.scale_shift();
+        let plane = INPUT_SIDE * INPUT_SIDE;
+        for (i, px) in crop.pixels().enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = (f32::from(px[c]) - shift[c]) * scale[c];
+            }
         }
     }
+}
+
+/// The network's input square: the shorter side resized to [`RESIZE_SIDE`] (bilinear, as PIL
+/// computes it), then the centre [`INPUT_SIDE`] x [`INPUT_SIDE`], computed without holding the
+/// resized photo (see `resize.rs`).
+pub(crate) fn centre_crop(image: &DynamicImage) -> RgbImage {
+    resize::centre_crop(image, RESIZE_SIDE, INPUT_SIDE as u32)
 }
 
 /// Reads and decodes the image at `path` under the default [`DecodeLimits`].
@@ -111,8 +88,8 @@ impl Default for DecodeLimits {
 /// are accepted and later converted to 8-bit RGB (alpha is dropped, as PIL's `convert("RGB")`).
 ///
 /// # Errors
-/// An [`ImageError`] naming the file: empty, unreadable, unsupported, over the limits, or
-/// truncated/corrupt.
+/// An [`ImageError`] naming the file: not a regular file, too large, empty, unreadable,
+/// unsupported, over the limits or the decode budget, truncated or corrupt.
 pub fn read_image(path: &Path) -> Result<DynamicImage, ImageError> {
     read_image_with_limits(path, DecodeLimits::default())
 }
@@ -125,11 +102,8 @@ pub fn read_image_with_limits(
     path: &Path,
     limits: DecodeLimits,
 ) -> Result<DynamicImage, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    decode_image(bytes, path, limits)
+    let bytes = decode::read_file(path, &limits)?;
+    decode::decode_with(&bytes, path, &limits, |image| image)
 }
 
 /// Decodes an image file's bytes held in memory under the default [`DecodeLimits`]; `name`
@@ -138,7 +112,17 @@ pub fn read_image_with_limits(
 /// # Errors
 /// As [`read_image`].
 pub fn read_image_bytes(bytes: &[u8], name: &Path) -> Result<DynamicImage, ImageError> {
-    decode_image(bytes.to_vec(), name, DecodeLimits::default())
+    decode::decode_with(bytes, name, &DecodeLimits::default(), |image| image)
+}
+
+/// Decodes `bytes` and returns only the network's input square: the decoded photo is dropped
+/// (and its decode budget returned) as soon as the crop is made.
+pub(crate) fn crop_from_bytes(
+    bytes: &[u8],
+    name: &Path,
+    limits: &DecodeLimits,
+) -> Result<RgbImage, ImageError> {
+    decode::decode_with(bytes, name, limits, |image| centre_crop(&image))
 }
 
 /// Decodes the bytes of an image file already read; `path` names it in errors.
@@ -147,47 +131,12 @@ pub(crate) fn decode_image(
     path: &Path,
     limits: DecodeLimits,
 ) -> Result<DynamicImage, ImageError> {
-    let io = |source| ImageError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    if bytes.is_empty() {
-        return Err(ImageError::Empty {
-            path: path.to_owned(),
-        });
-    }
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(io)?;
-    let mut l = Limits::default();
-    l.max_image_width = Some(limits.max_side);
-    l.max_image_height = Some(limits.max_side);
-    l.max_alloc = Some(limits.max_alloc);
-    reader.limits(l);
-    let image = reader.decode().map_err(|source| classify(path, source))?;
-    if image.width() == 0 || image.height() == 0 {
-        return Err(ImageError::NoPixels {
-            path: path.to_owned(),
-            width: image.width(),
-            height: image.height(),
-        });
-    }
-    Ok(image)
+    decode::decode_with(&bytes, path, &limits, |image| image)
 }
 
-fn classify(path: &Path, source: image::ImageError) -> ImageError {
-    let path = path.to_owned();
-    match source {
-        image::ImageError::Unsupported(_) => ImageError::Unsupported { path, source },
-        image::ImageError::Limits(_) => ImageError::Limits { path, source },
-        image::ImageError::IoError(ref e) if e.kind() != ErrorKind::UnexpectedEof => {
-            ImageError::Io {
-                path,
-                source: std::io::Error::new(e.kind(), e.to_string()),
-            }
-        }
-        _ => ImageError::Decode { path, source },
-    }
+/// Reads and decodes the file at `path` into the network's input square.
+pub(crate) fn crop_from_file(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
+    crop_from_bytes(&decode::read_file(path, limits)?, path, limits)
 }
 
 #[cfg(test)]
@@ -198,7 +147,7 @@ mod tests {
     fn crop_is_centred_and_square_for_any_aspect() {
         for (w, h) in [(60, 80), (451, 300), (300, 300), (1000, 10)] {
             let img = DynamicImage::ImageRgb8(RgbImage::new(w, h));
-            let out = resize_and_crop(&img);
+            let out = centre_crop(&img);
             assert_eq!(out.dimensions(), (224, 224), "{w}x{h}");
         }
     }
