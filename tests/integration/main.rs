@@ -11,6 +11,7 @@ mod engines;
 mod index;
 mod parity;
 mod retriever;
+mod rng;
 mod table1;
 mod torchvision;
 mod umap;
