@@ -8,7 +8,7 @@ mod metrics;
 
 pub use metrics::{adjusted_mutual_information, adjusted_rand_index};
 
-use crate::knn::Rows;
+use crate::knn::{Rows, RowsError};
 
 /// HDBSCAN's parameters; the defaults are the paper's. Checked by [`check`](Self::check) when
 /// clustering starts.
@@ -66,7 +66,10 @@ pub enum ClusterError {
         /// The smallest value allowed.
         minimum: usize,
     },
-    /// HDBSCAN refused the input (no rows, or a NaN).
+    /// A NaN or an infinity (the `hdbscan` crate lets a NaN through).
+    #[error(transparent)]
+    Rows(#[from] RowsError),
+    /// HDBSCAN refused the input (no rows).
     #[error("hdbscan refused the input")]
     Hdbscan(#[source] hdbscan::HdbscanError),
 }
@@ -75,9 +78,11 @@ pub enum ClusterError {
 /// noise.
 ///
 /// # Errors
-/// [`ClusterError::Param`], or [`ClusterError::Hdbscan`] (no rows, or a NaN).
+/// [`ClusterError::Param`], [`ClusterError::Rows`] for a NaN or an infinity, or
+/// [`ClusterError::Hdbscan`] (no rows).
 pub fn hdbscan(features: Rows<'_>, params: HdbscanParams) -> Result<Vec<i64>, ClusterError> {
     params.check()?;
+    features.check_finite()?;
     let rows: Vec<Vec<f32>> = features.iter().map(<[f32]>::to_vec).collect();
     let hyper = hdbscan::HdbscanHyperParams::builder()
         .min_cluster_size(params.min_cluster_size)

@@ -4,7 +4,7 @@
 //! new vector by the majority of its `k` nearest examples (Euclidean). Attributes and examples
 //! can be added and removed at any time; nothing is trained.
 //!
-//! Search is exact, through the [`knn`](crate::knn) core. Two engines answer the same queries:
+//! Search is exact, through the [`crate::knn`] core. Two engines answer the same queries:
 //! - a k-d tree ([`KdTree`]) for low dimensions (up to [`KDTREE_MAX_DIM`], e.g. after UMAP),
 //!   built lazily on the first query after a change;
 //! - a SIMD-friendly blocked scan for the 64-2048 dimensions of raw block features, where a k-d

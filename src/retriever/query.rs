@@ -7,9 +7,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::catalogue::{CatalogueStore, PreparedQuery};
+use super::rank::Ranking;
 use super::{Hit, Retriever};
 use crate::error::RetrieverError;
-use crate::retriever::rank::Ranking;
 
 /// One of the two taps of a catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ impl<S: CatalogueStore> Retriever<S> {
     ) -> Result<Vec<Prediction<L>>, RetrieverError> {
         let dim = self.origin.dims[facet.index()];
         if index.dim() != dim {
-            return Err(crate::IndexError::Dimension {
+            return Err(crate::error::IndexError::Dimension {
                 expected: index.dim(),
                 got: dim,
             }
@@ -34,7 +34,7 @@ impl<S: CatalogueStore> Retriever<S> {
     }
 
     /// One flag per item: whether `index` predicts, from `facet`, one of `wanted`. A mask for
-    /// [`Query::filter`].
+    /// [`Query::filter`](super::Query::filter).
     ///
     /// # Errors
     /// As [`predict`](Self::predict).
@@ -52,7 +52,7 @@ impl<S: CatalogueStore> Retriever<S> {
     }
 
     /// Predicts every item's attribute of `facet` with `index` and stores it, for
-    /// [`Filter::Attribute`]. Items added later have no attribute until the next `tag`.
+    /// [`Filter::Attribute`](super::Filter::Attribute). Items added later have no attribute until the next `tag`.
     ///
     /// # Errors
     /// As [`predict`](Self::predict); the store's errors.

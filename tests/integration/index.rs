@@ -37,7 +37,7 @@ fn naive(data: &[f32], dim: usize, q: &[f32], k: usize) -> Vec<(f32, usize)> {
 fn check_against_naive(data: &[f32], dim: usize, queries: &[f32], k: usize, search: Search) {
     let mut index = AttributeIndex::new(dim).unwrap().with_search(search);
     for (i, row) in data.chunks_exact(dim).enumerate() {
-        index.add(&format!("c{}", i % 3), row).unwrap();
+        index.add(format!("c{}", i % 3), row).unwrap();
     }
     let kk = NonZeroUsize::new(k).unwrap();
     for q in queries.chunks_exact(dim) {

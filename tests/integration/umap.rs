@@ -77,7 +77,7 @@ fn transform_places_new_points_with_their_blob() {
     assert_eq!(placed.len(), test.len() * 3);
     let mut index = attrex::AttributeIndex::new(3).unwrap();
     for (row, &i) in umap.embedding().iter().zip(&train) {
-        index.add(&y[i].to_string(), row).unwrap();
+        index.add(y[i].to_string(), row).unwrap();
     }
     let correct = placed
         .chunks_exact(3)
