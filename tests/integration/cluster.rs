@@ -73,6 +73,8 @@ fn bad_parameters_and_input_are_typed_errors() {
     let mut nan = x.clone();
     nan[5] = f32::NAN;
     let err = hdbscan(Rows::new(&nan, 8).unwrap(), HdbscanParams::default()).unwrap_err();
+    assert!(matches!(err, ClusterError::Rows(_)), "{err:?}");
+    let err = hdbscan(Rows::new(&[], 8).unwrap(), HdbscanParams::default()).unwrap_err();
     assert!(matches!(err, ClusterError::Hdbscan(_)), "{err:?}");
     assert!(
         std::error::Error::source(&err).is_some(),
