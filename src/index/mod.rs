@@ -103,7 +103,7 @@ pub struct Prediction<L = String> {
 /// assert_eq!(p.attribute, "red");
 ///
 /// let mut classes = AttributeIndex::<usize>::with_dim(1)?; // class numbers as labels
-/// classes.add(7, &[0.5])?;
+/// classes.add(7usize, &[0.5])?;
 /// assert_eq!(classes.classify(&[0.0])?.attribute, 7);
 /// # Ok::<(), attrex::IndexError>(())
 /// ```
