@@ -9,9 +9,11 @@ use std::hint::black_box;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use attrex::eval::SplitMix64;
 use attrex::{AttributeIndex, Search};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+mod common;
+use common::SplitMix64;
 
 fn rows(seed: u64, n: usize, dim: usize) -> Vec<f32> {
     let mut rng = SplitMix64::new(seed);
@@ -21,7 +23,9 @@ fn rows(seed: u64, n: usize, dim: usize) -> Vec<f32> {
 }
 
 fn index_of(data: &[f32], dim: usize, search: Search) -> AttributeIndex {
-    let mut index = AttributeIndex::new(dim).with_search(search);
+    let mut index = AttributeIndex::new(dim)
+        .expect("dim > 0")
+        .with_search(search);
     for (i, row) in data.chunks_exact(dim).enumerate() {
         index
             .add(["a", "b", "c", "d", "e"][i % 5], row)
@@ -59,10 +63,10 @@ fn engines(c: &mut Criterion) {
             let data = rows(1, n, dim);
             let queries = rows(2, 16, dim);
             let id = format!("n{n}_d{dim}");
-            // The tree engine serves up to 12 dimensions; above, Search::KdTree is the scan.
+            // The tree engine serves up to 12 dimensions; above, Search::Auto is the scan.
             let mut list = vec![("scan", Search::Scan)];
-            if dim <= attrex::index::KDTREE_MAX_DIM {
-                list.push(("kdtree", Search::KdTree));
+            if dim <= attrex::knn::KDTREE_MAX_DIM {
+                list.push(("kdtree", Search::Auto));
             }
             for (name, search) in list {
                 group.bench_function(BenchmarkId::new(format!("build_{name}"), &id), |b| {

@@ -5,15 +5,19 @@
 //! transform).
 
 use std::hint::black_box;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use attrex::eval::SplitMix64;
 use attrex::{
-    Backbone, FeatureNorm, Preprocessing, Ranking, ResNetConfig, Retriever, RetrieverConfig,
+    Backbone, By, FeatureNorm, Preprocessing, Ranking, ResNetConfig, Retriever, RetrieverConfig,
+    Rows,
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+mod common;
+use common::SplitMix64;
 
 fn relu_like(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
     (0..n)
@@ -54,7 +58,13 @@ fn queries(c: &mut Criterion) {
                 },
             )
             .unwrap();
-            r.extend_vectors(paths.clone(), &colour, &texture).unwrap();
+            r.extend_vectors(
+                paths.clone(),
+                Rows::new(&colour, 256).unwrap(),
+                Rows::new(&texture, 1024).unwrap(),
+            )
+            .unwrap();
+            let top10 = NonZeroUsize::new(10).unwrap();
             for (name, ranking) in [
                 ("colour", Ranking::Colour),
                 ("texture", Ranking::Texture),
@@ -62,7 +72,11 @@ fn queries(c: &mut Criterion) {
             ] {
                 group.bench_function(BenchmarkId::new(format!("{name}_{norm:?}"), n), |b| {
                     b.iter(|| {
-                        black_box(r.query_features(&qc, &qt, ranking, 10, None, None).unwrap())
+                        let by = By::Features {
+                            colour: &qc,
+                            texture: &qt,
+                        };
+                        black_box(r.query(by).rank(ranking).top(top10).unwrap())
                     })
                 });
             }

@@ -5,9 +5,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use attrex::eval::SplitMix64;
+use attrex::Rows;
 use attrex::reduce::{Umap, UmapParams};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+mod common;
+use common::SplitMix64;
 
 fn blobs(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     let mut rng = SplitMix64::new(seed);
@@ -34,18 +37,20 @@ fn umap(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(8));
     let x = blobs(1000, 256, 1);
+    let x = Rows::new(&x, 256).expect("whole rows");
     for d in [2usize, 8] {
         let p = UmapParams {
             n_components: d,
             ..UmapParams::default()
         };
         group.bench_function(BenchmarkId::new("fit_1000x256", d), |b| {
-            b.iter(|| black_box(Umap::fit(&x, 256, p).unwrap()))
+            b.iter(|| black_box(Umap::fit(x, p).unwrap()))
         });
-        let fitted = Umap::fit(&x, 256, p).unwrap();
+        let fitted = Umap::fit(x, p).unwrap();
         let new = blobs(200, 256, 2);
+        let new = Rows::new(&new, 256).expect("whole rows");
         group.bench_function(BenchmarkId::new("transform_200", d), |b| {
-            b.iter(|| black_box(fitted.transform(&new).unwrap()))
+            b.iter(|| black_box(fitted.transform(new).unwrap()))
         });
     }
     group.finish();

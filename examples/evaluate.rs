@@ -34,10 +34,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use attrex::cluster::{HdbscanParams, adjusted_mutual_information, adjusted_rand_index};
-use attrex::eval::{cross_validate, cross_validate_inductive};
+use attrex::eval::{CvParams, Reduced, cross_validate, cross_validate_inductive};
 use attrex::reduce::{Umap, UmapParams};
 use attrex::{
-    Backbone, Block, BlockTap, Dataset, ExtractOptions, FeatureCache, OnUnreadable, TieBreak,
+    Backbone, Block, BlockTap, Dataset, ExtractOptions, FeatureCache, OnUnreadable, Rows, TieBreak,
     extract_dataset,
 };
 
@@ -144,14 +144,15 @@ fn run() -> Result<(), Box<dyn Error>> {
             OnUnreadable::Fail
         },
         cache: args.cache.then(FeatureCache::default_location),
-        progress: true,
+        progress: common::progress("features"),
     };
     let start = Instant::now();
-    let features = extract_dataset(&tap, &dataset, &options)?;
+    let features = extract_dataset(&tap, dataset.paths(), &options)?;
+    let labels = features.select(&dataset.labels());
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "features of {} images in {secs:.1}s ({} from the cache, {} cache entries rebuilt, {} unreadable skipped)",
-        features.labels.len(),
+        features.len(),
         features.cache_hits,
         features.cache_rebuilt,
         features.skipped.len()
@@ -170,23 +171,19 @@ fn run() -> Result<(), Box<dyn Error>> {
     std::fs::create_dir_all(&out_dir)?;
     let mut rows = Vec::new();
     let mut cluster_rows = Vec::new();
-    for (info, matrix) in features.taps.iter().zip(&features.blocks) {
+    let cv_params = |tie_break| CvParams {
+        k: args.k,
+        folds: args.folds,
+        seed: args.seed,
+        tie_break,
+    };
+    for (info, matrix) in features.iter() {
         // `accuracy`: scikit-learn's rule (a tie goes to the first class), as the reference;
         // `accuracy_nearest`: attrex's default rule (a tie goes to the nearest example).
-        let cv = |tie| {
-            cross_validate(
-                matrix,
-                info.dim,
-                &features.labels,
-                args.k,
-                args.folds,
-                args.seed,
-                tie,
-            )
-        };
-        let (r, nearest) = (cv(TieBreak::FirstName)?, cv(TieBreak::Nearest)?);
+        let cv = |tie| cross_validate(matrix, &labels, &cv_params(tie));
+        let (r, nearest) = (cv(TieBreak::SmallestLabel)?, cv(TieBreak::Nearest)?);
         let clusters = if args.cluster {
-            let c = cluster_scores(matrix, info.dim, &features.labels)?;
+            let c = cluster_scores(matrix, &labels)?;
             cluster_rows.push((info.block.number(), c.ari, c.ami));
             format!(
                 " ari={:.3} ami={:.3} clusters={} noise={}",
@@ -204,11 +201,11 @@ fn run() -> Result<(), Box<dyn Error>> {
             args.k,
             args.folds,
             args.seed,
-            features.labels.len()
+            labels.len()
         );
         let png = out_dir.join(format!("confusion_block{}.png", info.block.number()));
         // An embedding needs fewer dimensions than the block has, and than the points allow.
-        let n_points = features.labels.len();
+        let n_points = labels.len();
         for &d in args
             .reduce
             .iter()
@@ -220,33 +217,20 @@ fn run() -> Result<(), Box<dyn Error>> {
                 ..UmapParams::default()
             };
             let start = Instant::now();
-            let umap = Umap::fit(matrix, info.dim, params)?;
+            let umap = Umap::fit(matrix, params)?;
             let fit_s = start.elapsed().as_secs_f64();
-            let all = cross_validate(
-                umap.embedding(),
-                d,
-                &features.labels,
-                args.k,
-                args.folds,
-                args.seed,
-                TieBreak::FirstName,
-            )?;
-            let inductive = cross_validate_inductive(
-                matrix,
-                info.dim,
-                &features.labels,
-                args.k,
-                args.folds,
-                args.seed,
-                TieBreak::FirstName,
-                |train, test| {
-                    let u = Umap::fit(train, info.dim, params).map_err(|e| e.to_string())?;
-                    let t = u.transform(test).map_err(|e| e.to_string())?;
-                    Ok((u.embedding().to_vec(), t, d))
-                },
-            )?;
+            let sklearn = cv_params(TieBreak::SmallestLabel);
+            let all = cross_validate(umap.embedding(), &labels, &sklearn)?;
+            let inductive = cross_validate_inductive(matrix, &labels, &sklearn, |train, test| {
+                let u = Umap::fit(train, params)?;
+                Ok(Reduced {
+                    train: u.embedding().as_slice().to_vec(),
+                    test: u.transform(test)?,
+                    dim: d,
+                })
+            })?;
             let clusters = if args.cluster {
-                let c = cluster_scores(umap.embedding(), d, &features.labels)?;
+                let c = cluster_scores(umap.embedding(), &labels)?;
                 format!(" ari={:.3} ami={:.3}", c.ari, c.ami)
             } else {
                 String::new()
@@ -345,12 +329,8 @@ struct ClusterScores {
     noise: usize,
 }
 
-fn cluster_scores(
-    matrix: &[f32],
-    dim: usize,
-    labels: &[usize],
-) -> Result<ClusterScores, Box<dyn Error>> {
-    let found = attrex::cluster::hdbscan(matrix, dim, HdbscanParams::default())?;
+fn cluster_scores(matrix: Rows<'_>, labels: &[usize]) -> Result<ClusterScores, Box<dyn Error>> {
+    let found = attrex::cluster::hdbscan(matrix, HdbscanParams::default())?;
     let truth: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     Ok(ClusterScores {
         ari: adjusted_rand_index(&truth, &found),

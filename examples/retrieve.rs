@@ -18,12 +18,13 @@
 mod common;
 
 use std::error::Error;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use attrex::plot::Canvas;
 use attrex::{
-    Backbone, ExtractOptions, FeatureCache, FeatureNorm, Fusion, Ranking, Retriever,
+    Backbone, By, ExtractOptions, FeatureCache, FeatureNorm, Fusion, Ranking, Retriever,
     RetrieverConfig,
 };
 
@@ -61,7 +62,7 @@ fn precision(
     r: &Retriever,
     rows: &[Row],
     ranking: Ranking,
-    k: usize,
+    k: NonZeroUsize,
 ) -> Result<[f64; 3], Box<dyn Error>> {
     let colours: Vec<&str> = rows.iter().map(|r| r.colour.as_str()).collect();
     let patterns: Vec<&str> = rows.iter().map(|r| r.pattern.as_str()).collect();
@@ -72,7 +73,8 @@ fn precision(
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let (mut dir, mut k, mut sheet, mut queries) = (None, 10usize, None, 5usize);
+    let (mut dir, mut k, mut sheet, mut queries) =
+        (None, NonZeroUsize::new(10).expect("10 > 0"), None, 5usize);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--k" => k = args.next().ok_or("--k needs a value")?.parse()?,
@@ -89,7 +91,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let paths: Vec<&Path> = rows.iter().map(|r| r.path.as_path()).collect();
     let options = ExtractOptions {
         cache: Some(FeatureCache::default_location()),
-        progress: true,
+        progress: common::progress("features"),
         ..ExtractOptions::default()
     };
     let mut variants = Vec::new();
@@ -106,14 +108,14 @@ fn main() -> Result<(), Box<dyn Error>> {
                 ..RetrieverConfig::default()
             },
         )?;
-        r.ingest_with(&paths, &options)?;
+        r.ingest(&paths, &options)?;
         variants.push((norm, r));
     }
     eprintln!(
         "{} items; scales (median distance) colour {:.3}, texture {:.3}",
         rows.len(),
-        variants[0].1.scales()[0],
-        variants[0].1.scales()[1]
+        variants[0].1.scales()?[0],
+        variants[0].1.scales()?[1]
     );
     let plain = &variants[0].1;
     for (name, ranking) in [
@@ -163,7 +165,7 @@ fn contact_sheet(
     out: &Path,
 ) -> Result<(), Box<dyn Error>> {
     const T: u32 = 96;
-    const TOP: usize = 4;
+    const TOP: NonZeroUsize = NonZeroUsize::new(4).expect("4 > 0");
     let thumb = |p: &Path| -> Result<image::RgbImage, Box<dyn Error>> {
         let img = attrex::read_image(p)?;
         Ok(image::imageops::thumbnail(&img.to_rgb8(), T, T))
@@ -174,7 +176,7 @@ fn contact_sheet(
         ("combined", plain, Ranking::BOTH),
         ("combined, centred+L2", best, Ranking::BOTH),
     ];
-    let col_w = TOP as u32 * (T + 4) + 16;
+    let col_w = TOP.get() as u32 * (T + 4) + 16;
     let width = 20 + T + 20 + col_w * rankings.len() as u32;
     let row_h = T + 34;
     let mut c = Canvas::new(width, 40 + row_h * queries as u32 + 20);
@@ -219,7 +221,8 @@ fn contact_sheet(
         );
         for (j, (_, r, ranking)) in rankings.iter().enumerate() {
             let x0 = 20 + T + 20 + col_w * j as u32;
-            for (i, h) in r.query_item(q, *ranking, TOP, None)?.iter().enumerate() {
+            let top = r.query(By::Item(q)).rank(*ranking).top(TOP)?;
+            for (i, h) in top.iter().enumerate() {
                 let x = (x0 + i as u32 * (T + 4)) as i64;
                 c.paste(x, y as i64, &thumb(&h.path)?);
                 let (cm, pm) = (

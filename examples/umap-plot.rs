@@ -9,7 +9,6 @@
 //! of each 2-D embedding, as a number to go with the picture.
 
 use std::error::Error;
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,11 +16,9 @@ use std::sync::Arc;
 #[path = "common/mod.rs"]
 mod common;
 
-use attrex::eval::cross_validate;
+use attrex::eval::{CvParams, cross_validate};
 use attrex::reduce::{Umap, UmapParams};
-use attrex::{
-    Backbone, BlockTap, Dataset, ExtractOptions, FeatureCache, TieBreak, extract_dataset,
-};
+use attrex::{Backbone, BlockTap, Dataset, ExtractOptions, FeatureCache, extract_dataset};
 
 fn main() {
     if let Err(e) = run() {
@@ -54,34 +51,24 @@ fn run() -> Result<(), Box<dyn Error>> {
     let tap = BlockTap::all(backbone);
     let options = ExtractOptions {
         cache: Some(FeatureCache::default_location()),
-        progress: true,
+        progress: common::progress("features"),
         ..ExtractOptions::default()
     };
-    let features = extract_dataset(&tap, &dataset, &options)?;
+    let features = extract_dataset(&tap, dataset.paths(), &options)?;
+    let labels = features.select(&dataset.labels());
     let params = UmapParams {
         seed,
         ..UmapParams::default()
     };
-    for (info, matrix) in features.taps.iter().zip(&features.blocks) {
+    for (info, matrix) in features.iter() {
         let umap = if supervised {
-            Umap::fit_supervised(matrix, info.dim, &features.labels, params)?
+            Umap::fit_supervised(matrix, &labels, params)?
         } else {
-            Umap::fit(matrix, info.dim, params)?
+            Umap::fit(matrix, params)?
         };
-        let points: Vec<[f32; 2]> = umap
-            .embedding()
-            .chunks_exact(2)
-            .map(|p| [p[0], p[1]])
-            .collect();
-        let acc = cross_validate(
-            umap.embedding(),
-            2,
-            &features.labels,
-            NonZeroUsize::new(5).expect("5 > 0"),
-            5,
-            0,
-            TieBreak::FirstName,
-        )?;
+        let points: Vec<[f32; 2]> = umap.embedding().iter().map(|p| [p[0], p[1]]).collect();
+        // k = 5, 5 folds, seed 0, scikit-learn's tie rule.
+        let acc = cross_validate(umap.embedding(), &labels, &CvParams::default())?;
         let title = format!(
             "{name}: UMAP of block {} ({}-d), kNN acc {:.3}",
             info.block.number(),
@@ -89,8 +76,7 @@ fn run() -> Result<(), Box<dyn Error>> {
             acc.accuracy
         );
         let png = out.join(format!("umap_block{}.png", info.block.number()));
-        attrex::plot::scatter(&title, &points, &features.labels, &dataset.classes)
-            .save_png(&png)?;
+        attrex::plot::scatter(&title, &points, &labels, &dataset.classes).save_png(&png)?;
         out!(
             "block={} dim=2 knn_accuracy={:.3} png={}",
             info.block.number(),

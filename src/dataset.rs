@@ -125,6 +125,12 @@ impl Dataset {
         })
     }
 
+    /// The path of every item, in item order: the input of
+    /// [`extract_dataset`](crate::extract_dataset).
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.items.iter().map(|i| i.path.as_path())
+    }
+
     /// The label of every item, in item order.
     pub fn labels(&self) -> Vec<usize> {
         self.items.iter().map(|i| i.label).collect()

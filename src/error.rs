@@ -333,42 +333,13 @@ pub enum DatasetError {
     },
 }
 
-/// Errors from an [`AttributeIndex`](crate::AttributeIndex).
+/// Errors from reading or writing one of attrex's own files (an index, a catalogue): the same
+/// checks, the same variants, each naming the file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum IndexError {
-    /// A vector of the wrong length.
-    #[error("vector has {got} values, the index holds {expected}-dimensional vectors")]
-    Dimension {
-        /// The index's dimension.
-        expected: usize,
-        /// The length given.
-        got: usize,
-    },
-    /// A NaN or infinite value.
-    #[error("vector holds a NaN or infinite value at position {position}")]
-    NotFinite {
-        /// Its position in the vector.
-        position: usize,
-    },
-    /// A query against an index without examples.
-    #[error("the index holds no examples")]
-    Empty,
-    /// A tap that does not give one vector of the index's dimension.
-    #[error(
-        "the index holds {dim}-d vectors but the tap gives {taps:?}; use a tap on one block of that dimension"
-    )]
-    TapMismatch {
-        /// The index's dimension.
-        dim: usize,
-        /// The tap's blocks.
-        taps: Vec<String>,
-    },
-    /// Reading images through a tap failed.
-    #[error(transparent)]
-    Tap(#[from] TapError),
-    /// The index file could not be read or written.
-    #[error("index file {path}")]
+pub enum FileError {
+    /// The file could not be read or written.
+    #[error("cannot read or write {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -376,14 +347,23 @@ pub enum IndexError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not an attrex index.
-    #[error("{path} is not an attrex index file")]
-    NotAnIndex {
-        /// The file.
+    /// The path is not a regular file (a folder, a FIFO, a device such as `/dev/zero`).
+    #[error("{path} is not a regular file")]
+    NotAFile {
+        /// The path.
         path: PathBuf,
     },
-    /// The file was written by another version of the format.
-    #[error("{path}: index format version {found}, this attrex reads version {supported}")]
+    /// The file is not of the kind expected (another program's file, or the other attrex
+    /// kind).
+    #[error("{path} is not an attrex {expected} file")]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+        /// The kind expected: `"index"` or `"catalogue"`.
+        expected: &'static str,
+    },
+    /// The file was written in another version of the format.
+    #[error("{path}: format version {found}, this attrex reads version {supported}")]
     Version {
         /// The file.
         path: PathBuf,
@@ -412,22 +392,79 @@ pub enum IndexError {
     },
 }
 
-/// Errors from a [`Retriever`](crate::Retriever).
+/// Errors from an [`AttributeIndex`](crate::AttributeIndex).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// An index of 0-dimensional vectors was asked for.
+    #[error("an index needs vectors of at least 1 dimension")]
+    ZeroDimension,
+    /// A vector of the wrong length.
+    #[error("vector has {got} values, the index holds {expected}-dimensional vectors")]
+    Dimension {
+        /// The index's dimension.
+        expected: usize,
+        /// The length given.
+        got: usize,
+    },
+    /// A NaN or infinite value.
+    #[error("vector holds a NaN or infinite value at position {position}")]
+    NotFinite {
+        /// Its position in the vector.
+        position: usize,
+    },
+    /// A query against an index without examples.
+    #[error("the index holds no examples")]
+    Empty,
+    /// The index file could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// Errors from a [`Retriever`](crate::Retriever) and its catalogue store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RetrieverError {
     /// A query against an empty catalogue.
     #[error("the catalogue is empty")]
     Empty,
-    /// Query vectors of the wrong lengths.
-    #[error(
-        "query vectors have lengths {got:?}, the catalogue holds {expected:?} (colour, texture)"
-    )]
+    /// Vectors of the wrong lengths.
+    #[error("vectors have lengths {got:?}, the catalogue holds {expected:?} (colour, texture)")]
     Dimension {
         /// The catalogue's dimensions.
         expected: [usize; 2],
-        /// The query's.
+        /// The lengths given.
         got: [usize; 2],
+    },
+    /// Colour and texture vectors for different numbers of items, or another number of paths.
+    #[error("{paths} paths, {colour} colour rows and {texture} texture rows do not match")]
+    RowCount {
+        /// Paths given.
+        paths: usize,
+        /// Colour rows given.
+        colour: usize,
+        /// Texture rows given.
+        texture: usize,
+    },
+    /// A NaN or an infinity in vectors to add or to query with.
+    #[error("{facet} vector {row} holds a NaN or infinite value at position {column}")]
+    NotFinite {
+        /// `"colour"` or `"texture"`.
+        facet: &'static str,
+        /// The row (0 for a query).
+        row: usize,
+        /// The position in the row.
+        column: usize,
+    },
+    /// Ranking weights that are negative, not finite, or both 0.
+    #[error(
+        "ranking weights colour {colour}, texture {texture}: each must be finite and >= 0, and one > 0"
+    )]
+    Weights {
+        /// The colour weight.
+        colour: f32,
+        /// The texture weight.
+        texture: f32,
     },
     /// An item number past the end.
     #[error("item {item} does not exist: the catalogue holds {len}")]
@@ -445,6 +482,12 @@ pub enum RetrieverError {
         /// Flags given.
         flags: usize,
     },
+    /// A filter by predicted attribute on a facet whose attributes were never predicted.
+    #[error("no {facet} attributes are stored; tag the catalogue with an index first")]
+    NotTagged {
+        /// `"colour"` or `"texture"`.
+        facet: &'static str,
+    },
     /// The saved catalogue was made with other taps, weights or preprocessing.
     #[error("catalogue was made with {catalogue}, but the backbone has {backbone}")]
     TapMismatch {
@@ -460,20 +503,9 @@ pub enum RetrieverError {
     #[error(transparent)]
     Index(#[from] IndexError),
     /// The catalogue file could not be read or written.
-    #[error("catalogue file {path}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The catalogue file is damaged, truncated, or of another version.
-    #[error("catalogue file {path}: {reason}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The catalogue store failed (a database store: the connection, the query).
+    #[error("catalogue store")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

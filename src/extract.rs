@@ -1,4 +1,4 @@
-//! Feature extraction over a whole dataset, with a progress bar and an on-disk cache.
+//! Feature extraction over a list of images, with progress reports and an on-disk cache.
 //!
 //! The cache holds one small file per image, addressed by the sha256 of the image's bytes and
 //! filed under the weights' digest and the preprocessing:
@@ -7,16 +7,18 @@
 //! format version and a sha256 of its contents; an entry that fails either is recomputed and
 //! rewritten, never trusted.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use image::DynamicImage;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::dataset::Dataset;
-use crate::error::{ImageError, TapError};
+use crate::error::{FileError, ImageError, TapError};
+use crate::knn::Rows;
 use crate::preprocess::{DecodeLimits, decode_image};
-use crate::tap::{Block, BlockTap, Features};
+use crate::tap::{Block, BlockTap, Features, TapInfo};
 
 /// What to do with an image that cannot be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,8 +26,63 @@ pub enum OnUnreadable {
     /// Stop with the error, which names the file (default).
     #[default]
     Fail,
-    /// Leave it out, and list it in [`DatasetFeatures::skipped`].
+    /// Leave it out, and list it in [`ExtractedFeatures::skipped`].
     Skip,
+}
+
+/// A progress report: called after each batch with the images done so far and the images in
+/// all (`done == total` at the end).
+///
+/// ```
+/// let progress = attrex::Progress::new(|done, total| eprintln!("{done}/{total}"));
+/// let options = attrex::ExtractOptions { progress: Some(progress), ..Default::default() };
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct Progress(Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl Progress {
+    /// A report that calls `f(done, total)`.
+    pub fn new(f: impl Fn(usize, usize) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// A progress bar on stderr (indicatif; hidden when stderr is not a terminal), labelled
+    /// `message`, cleared when the work is done.
+    #[cfg(feature = "progress")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+    pub fn bar(message: &str) -> Self {
+        let message = message.to_owned();
+        let bar: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
+        Self::new(move |done, total| {
+            let bar = bar.get_or_init(|| {
+                let bar = indicatif::ProgressBar::new(total as u64);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+                    )
+                    .expect("static template"),
+                );
+                bar.set_message(message.clone());
+                bar
+            });
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            if done >= total {
+                bar.finish_and_clear();
+            }
+        })
+    }
+
+    fn report(&self, done: usize, total: usize) {
+        (self.0)(done, total)
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 /// Options of [`extract_dataset`].
@@ -35,21 +92,24 @@ pub struct ExtractOptions {
     pub on_unreadable: OnUnreadable,
     /// The feature cache, if any.
     pub cache: Option<FeatureCache>,
-    /// Draw a progress bar on stderr (hidden when stderr is not a terminal).
-    pub progress: bool,
+    /// Where progress goes, if anywhere ([`Progress::bar`] draws a bar).
+    pub progress: Option<Progress>,
 }
 
-/// The pooled features of a dataset, one matrix per tapped block.
+/// The pooled features of a list of images, one matrix per tapped block, with a row per image
+/// that could be read.
 #[derive(Debug)]
-pub struct DatasetFeatures {
+pub struct ExtractedFeatures {
     /// The tapped blocks, in the order of [`blocks`](Self::blocks).
-    pub taps: Vec<crate::tap::TapInfo>,
-    /// `blocks[b]` is the `n x dim` row-major matrix of block `taps[b]`.
+    pub taps: Vec<TapInfo>,
+    /// `blocks[b]` is the row-major matrix of block `taps[b]`, one row per kept image.
     pub blocks: Vec<Vec<f32>>,
-    /// The label of each row.
-    pub labels: Vec<usize>,
     /// The image of each row.
     pub paths: Vec<PathBuf>,
+    /// The position in the input list of each row's image.
+    pub inputs: Vec<usize>,
+    /// The sha256 of each row's image file.
+    pub sha256: Vec<[u8; 32]>,
     /// Images left out because they could not be decoded ([`OnUnreadable::Skip`]).
     pub skipped: Vec<ImageError>,
     /// Rows read from the cache.
@@ -58,25 +118,55 @@ pub struct DatasetFeatures {
     pub cache_rebuilt: usize,
 }
 
-impl DatasetFeatures {
-    /// The matrix of `block`, if tapped, with its dimension.
-    pub fn block(&self, block: Block) -> Option<(&[f32], usize)> {
+impl ExtractedFeatures {
+    /// The number of rows (images kept).
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether no image was kept.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// The rows of `block`, if tapped.
+    pub fn block(&self, block: Block) -> Option<Rows<'_>> {
         let i = self.taps.iter().position(|t| t.block == block)?;
-        Some((&self.blocks[i], self.taps[i].dim))
+        Some(Rows::new(&self.blocks[i], self.taps[i].dim).expect("whole rows of the block"))
+    }
+
+    /// The rows of every tapped block, with their tap, in block order.
+    pub fn iter(&self) -> impl Iterator<Item = (&TapInfo, Rows<'_>)> {
+        self.taps
+            .iter()
+            .zip(&self.blocks)
+            .map(|(t, b)| (t, Rows::new(b, t.dim).expect("whole rows of the block")))
+    }
+
+    /// The entries of `per_input` (one per input image, e.g. a [`Dataset`](crate::Dataset)'s
+    /// labels) for the rows kept, in row order.
+    ///
+    /// # Panics
+    /// When `per_input` is shorter than the input list was.
+    pub fn select<T: Clone>(&self, per_input: &[T]) -> Vec<T> {
+        self.inputs.iter().map(|&i| per_input[i].clone()).collect()
     }
 }
 
-/// Extracts the features of every image of `dataset` through `tap`, batch by batch, reading
-/// and decoding each batch in parallel.
+/// Extracts the features of the images at `paths` through `tap`, batch by batch, reading
+/// and decoding each batch in parallel. For a [`Dataset`](crate::Dataset):
+/// `extract_dataset(&tap, dataset.paths(), &options)`, then
+/// [`select`](ExtractedFeatures::select) its labels.
 ///
 /// # Errors
 /// [`TapError::Image`] naming the first unreadable image under [`OnUnreadable::Fail`]. A cache
 /// that cannot be written is not an error: extraction goes on without it.
 pub fn extract_dataset(
     tap: &BlockTap,
-    dataset: &Dataset,
+    paths: impl IntoIterator<Item = impl AsRef<Path>>,
     options: &ExtractOptions,
-) -> Result<DatasetFeatures, TapError> {
+) -> Result<ExtractedFeatures, TapError> {
+    let paths: Vec<PathBuf> = paths.into_iter().map(|p| p.as_ref().to_owned()).collect();
     let taps = tap.taps();
     let blocks: Vec<Block> = taps.iter().map(|t| t.block).collect();
     let backbone = tap.backbone();
@@ -87,56 +177,44 @@ pub fn extract_dataset(
             ))
             .join(backbone.preprocessing().name())
     });
-    let bar = if options.progress {
-        let bar = indicatif::ProgressBar::new(dataset.items.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
-            )
-            .expect("static template"),
-        );
-        bar.set_message("features");
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let mut out = DatasetFeatures {
+    let mut out = ExtractedFeatures {
         blocks: vec![Vec::new(); taps.len()],
         taps,
-        labels: Vec::new(),
         paths: Vec::new(),
+        inputs: Vec::new(),
+        sha256: Vec::new(),
         skipped: Vec::new(),
         cache_hits: 0,
         cache_rebuilt: 0,
     };
+    let total = paths.len();
     let batch = tap.batch_size();
-    for chunk in dataset.items.chunks(batch) {
+    for (c, chunk) in paths.chunks(batch).enumerate() {
         // Read, hash, look up and decode in parallel.
         let loaded: Vec<Loaded> = chunk
             .par_iter()
-            .map(|item| load(&item.path, cache.as_deref(), &blocks))
+            .map(|path| load(path, cache.as_deref(), &blocks))
             .collect();
         let mut misses: Vec<(usize, DynamicImage, Option<PathBuf>)> = Vec::new();
-        let mut rows: Vec<Option<Features>> = vec![None; chunk.len()];
+        let mut rows: Vec<Option<(Features, [u8; 32])>> = vec![None; chunk.len()];
         for (i, l) in loaded.into_iter().enumerate() {
             match l {
-                Loaded::Hit(f) => {
+                Loaded::Hit(f, sha) => {
                     out.cache_hits += 1;
-                    rows[i] = Some(f);
+                    rows[i] = Some((f, sha));
                 }
                 Loaded::Miss {
                     image,
+                    sha,
                     entry,
                     rebuilt,
                 } => {
                     out.cache_rebuilt += usize::from(rebuilt);
+                    rows[i] = Some((Features { blocks: Vec::new() }, sha));
                     misses.push((i, image, entry));
                 }
                 Loaded::Unreadable(e) => match options.on_unreadable {
-                    OnUnreadable::Fail => {
-                        bar.abandon();
-                        return Err(e.into());
-                    }
+                    OnUnreadable::Fail => return Err(e.into()),
                     OnUnreadable::Skip => out.skipped.push(e),
                 },
             }
@@ -149,21 +227,30 @@ pub fn extract_dataset(
                     // A cache that cannot be written only costs time later.
                     let _ = write_entry(&entry, &blocks, &f);
                 }
-                rows[i] = Some(f);
+                if let Some(row) = &mut rows[i] {
+                    row.0 = f;
+                }
             }
         }
-        for (item, row) in chunk.iter().zip(rows) {
-            if let Some(f) = row {
+        for (i, (path, row)) in chunk.iter().zip(rows).enumerate() {
+            if let Some((f, sha)) = row {
                 for (m, v) in out.blocks.iter_mut().zip(f.blocks) {
                     m.extend_from_slice(&v);
                 }
-                out.labels.push(item.label);
-                out.paths.push(item.path.clone());
+                out.paths.push(path.clone());
+                out.inputs.push(c * batch + i);
+                out.sha256.push(sha);
             }
         }
-        bar.inc(chunk.len() as u64);
+        if let Some(p) = &options.progress {
+            p.report((c * batch + chunk.len()).min(total), total);
+        }
     }
-    bar.finish_and_clear();
+    if total == 0
+        && let Some(p) = &options.progress
+    {
+        p.report(0, 0);
+    }
     Ok(out)
 }
 
@@ -180,9 +267,10 @@ fn sanitise(s: &str) -> String {
 }
 
 enum Loaded {
-    Hit(Features),
+    Hit(Features, [u8; 32]),
     Miss {
         image: DynamicImage,
+        sha: [u8; 32],
         entry: Option<PathBuf>,
         rebuilt: bool,
     },
@@ -199,16 +287,14 @@ fn load(path: &Path, cache: Option<&Path>, blocks: &[Block]) -> Loaded {
             });
         }
     };
+    let sha: [u8; 32] = Sha256::digest(&bytes).into();
     let mut entry = None;
     let mut rebuilt = false;
     if let Some(dir) = cache {
-        let hex: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
         let p = dir.join(&hex[..2]).join(format!("{hex}.feat"));
         match read_entry(&p, blocks) {
-            Entry::Valid(f) => return Loaded::Hit(f),
+            Entry::Valid(f) => return Loaded::Hit(f, sha),
             Entry::Absent => {}
             Entry::Invalid => rebuilt = true,
         }
@@ -217,6 +303,7 @@ fn load(path: &Path, cache: Option<&Path>, blocks: &[Block]) -> Loaded {
     match decode_image(bytes, path, DecodeLimits::default()) {
         Ok(image) => Loaded::Miss {
             image,
+            sha,
             entry,
             rebuilt,
         },
@@ -271,14 +358,14 @@ struct EntryHeader {
 }
 
 fn read_entry(path: &Path, want: &[Block]) -> Entry {
-    use crate::fsutil::{ContainerError, bytes_f32, read_container};
+    use crate::fsutil::{bytes_f32, read_container};
     let payload_len = |h: &EntryHeader| {
         h.blocks
             .iter()
             .try_fold(0usize, |acc, (_, d)| acc.checked_add(d.checked_mul(4)?))
     };
-    match read_container::<EntryHeader>(path, ENTRY_MAGIC, CACHE_VERSION, payload_len) {
-        Err(ContainerError::Io(_)) => Entry::Absent,
+    match read_container::<EntryHeader>(path, (ENTRY_MAGIC, "cache"), CACHE_VERSION, payload_len) {
+        Err(FileError::Io { .. }) => Entry::Absent,
         Err(_) => Entry::Invalid,
         Ok((header, payload)) => {
             let values = bytes_f32(&payload);
@@ -304,7 +391,7 @@ fn read_entry(path: &Path, want: &[Block]) -> Entry {
     }
 }
 
-fn write_entry(path: &Path, blocks: &[Block], f: &Features) -> std::io::Result<()> {
+fn write_entry(path: &Path, blocks: &[Block], f: &Features) -> Result<(), FileError> {
     let header = EntryHeader {
         blocks: blocks
             .iter()
@@ -317,7 +404,10 @@ fn write_entry(path: &Path, blocks: &[Block], f: &Features) -> std::io::Result<(
         crate::fsutil::f32_bytes(v, &mut payload);
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|source| FileError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
     }
     let header = serde_json::to_vec(&header).expect("the header serialises");
     crate::fsutil::write_container(path, ENTRY_MAGIC, CACHE_VERSION, &header, &payload)

@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::error::FileError;
+
 /// Writes `bytes` to `path` atomically: into a temporary file in the same folder, flushed to
 /// disk, then renamed over `path`. A crash leaves either the old file or the new one, never a
 /// half-written one; the temporary file is removed on error.
@@ -148,22 +150,8 @@ pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> 
     Ok(bytes)
 }
 
-/// Why a container file could not be read.
-#[derive(Debug)]
-pub(crate) enum ContainerError {
-    Io(std::io::Error),
-    /// Wrong magic.
-    WrongKind,
-    Version(u32),
-    Truncated {
-        len: u64,
-        expected: u64,
-    },
-    Corrupt(String),
-}
-
-/// The versioned, checksummed file layout shared by the index and the catalogue
-/// (little-endian):
+/// The versioned, checksummed file layout shared by the index, the catalogue and the feature
+/// cache (little-endian):
 ///
 /// ```text
 /// magic 8 bytes | version u32 | header_len u32 | header (JSON) | payload | sha256 of all before
@@ -177,7 +165,7 @@ pub(crate) fn write_container(
     version: u32,
     header: &[u8],
     payload: &[u8],
-) -> std::io::Result<()> {
+) -> Result<(), FileError> {
     use sha2::{Digest, Sha256};
     let mut buf = Vec::with_capacity(16 + header.len() + payload.len() + 32);
     buf.extend_from_slice(magic);
@@ -187,38 +175,46 @@ pub(crate) fn write_container(
     buf.extend_from_slice(payload);
     let digest = Sha256::digest(&buf);
     buf.extend_from_slice(&digest);
-    write_atomic(path, &buf)
+    write_atomic(path, &buf).map_err(|source| FileError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Reads a file written by [`write_container`]: checks magic, version, length and checksum, and
-/// returns the parsed header and the payload.
+/// returns the parsed header and the payload. `kind` names what the magic stands for in the
+/// error ("index", "catalogue").
 pub(crate) fn read_container<H: serde::de::DeserializeOwned>(
     path: &Path,
-    magic: &[u8; 8],
+    (magic, kind): (&[u8; 8], &'static str),
     version: u32,
     payload_len: impl Fn(&H) -> Option<usize>,
-) -> Result<(H, Vec<u8>), ContainerError> {
+) -> Result<(H, Vec<u8>), FileError> {
     use sha2::{Digest, Sha256};
-    let bytes = read_regular(path, u64::MAX).map_err(|e| {
-        ContainerError::Io(match e {
-            ReadError::Io(e) => e,
-            ReadError::NotAFile => {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")
-            }
-            ReadError::TooLarge { len, .. } => {
-                std::io::Error::other(format!("{len} bytes is too large"))
-            }
-        })
+    let p = || path.to_owned();
+    let corrupt = |reason: String| FileError::Corrupt { path: p(), reason };
+    let bytes = read_regular(path, u64::MAX).map_err(|e| match e {
+        ReadError::Io(source) => FileError::Io { path: p(), source },
+        ReadError::NotAFile => FileError::NotAFile { path: p() },
+        ReadError::TooLarge { .. } => unreachable!("no file is larger than u64::MAX bytes"),
     })?;
     if bytes.len() < 16 || &bytes[..8] != magic {
-        return Err(ContainerError::WrongKind);
+        return Err(FileError::NotOurs {
+            path: p(),
+            expected: kind,
+        });
     }
     let found = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if found != version {
-        return Err(ContainerError::Version(found));
+        return Err(FileError::Version {
+            path: p(),
+            found,
+            supported: version,
+        });
     }
     let header_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
-    let truncated = |expected: usize| ContainerError::Truncated {
+    let truncated = |expected: usize| FileError::Truncated {
+        path: p(),
         len: bytes.len() as u64,
         expected: expected as u64,
     };
@@ -227,22 +223,22 @@ pub(crate) fn read_container<H: serde::de::DeserializeOwned>(
         return Err(truncated(header_end + 32));
     }
     let header: H = serde_json::from_slice(&bytes[16..header_end])
-        .map_err(|e| ContainerError::Corrupt(format!("header is not valid: {e}")))?;
+        .map_err(|e| corrupt(format!("header is not valid: {e}")))?;
     let expected = payload_len(&header)
         .and_then(|p| p.checked_add(header_end + 32))
-        .ok_or_else(|| ContainerError::Corrupt("header sizes overflow".into()))?;
+        .ok_or_else(|| corrupt("header sizes overflow".into()))?;
     if bytes.len() < expected {
         return Err(truncated(expected));
     }
     if bytes.len() > expected {
-        return Err(ContainerError::Corrupt(format!(
+        return Err(corrupt(format!(
             "{} trailing bytes",
             bytes.len() - expected
         )));
     }
     let body = &bytes[..expected - 32];
     if Sha256::digest(body).as_slice() != &bytes[expected - 32..] {
-        return Err(ContainerError::Corrupt("sha256 checksum mismatch".into()));
+        return Err(corrupt("sha256 checksum mismatch".into()));
     }
     Ok((header, bytes[header_end..expected - 32].to_vec()))
 }

@@ -42,12 +42,15 @@ pub mod eval;
 mod extract;
 mod fsutil;
 pub mod index;
+pub mod knn;
 mod native;
 pub mod plot;
 mod preprocess;
 pub mod reduce;
 pub mod resnet;
 mod retriever;
+mod rng;
+mod tagger;
 mod tap;
 pub mod weights;
 
@@ -56,20 +59,26 @@ pub use backbone::{Backbone, BackboneBuilder, Engine, Precision};
 pub use dataset::{Dataset, IMAGE_EXTENSIONS, Item};
 pub use device::{Backend, default_device, device_from_name};
 pub use error::{
-    DatasetError, DeviceError, ImageError, IndexError, RetrieverError, TapError, WeightsError,
+    DatasetError, DeviceError, FileError, ImageError, IndexError, RetrieverError, TapError,
+    WeightsError,
 };
 pub use extract::{
-    CACHE_VERSION, DatasetFeatures, ExtractOptions, FeatureCache, OnUnreadable, extract_dataset,
+    CACHE_VERSION, ExtractOptions, ExtractedFeatures, FeatureCache, OnUnreadable, Progress,
+    extract_dataset,
 };
-pub use index::{AttributeIndex, ExampleId, Neighbour, Prediction, Search, TieBreak};
+pub use index::{AttributeIndex, ExampleId, Label, Neighbour, Prediction, Search, TieBreak};
+pub use knn::Rows;
 pub use preprocess::{
     DEFAULT_DECODE_BUDGET, DecodeLimits, INPUT_SIDE, Preprocessing, RESIZE_SIDE, decode_budget,
     read_image, read_image_bytes, read_image_with_limits, set_decode_budget,
 };
 pub use resnet::ResNet;
 pub use retriever::{
-    CATALOGUE_VERSION, FeatureNorm, Fusion, Hit, Ranking, Retriever, RetrieverConfig,
+    By, CATALOGUE_VERSION, CatalogueStore, Facet, FeatureNorm, Filter, Fusion, Hit, Ingested,
+    ItemId, ItemRecord, MemoryStore, NewItem, PreparedQuery, Query, Ranking, Retriever,
+    RetrieverConfig, Scored,
 };
+pub use tagger::{Tagger, TaggerError};
 pub use tap::{Block, BlockTap, Features, TapInfo};
 pub use weights::WeightsFormat;
 

@@ -32,3 +32,14 @@ pub fn fail(e: &dyn std::error::Error) -> ! {
     }
     std::process::exit(1);
 }
+
+/// A progress bar on stderr where the `progress` feature is on (the default), else none.
+pub fn progress(message: &str) -> Option<attrex::Progress> {
+    #[cfg(feature = "progress")]
+    return Some(attrex::Progress::bar(message));
+    #[cfg(not(feature = "progress"))]
+    {
+        let _ = message;
+        None
+    }
+}

@@ -8,12 +8,15 @@ mod metrics;
 
 pub use metrics::{adjusted_mutual_information, adjusted_rand_index};
 
-/// HDBSCAN's parameters; the defaults are the paper's.
+use crate::knn::{Rows, RowsError};
+
+/// HDBSCAN's parameters; the defaults are the paper's. Checked by [`check`](Self::check) when
+/// clustering starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HdbscanParams {
-    /// Smallest group that counts as a cluster (paper: 50).
+    /// Smallest group that counts as a cluster, at least 2 (paper: 50).
     pub min_cluster_size: usize,
-    /// Neighbours that define a point's core distance (paper: 10).
+    /// Neighbours that define a point's core distance, at least 1 (paper: 10).
     pub min_samples: usize,
 }
 
@@ -26,41 +29,61 @@ impl Default for HdbscanParams {
     }
 }
 
+impl HdbscanParams {
+    /// Checks every field (the `hdbscan` crate would otherwise raise a value that is too small
+    /// to its minimum, with a warning on stdout).
+    ///
+    /// # Errors
+    /// [`ClusterError::Param`] naming the first field out of range.
+    pub fn check(&self) -> Result<(), ClusterError> {
+        for (name, value, minimum) in [
+            ("min_cluster_size", self.min_cluster_size, 2),
+            ("min_samples", self.min_samples, 1),
+        ] {
+            if value < minimum {
+                return Err(ClusterError::Param {
+                    name,
+                    value,
+                    minimum,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Errors of the clustering.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClusterError {
-    /// The feature matrix does not split into rows of `dim`.
-    #[error("{len} values do not form rows of {dim}")]
-    Shape {
-        /// Values given.
-        len: usize,
-        /// The row length.
-        dim: usize,
+    /// A parameter below its minimum.
+    #[error("HDBSCAN parameter {name} = {value}: must be at least {minimum}")]
+    Param {
+        /// The field of [`HdbscanParams`].
+        name: &'static str,
+        /// Its value.
+        value: usize,
+        /// The smallest value allowed.
+        minimum: usize,
     },
-    /// HDBSCAN refused the input.
-    #[error("hdbscan: {0}")]
-    Hdbscan(String),
+    /// A NaN or an infinity (the `hdbscan` crate lets a NaN through).
+    #[error(transparent)]
+    Rows(#[from] RowsError),
+    /// HDBSCAN refused the input (no rows).
+    #[error("hdbscan refused the input")]
+    Hdbscan(#[source] hdbscan::HdbscanError),
 }
 
-/// HDBSCAN labels (Euclidean) for the rows of `features` (`n x dim`, row-major): a cluster
-/// number per row, -1 for noise.
+/// HDBSCAN labels (Euclidean) for the rows of `features`: a cluster number per row, -1 for
+/// noise.
 ///
 /// # Errors
-/// [`ClusterError::Shape`], or [`ClusterError::Hdbscan`] (e.g. fewer rows than
-/// `min_cluster_size`, or a NaN).
-pub fn hdbscan(
-    features: &[f32],
-    dim: usize,
-    params: HdbscanParams,
-) -> Result<Vec<i64>, ClusterError> {
-    if dim == 0 || !features.len().is_multiple_of(dim) {
-        return Err(ClusterError::Shape {
-            len: features.len(),
-            dim,
-        });
-    }
-    let rows: Vec<Vec<f32>> = features.chunks_exact(dim).map(<[f32]>::to_vec).collect();
+/// [`ClusterError::Param`], [`ClusterError::Rows`] for a NaN or an infinity, or
+/// [`ClusterError::Hdbscan`] (no rows).
+pub fn hdbscan(features: Rows<'_>, params: HdbscanParams) -> Result<Vec<i64>, ClusterError> {
+    params.check()?;
+    features.check_finite()?;
+    let rows: Vec<Vec<f32>> = features.iter().map(<[f32]>::to_vec).collect();
     let hyper = hdbscan::HdbscanHyperParams::builder()
         .min_cluster_size(params.min_cluster_size)
         .min_samples(params.min_samples)
@@ -68,6 +91,6 @@ pub fn hdbscan(
         .build();
     let labels = hdbscan::Hdbscan::new(&rows, hyper)
         .cluster()
-        .map_err(|e| ClusterError::Hdbscan(format!("{e:?}")))?;
+        .map_err(ClusterError::Hdbscan)?;
     Ok(labels.into_iter().map(i64::from).collect())
 }

@@ -4,30 +4,39 @@
 //! new vector by the majority of its `k` nearest examples (Euclidean). Attributes and examples
 //! can be added and removed at any time; nothing is trained.
 //!
-//! Search is exact. Two engines answer the same queries:
-//! - a k-d tree ([kiddo]) for low dimensions (up to [`KDTREE_MAX_DIM`], e.g. after UMAP), built
-//!   lazily on the first query after a change;
+//! Search is exact, through the [`crate::knn`] core. Two engines answer the same queries:
+//! - a k-d tree ([`KdTree`]) for low dimensions (up to [`KDTREE_MAX_DIM`], e.g. after UMAP),
+//!   built lazily on the first query after a change;
 //! - a SIMD-friendly blocked scan for the 64-2048 dimensions of raw block features, where a k-d
 //!   tree prunes almost nothing and only adds overhead.
 //!
-//! [kiddo]: https://docs.rs/kiddo
+//! The index knows nothing of images: [`Tagger`](crate::Tagger) pairs it with a
+//! [`BlockTap`](crate::BlockTap).
 
-mod kdtree;
 mod persist;
-pub(crate) mod scan;
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::error::IndexError;
-use crate::tap::BlockTap;
+use serde::{Deserialize, Serialize};
 
-pub use kdtree::KDTREE_MAX_DIM;
+use crate::error::IndexError;
+use crate::knn::{self, KdTree, Rows};
+
+pub use crate::knn::KDTREE_MAX_DIM;
+
+/// What an attribute can be named by: `String` (the default), a class number, any ordered,
+/// cloneable type. The order is the one [`TieBreak::SmallestLabel`] uses.
+pub trait Label: Clone + Ord + fmt::Debug + Send + Sync {}
+
+impl<T: Clone + Ord + fmt::Debug + Send + Sync> Label for T {}
 
 /// The identity of one stored example, stable across removals and persistence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ExampleId(pub u64);
 
 /// Which exact search engine answers queries.
@@ -37,8 +46,6 @@ pub enum Search {
     /// The k-d tree up to [`KDTREE_MAX_DIM`] dimensions, the scan above.
     #[default]
     Auto,
-    /// Always the k-d tree (falls back to the scan above [`KDTREE_MAX_DIM`]).
-    KdTree,
     /// Always the blocked scan.
     Scan,
 }
@@ -50,61 +57,71 @@ pub enum TieBreak {
     /// The attribute whose nearest example is nearest to the query wins (default).
     #[default]
     Nearest,
-    /// The attribute whose name sorts first wins, as scikit-learn's `KNeighborsClassifier`
-    /// (which takes the lowest class label) does; for reproducing its figures.
-    FirstName,
+    /// The smallest label wins: for `String` labels the name that sorts first, for class
+    /// numbers the lowest class, as scikit-learn's `KNeighborsClassifier` does. For
+    /// reproducing its figures.
+    SmallestLabel,
 }
 
 /// One neighbour of a query.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Neighbour {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbour<L = String> {
     /// The stored example.
     pub id: ExampleId,
     /// Its attribute.
-    pub attribute: String,
+    pub attribute: L,
     /// Euclidean distance to the query.
     pub distance: f32,
 }
 
 /// The answer of [`AttributeIndex::classify`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Prediction {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction<L = String> {
     /// The winning attribute.
-    pub attribute: String,
-    /// Votes per attribute among the neighbours, most votes first (ties: nearer first).
-    pub votes: Vec<(String, usize)>,
+    pub attribute: L,
+    /// Votes per attribute among the neighbours, most votes first (ties in the order of the
+    /// [`TieBreak`] rule).
+    pub votes: Vec<(L, usize)>,
     /// The `k` nearest examples, nearest first: the evidence.
-    pub neighbours: Vec<Neighbour>,
+    pub neighbours: Vec<Neighbour<L>>,
 }
 
 /// Labelled feature vectors and an exact k-nearest-neighbour vote over them.
 ///
+/// Labels are `String`s by default; any [`Label`] type works (the evaluation uses class
+/// numbers).
+///
 /// ```
+/// use std::num::NonZeroUsize;
 /// use attrex::AttributeIndex;
 ///
-/// let mut index = AttributeIndex::new(3);
+/// let mut index = AttributeIndex::new(3)?;
 /// index.add("red", &[1.0, 0.0, 0.0])?;
 /// index.add("red", &[0.9, 0.1, 0.0])?;
 /// index.add("blue", &[0.0, 0.0, 1.0])?;
-/// let p = index.with_k(std::num::NonZeroUsize::new(1).unwrap()).classify(&[0.8, 0.0, 0.1])?;
+/// let p = index.with_k(NonZeroUsize::new(1).unwrap()).classify(&[0.8, 0.0, 0.1])?;
 /// assert_eq!(p.attribute, "red");
+///
+/// let mut classes = AttributeIndex::<usize>::with_dim(1)?; // class numbers as labels
+/// classes.add(7usize, &[0.5])?;
+/// assert_eq!(classes.classify(&[0.0])?.attribute, 7);
 /// # Ok::<(), attrex::IndexError>(())
 /// ```
 #[derive(Debug)]
-pub struct AttributeIndex {
-    dim: usize,
+pub struct AttributeIndex<L = String> {
+    dim: NonZeroUsize,
     k: NonZeroUsize,
     search: Search,
     tie_break: TieBreak,
-    attributes: Vec<String>,
+    attributes: Vec<L>,
     ids: Vec<ExampleId>,
     labels: Vec<u32>,
     data: Vec<f32>,
     next_id: u64,
-    tree: OnceLock<Option<kdtree::Tree>>,
+    tree: OnceLock<Option<KdTree>>,
 }
 
-impl Clone for AttributeIndex {
+impl<L: Clone> Clone for AttributeIndex<L> {
     fn clone(&self) -> Self {
         Self {
             dim: self.dim,
@@ -124,9 +141,29 @@ impl Clone for AttributeIndex {
 /// The default number of neighbours that vote.
 pub const DEFAULT_K: NonZeroUsize = NonZeroUsize::new(5).unwrap();
 
-impl AttributeIndex {
+impl AttributeIndex<String> {
+    /// An empty index of `dim`-dimensional vectors with `String` attributes, voting with
+    /// [`DEFAULT_K`] = 5 neighbours. [`with_dim`](Self::with_dim) for other label types.
+    ///
+    /// # Errors
+    /// [`IndexError::ZeroDimension`] for `dim == 0`.
+    pub fn new(dim: usize) -> Result<Self, IndexError> {
+        Self::with_dim(dim)
+    }
+}
+
+impl<L: Label> AttributeIndex<L> {
     /// An empty index of `dim`-dimensional vectors, voting with [`DEFAULT_K`] = 5 neighbours.
-    pub fn new(dim: usize) -> Self {
+    ///
+    /// # Errors
+    /// [`IndexError::ZeroDimension`] for `dim == 0`.
+    pub fn with_dim(dim: usize) -> Result<Self, IndexError> {
+        Ok(Self::empty(
+            NonZeroUsize::new(dim).ok_or(IndexError::ZeroDimension)?,
+        ))
+    }
+
+    fn empty(dim: NonZeroUsize) -> Self {
         Self {
             dim,
             k: DEFAULT_K,
@@ -162,7 +199,7 @@ impl AttributeIndex {
 
     /// The dimension of the vectors.
     pub fn dim(&self) -> usize {
-        self.dim
+        self.dim.get()
     }
 
     /// The number of neighbours that vote.
@@ -181,32 +218,32 @@ impl AttributeIndex {
     }
 
     /// The attributes that have at least one example, in the order they were first added.
-    pub fn attributes(&self) -> &[String] {
+    pub fn attributes(&self) -> &[L] {
         &self.attributes
     }
 
     /// Examples per attribute.
-    pub fn counts(&self) -> BTreeMap<&str, usize> {
+    pub fn counts(&self) -> BTreeMap<&L, usize> {
         let mut out = BTreeMap::new();
         for &l in &self.labels {
-            *out.entry(self.attributes[l as usize].as_str()).or_insert(0) += 1;
+            *out.entry(&self.attributes[l as usize]).or_insert(0) += 1;
         }
         out
     }
 
-    /// The engine that answers queries now.
-    pub fn engine(&self) -> Search {
-        match self.search {
-            Search::Scan => Search::Scan,
-            _ if self.dim <= KDTREE_MAX_DIM && self.dim > 0 => Search::KdTree,
-            _ => Search::Scan,
-        }
+    /// Whether queries go through the k-d tree now (else through the blocked scan).
+    pub fn uses_tree(&self) -> bool {
+        self.search == Search::Auto && self.dim() <= KDTREE_MAX_DIM
+    }
+
+    fn rows(&self) -> Rows<'_> {
+        Rows::new(&self.data, self.dim()).expect("the index holds whole rows")
     }
 
     fn check(&self, vector: &[f32]) -> Result<(), IndexError> {
-        if vector.len() != self.dim {
+        if vector.len() != self.dim() {
             return Err(IndexError::Dimension {
-                expected: self.dim,
+                expected: self.dim(),
                 got: vector.len(),
             });
         }
@@ -224,12 +261,17 @@ impl AttributeIndex {
     ///
     /// # Errors
     /// [`IndexError::Dimension`] or [`IndexError::NotFinite`] (NaN or infinity).
-    pub fn add(&mut self, attribute: &str, vector: &[f32]) -> Result<ExampleId, IndexError> {
+    pub fn add(
+        &mut self,
+        attribute: impl Into<L>,
+        vector: &[f32],
+    ) -> Result<ExampleId, IndexError> {
         self.check(vector)?;
-        let label = match self.attributes.iter().position(|a| a == attribute) {
+        let attribute = attribute.into();
+        let label = match self.attributes.iter().position(|a| *a == attribute) {
             Some(l) => l,
             None => {
-                self.attributes.push(attribute.to_owned());
+                self.attributes.push(attribute);
                 self.attributes.len() - 1
             }
         };
@@ -242,49 +284,16 @@ impl AttributeIndex {
         Ok(id)
     }
 
-    /// Adds the images at `paths` as examples of `attribute`, through `tap`, which must tap
-    /// exactly one block of this index's dimension.
-    ///
-    /// # Errors
-    /// [`IndexError::Tap`] when the tap has several blocks, another dimension, or an image
-    /// cannot be read (no example is added then).
-    pub fn add_images<P: AsRef<Path> + Sync>(
-        &mut self,
-        attribute: &str,
-        tap: &BlockTap,
-        paths: &[P],
-    ) -> Result<Vec<ExampleId>, IndexError> {
-        self.check_tap(tap)?;
-        let features = tap.extract_paths(paths)?;
-        features
-            .iter()
-            .map(|f| self.add(attribute, &f.blocks[0]))
-            .collect()
-    }
-
-    fn check_tap(&self, tap: &BlockTap) -> Result<(), IndexError> {
-        let taps = tap.taps();
-        match taps.as_slice() {
-            [one] if one.dim == self.dim => Ok(()),
-            _ => Err(IndexError::TapMismatch {
-                dim: self.dim,
-                taps: taps
-                    .iter()
-                    .map(|t| format!("{} ({}-d)", t.name, t.dim))
-                    .collect(),
-            }),
-        }
-    }
-
     /// Removes one example. Returns whether it was there. An attribute left without examples
     /// disappears.
     pub fn remove(&mut self, id: ExampleId) -> bool {
         let Ok(row) = self.ids.binary_search(&id) else {
             return false;
         };
+        let dim = self.dim();
         self.ids.remove(row);
         let label = self.labels.remove(row);
-        self.data.drain(row * self.dim..(row + 1) * self.dim);
+        self.data.drain(row * dim..(row + 1) * dim);
         if !self.labels.contains(&label) {
             self.drop_label(label);
         }
@@ -293,8 +302,12 @@ impl AttributeIndex {
     }
 
     /// Removes every example of `attribute`. Returns how many were removed.
-    pub fn remove_attribute(&mut self, attribute: &str) -> usize {
-        let Some(label) = self.attributes.iter().position(|a| a == attribute) else {
+    pub fn remove_attribute<Q>(&mut self, attribute: &Q) -> usize
+    where
+        L: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let Some(label) = self.attributes.iter().position(|a| a.borrow() == attribute) else {
             return 0;
         };
         let label = label as u32;
@@ -305,9 +318,9 @@ impl AttributeIndex {
             row += 1;
             keep[row - 1]
         });
-        let dim = self.dim;
+        let dim = self.dim();
         let mut data = Vec::with_capacity(self.data.len() - removed * dim);
-        for (r, chunk) in self.data.chunks_exact(dim.max(1)).enumerate() {
+        for (r, chunk) in self.data.chunks_exact(dim).enumerate() {
             if keep[r] {
                 data.extend_from_slice(chunk);
             }
@@ -328,24 +341,24 @@ impl AttributeIndex {
         }
     }
 
-    fn tree(&self) -> Option<&kdtree::Tree> {
-        if self.engine() != Search::KdTree {
+    fn tree(&self) -> Option<&KdTree> {
+        if !self.uses_tree() {
             return None;
         }
         self.tree
-            .get_or_init(|| kdtree::Tree::build(&self.data, self.dim))
+            .get_or_init(|| KdTree::build(self.rows()))
             .as_ref()
     }
 
     /// `(squared distance, row)` of the `k` nearest rows, nearest first, ties by row.
-    fn nearest_rows(&self, query: &[f32], k: usize) -> Vec<(f32, usize)> {
+    fn nearest_rows(&self, query: &[f32], k: NonZeroUsize) -> Vec<(f32, usize)> {
         match self.tree() {
             Some(tree) => tree.nearest(query, k),
-            None => scan::nearest(&self.data, self.dim, query, k),
+            None => knn::nearest(self.rows(), query, k),
         }
     }
 
-    fn neighbours(&self, rows: Vec<(f32, usize)>) -> Vec<Neighbour> {
+    fn neighbours(&self, rows: Vec<(f32, usize)>) -> Vec<Neighbour<L>> {
         rows.into_iter()
             .map(|(d2, row)| Neighbour {
                 id: self.ids[row],
@@ -360,9 +373,9 @@ impl AttributeIndex {
     ///
     /// # Errors
     /// [`IndexError::Dimension`] or [`IndexError::NotFinite`].
-    pub fn nearest(&self, query: &[f32], k: NonZeroUsize) -> Result<Vec<Neighbour>, IndexError> {
+    pub fn nearest(&self, query: &[f32], k: NonZeroUsize) -> Result<Vec<Neighbour<L>>, IndexError> {
         self.check(query)?;
-        Ok(self.neighbours(self.nearest_rows(query, k.get())))
+        Ok(self.neighbours(self.nearest_rows(query, k)))
     }
 
     /// The majority attribute among the `k` nearest examples; a tie between attributes is
@@ -370,62 +383,47 @@ impl AttributeIndex {
     ///
     /// # Errors
     /// [`IndexError::Empty`], [`IndexError::Dimension`] or [`IndexError::NotFinite`].
-    pub fn classify(&self, query: &[f32]) -> Result<Prediction, IndexError> {
+    pub fn classify(&self, query: &[f32]) -> Result<Prediction<L>, IndexError> {
         self.check(query)?;
         if self.is_empty() {
             return Err(IndexError::Empty);
         }
-        Ok(self.vote(self.nearest_rows(query, self.k.get())))
+        Ok(self.vote(self.nearest_rows(query, self.k)))
     }
 
-    /// [`classify`](Self::classify) for each row of `queries` (`m x dim`, row-major), in
-    /// parallel.
+    /// [`classify`](Self::classify) for each row of `queries`, in parallel.
     ///
     /// # Errors
-    /// As [`classify`](Self::classify); [`IndexError::Dimension`] when the length is not a
-    /// multiple of the dimension.
-    pub fn classify_many(&self, queries: &[f32]) -> Result<Vec<Prediction>, IndexError> {
+    /// As [`classify`](Self::classify), with [`IndexError::Dimension`] when the rows are not of
+    /// the index's dimension.
+    pub fn classify_many(&self, queries: Rows<'_>) -> Result<Vec<Prediction<L>>, IndexError> {
         use rayon::prelude::*;
-        if self.dim == 0 || !queries.len().is_multiple_of(self.dim) {
+        if queries.dim() != self.dim() {
             return Err(IndexError::Dimension {
-                expected: self.dim,
-                got: queries.len(),
+                expected: self.dim(),
+                got: queries.dim(),
             });
         }
-        if let Some(i) = queries.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = queries.as_slice().iter().position(|v| !v.is_finite()) {
             return Err(IndexError::NotFinite {
-                position: i % self.dim,
+                position: i % self.dim(),
             });
         }
         if self.is_empty() {
             return Err(IndexError::Empty);
         }
-        let k = self.k.get();
         let rows = match self.tree() {
             Some(tree) => queries
-                .par_chunks(self.dim)
-                .map(|q| tree.nearest(q, k))
+                .as_slice()
+                .par_chunks(self.dim())
+                .map(|q| tree.nearest(q, self.k))
                 .collect(),
-            None => scan::nearest_batch(&self.data, self.dim, queries, k),
+            None => knn::nearest_batch(self.rows(), queries, self.k),
         };
         Ok(rows.into_iter().map(|r| self.vote(r)).collect())
     }
 
-    /// Classifies the image at `path` through `tap` (one block of this index's dimension).
-    ///
-    /// # Errors
-    /// [`IndexError::Tap`] or [`IndexError::TapMismatch`], and as [`classify`](Self::classify).
-    pub fn classify_image(
-        &self,
-        tap: &BlockTap,
-        path: impl AsRef<Path>,
-    ) -> Result<Prediction, IndexError> {
-        self.check_tap(tap)?;
-        let f = tap.extract_paths(&[path.as_ref()])?;
-        self.classify(&f[0].blocks[0])
-    }
-
-    fn vote(&self, rows: Vec<(f32, usize)>) -> Prediction {
+    fn vote(&self, rows: Vec<(f32, usize)>) -> Prediction<L> {
         // (votes, nearest distance, label); rows are nearest first, so the first time a label
         // is seen is its nearest distance.
         let mut tally: Vec<(usize, f32, u32)> = Vec::new();
@@ -439,7 +437,7 @@ impl AttributeIndex {
         let name = |l: u32| self.attributes[l as usize].clone();
         match self.tie_break {
             TieBreak::Nearest => tally.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1))),
-            TieBreak::FirstName => tally.sort_by(|a, b| {
+            TieBreak::SmallestLabel => tally.sort_by(|a, b| {
                 b.0.cmp(&a.0)
                     .then_with(|| self.attributes[a.2 as usize].cmp(&self.attributes[b.2 as usize]))
             }),
@@ -450,22 +448,37 @@ impl AttributeIndex {
             neighbours: self.neighbours(rows),
         }
     }
+}
 
+/// Persistence, for labels that serde can write and read (`String`, numbers...).
+impl<L: Label + Serialize + serde::de::DeserializeOwned> AttributeIndex<L> {
     /// Saves the index to `path` atomically (a temporary file in the same folder, then a
-    /// rename), in a versioned format with a sha256 checksum.
+    /// rename), in a versioned format with a sha256 checksum. The search engine and tie rule
+    /// are settings of the program, not of the file: they are not saved.
     ///
     /// # Errors
-    /// [`IndexError::Io`] naming the file.
+    /// [`IndexError::File`] ([`FileError::Io`](crate::FileError::Io)) naming the file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), IndexError> {
         persist::save(self, path.as_ref())
     }
 
-    /// Loads an index saved by [`save`](Self::save).
+    /// Loads an index saved by [`save`](Self::save) with labels of type `L`
+    /// ([`load`](AttributeIndex::load) for `String` labels).
     ///
     /// # Errors
-    /// [`IndexError::Io`], [`IndexError::NotAnIndex`], [`IndexError::Version`],
-    /// [`IndexError::Truncated`] or [`IndexError::Corrupt`], each naming the file.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, IndexError> {
+    /// [`IndexError::File`], naming the file: unreadable, not an index, another version,
+    /// truncated, or corrupt (labels of another type are corrupt).
+    pub fn load_labels(path: impl AsRef<Path>) -> Result<Self, IndexError> {
         persist::load(path.as_ref())
+    }
+}
+
+impl AttributeIndex<String> {
+    /// Loads an index of `String` labels saved by [`save`](Self::save).
+    ///
+    /// # Errors
+    /// As [`load_labels`](Self::load_labels).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, IndexError> {
+        Self::load_labels(path)
     }
 }

@@ -1,7 +1,7 @@
 //! The index file: the shared container (`fsutil::write_container`), version 1, with
 //!
 //! ```text
-//! header   JSON {"dim", "k", "next_id", "count", "attributes": [..]}
+//! header   JSON {"dim", "k", "next_id", "count", "attributes": [..]}   (labels as serde writes them)
 //! payload  ids (count x u64) | labels (count x u32, index into attributes) | vectors (count x dim x f32)
 //! ```
 //!
@@ -14,32 +14,38 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AttributeIndex, ExampleId, Search, TieBreak};
-use crate::error::IndexError;
-use crate::fsutil::{ContainerError, bytes_f32, f32_bytes, read_container, write_container};
+use super::{AttributeIndex, ExampleId, Label, Search, TieBreak};
+use crate::error::{FileError, IndexError};
+use crate::fsutil::{bytes_f32, f32_bytes, read_container, write_container};
 
 const MAGIC: &[u8; 8] = b"ATTREXIX";
 /// The format version this build writes and reads.
 pub const VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
-struct Header {
+struct Header<A> {
     dim: usize,
     k: usize,
     next_id: u64,
     count: usize,
-    attributes: Vec<String>,
+    attributes: A,
 }
 
-pub(super) fn save(index: &AttributeIndex, path: &Path) -> Result<(), IndexError> {
+pub(super) fn save<L: Label + Serialize>(
+    index: &AttributeIndex<L>,
+    path: &Path,
+) -> Result<(), IndexError> {
     let header = serde_json::to_vec(&Header {
-        dim: index.dim,
+        dim: index.dim(),
         k: index.k.get(),
         next_id: index.next_id,
         count: index.ids.len(),
-        attributes: index.attributes.clone(),
+        attributes: index.attributes.as_slice(),
     })
-    .expect("the header serialises");
+    .map_err(|e| FileError::Corrupt {
+        path: path.to_owned(),
+        reason: format!("a label does not serialise: {e}"),
+    })?;
     let mut payload = Vec::with_capacity(index.ids.len() * 12 + index.data.len() * 4);
     for id in &index.ids {
         payload.extend_from_slice(&id.0.to_le_bytes());
@@ -48,36 +54,21 @@ pub(super) fn save(index: &AttributeIndex, path: &Path) -> Result<(), IndexError
         payload.extend_from_slice(&l.to_le_bytes());
     }
     f32_bytes(&index.data, &mut payload);
-    write_container(path, MAGIC, VERSION, &header, &payload).map_err(|source| IndexError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    Ok(write_container(path, MAGIC, VERSION, &header, &payload)?)
 }
 
-pub(super) fn load(path: &Path) -> Result<AttributeIndex, IndexError> {
-    let p = || path.to_owned();
-    let (header, payload) = read_container::<Header>(path, MAGIC, VERSION, |h| {
-        h.count.checked_mul(h.dim.checked_mul(4)?.checked_add(12)?)
-    })
-    .map_err(|e| match e {
-        ContainerError::Io(source) => IndexError::Io { path: p(), source },
-        ContainerError::WrongKind => IndexError::NotAnIndex { path: p() },
-        ContainerError::Version(found) => IndexError::Version {
-            path: p(),
-            found,
-            supported: VERSION,
-        },
-        ContainerError::Truncated { len, expected } => IndexError::Truncated {
-            path: p(),
-            len,
-            expected,
-        },
-        ContainerError::Corrupt(reason) => IndexError::Corrupt { path: p(), reason },
-    })?;
-    let corrupt = |reason: &str| IndexError::Corrupt {
-        path: p(),
+pub(super) fn load<L: Label + serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<AttributeIndex<L>, IndexError> {
+    let (header, payload) =
+        read_container::<Header<Vec<L>>>(path, (MAGIC, "index"), VERSION, |h| {
+            h.count.checked_mul(h.dim.checked_mul(4)?.checked_add(12)?)
+        })?;
+    let corrupt = |reason: &str| FileError::Corrupt {
+        path: path.to_owned(),
         reason: reason.to_owned(),
     };
+    let dim = NonZeroUsize::new(header.dim).ok_or_else(|| corrupt("dim is 0"))?;
     let k = NonZeroUsize::new(header.k).ok_or_else(|| corrupt("k is 0"))?;
     let n = header.count;
     let (ids, rest) = payload.split_at(8 * n);
@@ -95,16 +86,16 @@ pub(super) fn load(path: &Path) -> Result<AttributeIndex, IndexError> {
         .iter()
         .any(|&l| l as usize >= header.attributes.len())
     {
-        return Err(corrupt("a label points past the attribute list"));
+        return Err(corrupt("a label points past the attribute list").into());
     }
     if ids.windows(2).any(|w| w[0] >= w[1]) || ids.last().is_some_and(|l| l.0 >= header.next_id) {
-        return Err(corrupt("example ids are not increasing"));
+        return Err(corrupt("example ids are not increasing").into());
     }
     if data.iter().any(|v| !v.is_finite()) {
-        return Err(corrupt("a vector value is not finite"));
+        return Err(corrupt("a vector value is not finite").into());
     }
     Ok(AttributeIndex {
-        dim: header.dim,
+        dim,
         k,
         search: Search::Auto,
         tie_break: TieBreak::Nearest,

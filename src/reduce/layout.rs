@@ -1,7 +1,7 @@
 //! UMAP's layout: spectral initialisation, the supervised intersection, and the SGD.
 
 use super::Graph;
-use crate::eval::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Parameters of the SGD.
 #[derive(Debug, Clone, Copy)]

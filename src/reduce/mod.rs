@@ -1,7 +1,7 @@
 //! UMAP (McInnes, Healy and Melville, 2018) in Rust: fit, transform of new points, and a
 //! supervised mode, following umap-learn's algorithm and defaults.
 //!
-//! - exact k-nearest-neighbour graph (the blocked scan of [`crate::index`]);
+//! - exact k-nearest-neighbour graph (the blocked scan of [`crate::knn`]);
 //! - fuzzy simplicial set: per-point `rho` (nearest non-zero distance) and `sigma` (binary
 //!   search so that memberships sum to `log2(k)`), fuzzy union `A + A' - A.A'`;
 //! - the `a`, `b` of `1 / (1 + a d^2b)` fitted to `min_dist` and `spread` by Gauss-Newton;
@@ -15,27 +15,30 @@
 
 mod layout;
 
-use crate::eval::SplitMix64;
-use crate::index::scan::nearest_batch;
+use std::num::NonZeroUsize;
 
-/// UMAP's parameters; the defaults are umap-learn's.
+use crate::knn::{Rows, RowsError, nearest_batch};
+use crate::rng::SplitMix64;
+
+/// UMAP's parameters; the defaults are umap-learn's. Checked by [`check`](Self::check) when a
+/// fit starts, with umap-learn's rules.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UmapParams {
-    /// Neighbours in the graph (default 15).
+    /// Neighbours in the graph, at least 2 (default 15).
     pub n_neighbors: usize,
-    /// Dimension of the embedding (default 2).
+    /// Dimension of the embedding, at least 1 (default 2).
     pub n_components: usize,
-    /// Smallest distance between embedded points (default 0.1).
+    /// Smallest distance between embedded points, from 0 to `spread` (default 0.1).
     pub min_dist: f32,
-    /// Scale of the embedded distances (default 1.0).
+    /// Scale of the embedded distances, above 0 (default 1.0).
     pub spread: f32,
-    /// Optimisation epochs; `None`: 500 up to 10,000 points, else 200.
+    /// Optimisation epochs (any count); `None`: 500 up to 10,000 points, else 200.
     pub n_epochs: Option<usize>,
-    /// Initial learning rate (default 1.0).
+    /// Initial learning rate, above 0 (default 1.0).
     pub learning_rate: f32,
-    /// Negative samples per positive one (default 5).
+    /// Negative samples per positive one (any count; default 5).
     pub negative_sample_rate: usize,
-    /// Weight of the labels in supervised mode, 0..1 (default 0.5).
+    /// Weight of the labels in supervised mode, from 0 to 1 (default 0.5).
     pub target_weight: f32,
     /// Seed of every random choice.
     pub seed: u64,
@@ -57,13 +60,86 @@ impl Default for UmapParams {
     }
 }
 
+impl UmapParams {
+    /// Checks every field against umap-learn's rules (see each field).
+    ///
+    /// # Errors
+    /// [`UmapError::Param`] naming the first field out of range.
+    pub fn check(&self) -> Result<(), UmapError> {
+        let bad = |name, value: f64, expected| {
+            Err(UmapError::Param {
+                name,
+                value,
+                expected,
+            })
+        };
+        let (min_dist, spread) = (f64::from(self.min_dist), f64::from(self.spread));
+        if self.n_neighbors < 2 {
+            return bad("n_neighbors", self.n_neighbors as f64, "at least 2");
+        }
+        if self.n_components == 0 {
+            return bad("n_components", 0.0, "at least 1");
+        }
+        if !(spread.is_finite() && spread > 0.0) {
+            return bad("spread", spread, "finite and above 0");
+        }
+        if !(min_dist.is_finite() && (0.0..=spread).contains(&min_dist)) {
+            return bad("min_dist", min_dist, "from 0 to spread");
+        }
+        let rate = f64::from(self.learning_rate);
+        if !(rate.is_finite() && rate > 0.0) {
+            return bad("learning_rate", rate, "finite and above 0");
+        }
+        let tw = f64::from(self.target_weight);
+        if !(0.0..=1.0).contains(&tw) {
+            return bad("target_weight", tw, "from 0 to 1");
+        }
+        // n_epochs, negative_sample_rate and seed: every value is valid.
+        Ok(())
+    }
+}
+
 /// Errors of the reducer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UmapError {
-    /// The data does not split into rows of the dimension, or a parameter is out of range.
-    #[error("invalid input: {0}")]
-    Invalid(String),
+    /// A parameter out of range.
+    #[error("UMAP parameter {name} = {value}: must be {expected}")]
+    Param {
+        /// The field of [`UmapParams`].
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// Too few points for the neighbourhood size.
+    #[error("{points} points need more than n_neighbors = {n_neighbors}")]
+    TooFewPoints {
+        /// Points given.
+        points: usize,
+        /// The neighbourhood size.
+        n_neighbors: usize,
+    },
+    /// Not one label per row.
+    #[error("{labels} labels for {rows} rows")]
+    Labels {
+        /// Labels given.
+        labels: usize,
+        /// Rows given.
+        rows: usize,
+    },
+    /// Rows to transform of another dimension than the fitted data.
+    #[error("rows of {got} values, the UMAP was fitted on rows of {expected}")]
+    Dimension {
+        /// The fitted data's dimension.
+        expected: usize,
+        /// The rows'.
+        got: usize,
+    },
+    /// The data holds a NaN or an infinity.
+    #[error(transparent)]
+    Rows(#[from] RowsError),
 }
 
 /// A fitted UMAP: the training data, its embedding, and what `transform` needs.
@@ -142,7 +218,7 @@ pub(crate) fn membership(d: f32, rho: f32, sigma: f32) -> f32 {
 /// `a`, `b` such that `1 / (1 + a x^2b)` best fits 1 below `min_dist` and
 /// `exp(-(x - min_dist) / spread)` above, on 300 points of `[0, 3 spread]` (least squares,
 /// Gauss-Newton with step halving).
-pub fn fit_ab(spread: f32, min_dist: f32) -> (f32, f32) {
+pub(crate) fn fit_ab(spread: f32, min_dist: f32) -> (f32, f32) {
     let xs: Vec<f64> = (0..300)
         .map(|i| f64::from(spread) * 3.0 * i as f64 / 299.0)
         .collect();
@@ -214,14 +290,18 @@ pub fn fit_ab(spread: f32, min_dist: f32) -> (f32, f32) {
 /// The `k` nearest training rows of each query row, self excluded when `skip_self`, as
 /// (indices, distances), nearest first.
 fn knn(
-    train: &[f32],
-    dim: usize,
-    queries: &[f32],
-    k: usize,
+    train: Rows<'_>,
+    queries: Rows<'_>,
+    k: NonZeroUsize,
     skip_self: bool,
 ) -> (Vec<Vec<usize>>, Vec<Vec<f32>>) {
+    let k = k.get();
     let extra = usize::from(skip_self);
-    let all = nearest_batch(train, dim, queries, k + extra);
+    let all = nearest_batch(
+        train,
+        queries,
+        NonZeroUsize::new(k + extra).expect("k >= 1"),
+    );
     let mut idx = Vec::with_capacity(all.len());
     let mut dist = Vec::with_capacity(all.len());
     for (q, mut row) in all.into_iter().enumerate() {
@@ -272,71 +352,61 @@ fn fuzzy_union(n: usize, directed: &[(usize, usize, f32)]) -> Graph {
 }
 
 impl Umap {
-    fn check(data: &[f32], dim: usize, params: &UmapParams) -> Result<usize, UmapError> {
-        if dim == 0 || !data.len().is_multiple_of(dim) {
-            return Err(UmapError::Invalid(format!(
-                "{} values do not form rows of {dim}",
-                data.len()
-            )));
+    fn check(data: Rows<'_>, params: &UmapParams) -> Result<usize, UmapError> {
+        params.check()?;
+        let n = data.len();
+        if n <= params.n_neighbors {
+            return Err(UmapError::TooFewPoints {
+                points: n,
+                n_neighbors: params.n_neighbors,
+            });
         }
-        let n = data.len() / dim;
-        if params.n_neighbors < 2 || n <= params.n_neighbors {
-            return Err(UmapError::Invalid(format!(
-                "{n} points need more than n_neighbors = {}",
-                params.n_neighbors
-            )));
-        }
-        if params.n_components == 0 {
-            return Err(UmapError::Invalid("n_components must be at least 1".into()));
-        }
-        if data.iter().any(|v| !v.is_finite()) {
-            return Err(UmapError::Invalid(
-                "the data holds a NaN or infinity".into(),
-            ));
-        }
+        data.check_finite()?;
         Ok(n)
     }
 
-    /// Fits UMAP to `data` (`n x dim`, row-major).
+    /// Fits UMAP to `data`.
     ///
     /// # Errors
-    /// [`UmapError::Invalid`] for a shape that does not fit, too few points, or a NaN.
-    pub fn fit(data: &[f32], dim: usize, params: UmapParams) -> Result<Self, UmapError> {
-        Self::fit_inner(data, dim, None, params)
+    /// [`UmapError::Param`], [`UmapError::TooFewPoints`], or [`UmapError::Rows`] for a NaN.
+    pub fn fit(data: Rows<'_>, params: UmapParams) -> Result<Self, UmapError> {
+        Self::fit_inner(data, None, params)
     }
 
     /// Fits UMAP using class `labels` (one per row) as well: edges between different classes are
     /// weakened by `params.target_weight`.
     ///
     /// # Errors
-    /// As [`Umap::fit`], and when the labels do not match the rows.
+    /// As [`Umap::fit`], and [`UmapError::Labels`] when the labels do not match the rows.
     pub fn fit_supervised(
-        data: &[f32],
-        dim: usize,
+        data: Rows<'_>,
         labels: &[usize],
         params: UmapParams,
     ) -> Result<Self, UmapError> {
-        if labels.len() * dim != data.len() {
-            return Err(UmapError::Invalid(format!(
-                "{} labels for {} rows",
-                labels.len(),
-                data.len() / dim.max(1)
-            )));
+        if labels.len() != data.len() {
+            return Err(UmapError::Labels {
+                labels: labels.len(),
+                rows: data.len(),
+            });
         }
-        Self::fit_inner(data, dim, Some(labels), params)
+        Self::fit_inner(data, Some(labels), params)
     }
 
     fn fit_inner(
-        data: &[f32],
-        dim: usize,
+        data: Rows<'_>,
         labels: Option<&[usize]>,
         params: UmapParams,
     ) -> Result<Self, UmapError> {
-        let n = Self::check(data, dim, &params)?;
+        let n = Self::check(data, &params)?;
         let k = params.n_neighbors;
         let (a, b) = fit_ab(params.spread, params.min_dist);
         // k - 1 neighbours besides the point itself, as umap-learn counts the point in k.
-        let (idx, dist) = knn(data, dim, data, k - 1, true);
+        let (idx, dist) = knn(
+            data,
+            data,
+            NonZeroUsize::new(k - 1).expect("n_neighbors >= 2"),
+            true,
+        );
         let rs = smooth_knn(&dist, k, true);
         let mut directed = Vec::with_capacity(n * k);
         for i in 0..n {
@@ -373,15 +443,16 @@ impl Umap {
             params,
             a,
             b,
-            dim,
-            train: data.to_vec(),
+            dim: data.dim(),
+            train: data.as_slice().to_vec(),
             embedding,
         })
     }
 
-    /// The embedding of the training rows (`n x n_components`, row-major).
-    pub fn embedding(&self) -> &[f32] {
-        &self.embedding
+    /// The embedding of the training rows (`n x n_components`).
+    pub fn embedding(&self) -> Rows<'_> {
+        Rows::new(&self.embedding, self.params.n_components)
+            .expect("n_components >= 1 and whole rows")
     }
 
     /// The fitted curve parameters `(a, b)`.
@@ -394,30 +465,32 @@ impl Umap {
         self.params.n_components
     }
 
-    /// Embeds new rows (`m x dim`) into the fitted space, leaving the training embedding as it is.
+    /// Embeds new rows into the fitted space, leaving the training embedding as it is:
+    /// `m x n_components` values, row-major.
     ///
     /// # Errors
-    /// [`UmapError::Invalid`] for rows of another dimension or a NaN.
-    pub fn transform(&self, data: &[f32]) -> Result<Vec<f32>, UmapError> {
-        if !data.len().is_multiple_of(self.dim) {
-            return Err(UmapError::Invalid(format!(
-                "{} values do not form rows of {}",
-                data.len(),
-                self.dim
-            )));
+    /// [`UmapError::Dimension`] for rows of another dimension, [`UmapError::Rows`] for a NaN.
+    pub fn transform(&self, data: Rows<'_>) -> Result<Vec<f32>, UmapError> {
+        if data.dim() != self.dim {
+            return Err(UmapError::Dimension {
+                expected: self.dim,
+                got: data.dim(),
+            });
         }
-        if data.iter().any(|v| !v.is_finite()) {
-            return Err(UmapError::Invalid(
-                "the data holds a NaN or infinity".into(),
-            ));
-        }
-        let m = data.len() / self.dim;
+        data.check_finite()?;
+        let m = data.len();
         if m == 0 {
             return Ok(Vec::new());
         }
         let k = self.params.n_neighbors;
         let c = self.params.n_components;
-        let (idx, dist) = knn(&self.train, self.dim, data, k, false);
+        let train = Rows::new(&self.train, self.dim).expect("the fitted rows");
+        let (idx, dist) = knn(
+            train,
+            data,
+            NonZeroUsize::new(k).expect("n_neighbors >= 2"),
+            false,
+        );
         let rs = smooth_knn(&dist, k, false);
         let mut graph = Graph::default();
         let mut out = vec![0f32; m * c];

@@ -5,7 +5,10 @@
 //! min_samples 10, Euclidean); its README gives ARI 0.9915 and AMI 0.9887 of the reference
 //! labelling against `true`.
 
-use attrex::cluster::{HdbscanParams, adjusted_mutual_information, adjusted_rand_index, hdbscan};
+use attrex::Rows;
+use attrex::cluster::{
+    ClusterError, HdbscanParams, adjusted_mutual_information, adjusted_rand_index, hdbscan,
+};
 
 use crate::shared;
 
@@ -33,7 +36,7 @@ fn ari_and_ami_match_the_fixture_readme() {
 #[test]
 fn hdbscan_reproduces_the_reference_clusters() {
     let (x, truth, reference) = blobs();
-    let labels = hdbscan(&x, 8, HdbscanParams::default()).unwrap();
+    let labels = hdbscan(Rows::new(&x, 8).unwrap(), HdbscanParams::default()).unwrap();
     let clusters = labels
         .iter()
         .filter(|&&l| l >= 0)
@@ -49,5 +52,32 @@ fn hdbscan_reproduces_the_reference_clusters() {
     assert!(
         agreement >= 0.98,
         "ARI against the reference labelling {agreement}"
+    );
+}
+
+#[test]
+fn bad_parameters_and_input_are_typed_errors() {
+    let (x, _, _) = blobs();
+    let rows = Rows::new(&x, 8).unwrap();
+    let small = HdbscanParams {
+        min_cluster_size: 1,
+        ..HdbscanParams::default()
+    };
+    assert!(matches!(
+        hdbscan(rows, small),
+        Err(ClusterError::Param {
+            name: "min_cluster_size",
+            ..
+        })
+    ));
+    let mut nan = x.clone();
+    nan[5] = f32::NAN;
+    let err = hdbscan(Rows::new(&nan, 8).unwrap(), HdbscanParams::default()).unwrap_err();
+    assert!(matches!(err, ClusterError::Rows(_)), "{err:?}");
+    let err = hdbscan(Rows::new(&[], 8).unwrap(), HdbscanParams::default()).unwrap_err();
+    assert!(matches!(err, ClusterError::Hdbscan(_)), "{err:?}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the cause is kept"
     );
 }

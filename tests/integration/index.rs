@@ -3,8 +3,9 @@
 
 use std::num::NonZeroUsize;
 
-use attrex::eval::SplitMix64;
-use attrex::{AttributeIndex, IndexError, Search};
+use attrex::{AttributeIndex, FileError, IndexError, Rows, Search};
+
+use crate::rng::SplitMix64;
 
 fn random_rows(rng: &mut SplitMix64, n: usize, dim: usize) -> Vec<f32> {
     (0..n * dim)
@@ -34,9 +35,9 @@ fn naive(data: &[f32], dim: usize, q: &[f32], k: usize) -> Vec<(f32, usize)> {
 }
 
 fn check_against_naive(data: &[f32], dim: usize, queries: &[f32], k: usize, search: Search) {
-    let mut index = AttributeIndex::new(dim).with_search(search);
+    let mut index = AttributeIndex::new(dim).unwrap().with_search(search);
     for (i, row) in data.chunks_exact(dim).enumerate() {
-        index.add(&format!("c{}", i % 3), row).unwrap();
+        index.add(format!("c{}", i % 3), row).unwrap();
     }
     let kk = NonZeroUsize::new(k).unwrap();
     for q in queries.chunks_exact(dim) {
@@ -68,7 +69,7 @@ fn both_engines_agree_with_a_naive_scan_on_random_data() {
     for dim in [1, 2, 3, 8, 12, 13, 64, 257] {
         let data = random_rows(&mut rng, 700, dim);
         let queries = random_rows(&mut rng, 40, dim);
-        for search in [Search::KdTree, Search::Scan] {
+        for search in [Search::Auto, Search::Scan] {
             check_against_naive(&data, dim, &queries, 5, search);
             check_against_naive(&data, dim, &queries[..dim], 1, search);
         }
@@ -94,11 +95,11 @@ fn duplicates_and_zero_vectors_do_not_break_either_engine() {
         let mut queries = vec![0f32; dim];
         queries.extend_from_slice(&one);
         queries.extend(random_rows(&mut rng, 20, dim));
-        for search in [Search::KdTree, Search::Scan] {
+        for search in [Search::Auto, Search::Scan] {
             check_against_naive(&data, dim, &queries, 5, search);
         }
         // Ties among duplicates come out oldest first.
-        let mut index = AttributeIndex::new(dim).with_search(Search::KdTree);
+        let mut index = AttributeIndex::new(dim).unwrap();
         for row in data.chunks_exact(dim) {
             index.add("x", row).unwrap();
         }
@@ -117,12 +118,14 @@ fn batch_classification_equals_one_by_one() {
     let mut rng = SplitMix64::new(3);
     for dim in [6, 96] {
         let data = random_rows(&mut rng, 300, dim);
-        let mut index = AttributeIndex::new(dim);
+        let mut index = AttributeIndex::new(dim).unwrap();
         for (i, row) in data.chunks_exact(dim).enumerate() {
             index.add(["a", "b", "c", "d"][i % 4], row).unwrap();
         }
         let queries = random_rows(&mut rng, 50, dim);
-        let many = index.classify_many(&queries).unwrap();
+        let many = index
+            .classify_many(Rows::new(&queries, dim).unwrap())
+            .unwrap();
         for (q, p) in queries.chunks_exact(dim).zip(&many) {
             assert_eq!(&index.classify(q).unwrap(), p);
         }
@@ -131,7 +134,9 @@ fn batch_classification_equals_one_by_one() {
 
 #[test]
 fn votes_evidence_and_tie_break_by_nearest() {
-    let mut index = AttributeIndex::new(1).with_k(NonZeroUsize::new(4).unwrap());
+    let mut index = AttributeIndex::new(1)
+        .unwrap()
+        .with_k(NonZeroUsize::new(4).unwrap());
     index.add("far", &[10.0]).unwrap();
     index.add("far", &[10.5]).unwrap();
     index.add("near", &[1.0]).unwrap();
@@ -146,13 +151,17 @@ fn votes_evidence_and_tie_break_by_nearest() {
     );
     let d: Vec<f32> = p.neighbours.iter().map(|n| n.distance).collect();
     assert_eq!(d, [1.0, 2.0, 10.0, 10.5]);
-    let with_sklearn_rule = index.clone().with_tie_break(attrex::TieBreak::FirstName);
+    let with_sklearn_rule = index
+        .clone()
+        .with_tie_break(attrex::TieBreak::SmallestLabel);
     assert_eq!(with_sklearn_rule.classify(&[0.0]).unwrap().attribute, "far");
 }
 
 #[test]
 fn attributes_come_and_go_at_run_time() {
-    let mut index = AttributeIndex::new(2).with_k(NonZeroUsize::new(1).unwrap());
+    let mut index = AttributeIndex::new(2)
+        .unwrap()
+        .with_k(NonZeroUsize::new(1).unwrap());
     let red = index.add("red", &[1.0, 0.0]).unwrap();
     index.add("blue", &[0.0, 1.0]).unwrap();
     index.add("blue", &[0.1, 0.9]).unwrap();
@@ -174,7 +183,11 @@ fn attributes_come_and_go_at_run_time() {
 
 #[test]
 fn bad_vectors_are_typed_errors() {
-    let mut index = AttributeIndex::new(3);
+    assert!(matches!(
+        AttributeIndex::new(0),
+        Err(IndexError::ZeroDimension)
+    ));
+    let mut index = AttributeIndex::new(3).unwrap();
     assert!(matches!(
         index.add("x", &[1.0, 2.0]),
         Err(IndexError::Dimension {
@@ -193,7 +206,7 @@ fn bad_vectors_are_typed_errors() {
         Err(IndexError::NotFinite { position: 2 })
     ));
     assert!(matches!(
-        index.classify_many(&[0.0; 4]),
+        index.classify_many(Rows::new(&[0.0; 4], 4).unwrap()),
         Err(IndexError::Dimension { .. })
     ));
     assert!(index.len() == 1, "a refused vector is not stored");
@@ -201,7 +214,9 @@ fn bad_vectors_are_typed_errors() {
 
 fn saved_index(dir: &std::path::Path) -> (AttributeIndex, std::path::PathBuf) {
     let mut rng = SplitMix64::new(11);
-    let mut index = AttributeIndex::new(5).with_k(NonZeroUsize::new(3).unwrap());
+    let mut index = AttributeIndex::new(5)
+        .unwrap()
+        .with_k(NonZeroUsize::new(3).unwrap());
     for (i, row) in random_rows(&mut rng, 60, 5).chunks_exact(5).enumerate() {
         index
             .add(["striped", "polka", "plain"][i % 3], row)
@@ -231,6 +246,28 @@ fn save_and_load_round_trip() {
 }
 
 #[test]
+fn class_number_labels_vote_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = AttributeIndex::<usize>::with_dim(2)
+        .unwrap()
+        .with_k(NonZeroUsize::new(2).unwrap())
+        .with_tie_break(attrex::TieBreak::SmallestLabel);
+    index.add(7usize, &[1.0, 0.0]).unwrap();
+    index.add(3usize, &[-1.0, 0.0]).unwrap();
+    // One vote each at equal distance: the smallest label wins.
+    assert_eq!(index.classify(&[0.0, 0.0]).unwrap().attribute, 3);
+    let path = dir.path().join("classes.idx");
+    index.save(&path).unwrap();
+    let loaded = AttributeIndex::<usize>::load_labels(&path).unwrap();
+    assert_eq!(loaded.attributes(), [7, 3]);
+    // An index of class numbers is not an index of names.
+    assert!(matches!(
+        AttributeIndex::load(&path),
+        Err(IndexError::File(FileError::Corrupt { .. }))
+    ));
+}
+
+#[test]
 fn truncated_index_file_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let (_, path) = saved_index(dir.path());
@@ -241,9 +278,11 @@ fn truncated_index_file_is_a_typed_error() {
         assert!(
             matches!(
                 err,
-                IndexError::Truncated { .. }
-                    | IndexError::Corrupt { .. }
-                    | IndexError::NotAnIndex { .. }
+                IndexError::File(
+                    FileError::Truncated { .. }
+                        | FileError::Corrupt { .. }
+                        | FileError::NotOurs { .. }
+                )
             ),
             "cut at {cut}: {err:?}"
         );
@@ -252,7 +291,7 @@ fn truncated_index_file_is_a_typed_error() {
     std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
     assert!(matches!(
         AttributeIndex::load(&path),
-        Err(IndexError::Truncated { .. })
+        Err(IndexError::File(FileError::Truncated { .. }))
     ));
 }
 
@@ -265,7 +304,10 @@ fn corrupt_index_file_is_a_typed_error() {
     bytes[n - 100] ^= 0x08; // a bit inside the vectors
     std::fs::write(&path, &bytes).unwrap();
     let err = AttributeIndex::load(&path).unwrap_err();
-    assert!(matches!(err, IndexError::Corrupt { .. }), "{err:?}");
+    assert!(
+        matches!(err, IndexError::File(FileError::Corrupt { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -277,21 +319,21 @@ fn wrong_version_and_foreign_files_are_typed_errors() {
     std::fs::write(&path, &bytes).unwrap();
     assert!(matches!(
         AttributeIndex::load(&path),
-        Err(IndexError::Version {
+        Err(IndexError::File(FileError::Version {
             found: 99,
             supported: 1,
             ..
-        })
+        }))
     ));
     std::fs::write(&path, b"PK\x03\x04 some zip file").unwrap();
     assert!(matches!(
         AttributeIndex::load(&path),
-        Err(IndexError::NotAnIndex { .. })
+        Err(IndexError::File(FileError::NotOurs { .. }))
     ));
     let missing = dir.path().join("none.idx");
     assert!(matches!(
         AttributeIndex::load(&missing),
-        Err(IndexError::Io { .. })
+        Err(IndexError::File(FileError::Io { .. }))
     ));
 }
 
@@ -304,6 +346,6 @@ fn failed_save_keeps_the_old_file() {
     let err = index
         .save(dir.path().join("no/such/folder/x.idx"))
         .unwrap_err();
-    assert!(matches!(err, IndexError::Io { .. }));
+    assert!(matches!(err, IndexError::File(FileError::Io { .. })));
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }

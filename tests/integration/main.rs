@@ -12,6 +12,7 @@ mod hardening;
 mod index;
 mod parity;
 mod retriever;
+mod rng;
 mod table1;
 mod torchvision;
 mod umap;

@@ -4,10 +4,14 @@
 //! 275-row catalogue, each item queried against all others; combined = sum of
 //! median-normalised distances).
 
-use std::path::PathBuf;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use attrex::{AttributeIndex, FeatureNorm, Ranking, Retriever, RetrieverConfig, RetrieverError};
+use attrex::{
+    AttributeIndex, By, Facet, FeatureNorm, FileError, Filter, Ranking, Retriever, RetrieverConfig,
+    RetrieverError, Rows,
+};
 
 use crate::{cached_extraction, keras, shared};
 
@@ -34,6 +38,10 @@ fn rows() -> Vec<Row> {
         .collect()
 }
 
+fn k(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap()
+}
+
 fn catalogue(norm: FeatureNorm) -> Retriever {
     let mut r = Retriever::new(
         keras(),
@@ -45,7 +53,7 @@ fn catalogue(norm: FeatureNorm) -> Retriever {
     .unwrap();
     let options = cached_extraction();
     let paths: Vec<PathBuf> = rows().into_iter().map(|r| r.path).collect();
-    assert!(r.ingest_with(&paths, &options).unwrap().is_empty());
+    assert!(r.ingest(&paths, &options).unwrap().skipped.is_empty());
     r
 }
 
@@ -58,7 +66,7 @@ fn precision_at_10(r: &Retriever, ranking: Ranking) -> [f64; 3] {
     let rows = rows();
     let colours: Vec<&str> = rows.iter().map(|r| r.colour.as_str()).collect();
     let patterns: Vec<&str> = rows.iter().map(|r| r.pattern.as_str()).collect();
-    attrex::eval::retrieval_precision(r, &colours, &patterns, ranking, 10).unwrap()
+    attrex::eval::retrieval_precision(r, &colours, &patterns, ranking, k(10)).unwrap()
 }
 
 fn assert_close(name: &str, got: [f64; 3], want: [f64; 3]) {
@@ -106,7 +114,7 @@ fn centred_combination_beats_the_reference_combined_p10_both() {
 fn hits_carry_per_tap_scores_consistent_with_the_ranking() {
     let r = plain();
     for i in [0, 100, 200] {
-        let top = r.query_item(i, Ranking::BOTH, 10, None).unwrap();
+        let top = r.query(By::Item(i)).rank(Ranking::BOTH).top(k(10)).unwrap();
         assert_eq!(top.len(), 10);
         assert!(top.iter().all(|h| h.item != i), "the query is left out");
         assert!(
@@ -114,12 +122,16 @@ fn hits_carry_per_tap_scores_consistent_with_the_ranking() {
             "sorted by score"
         );
     }
-    let [sc, _] = r.scales();
-    for h in r.query_item(3, Ranking::BOTH, 5, None).unwrap() {
+    let [sc, _] = r.scales().unwrap();
+    for h in r.query(By::Item(3)).top(k(5)).unwrap() {
         assert!((h.colour_normalised - h.colour_distance / sc).abs() < 1e-5);
         assert!((h.score - (h.colour_normalised + h.texture_normalised)).abs() < 1e-4);
     }
-    let by_colour = r.query_item(3, Ranking::Colour, 5, None).unwrap();
+    let by_colour = r
+        .query(By::Item(3))
+        .rank(Ranking::Colour)
+        .top(k(5))
+        .unwrap();
     assert!((by_colour[0].score - by_colour[0].colour_distance).abs() < 1e-5);
 }
 
@@ -127,10 +139,10 @@ fn hits_carry_per_tap_scores_consistent_with_the_ranking() {
 fn query_by_image_equals_query_by_item_apart_from_itself() {
     let r = plain();
     let rows = rows();
-    let by_image = r.query_image(&rows[7].path, Ranking::BOTH, 4).unwrap();
+    let by_image = r.query(By::Image(&rows[7].path)).top(k(4)).unwrap();
     assert_eq!(by_image[0].item, 7, "an image finds itself first");
     assert!(by_image[0].score < 1e-3);
-    let by_item = r.query_item(7, Ranking::BOTH, 3, None).unwrap();
+    let by_item = r.query(By::Item(7)).top(k(3)).unwrap();
     let items = |h: &[attrex::Hit]| h.iter().map(|h| h.item).collect::<Vec<_>>();
     assert_eq!(items(&by_image[1..]), items(&by_item));
 }
@@ -141,52 +153,133 @@ fn results_can_be_filtered_by_predicted_attributes() {
     let rows = rows();
     // An index of colours from the catalogue's own labels, on the colour tap's raw vectors.
     let colour_tap = attrex::BlockTap::new(keras(), &[attrex::Block::B2]).unwrap();
-    let mut index = AttributeIndex::new(256);
+    let mut index = AttributeIndex::new(256).unwrap();
     let picks: Vec<&Row> = rows.iter().step_by(3).collect();
     let paths: Vec<&PathBuf> = picks.iter().map(|r| &r.path).collect();
     for (row, f) in picks.iter().zip(colour_tap.extract_paths(&paths).unwrap()) {
         index.add(&row.colour, &f.blocks[0]).unwrap();
     }
-    let allowed = r.filter_by(&index, false, &["red", "pink"]).unwrap();
+    let allowed = r
+        .filter_by(&index, Facet::Colour, &["red", "pink"])
+        .unwrap();
     assert!(allowed.iter().any(|a| *a) && allowed.iter().any(|a| !*a));
-    let predictions = r.predict(&index, false).unwrap();
-    for h in r.query_item(0, Ranking::BOTH, 10, Some(&allowed)).unwrap() {
+    let predictions = r.predict(&index, Facet::Colour).unwrap();
+    let by_mask = r.query(By::Item(0)).filter(&allowed).top(k(10)).unwrap();
+    for h in &by_mask {
         assert!(allowed[h.item]);
         assert!(["red", "pink"].contains(&predictions[h.item].attribute.as_str()));
     }
+    // The same filter by stored attributes, as a database store would run it.
+    let mut tagged = r.clone();
+    let red_or_pink = Filter::attribute(Facet::Colour, ["red", "pink"]);
+    assert!(matches!(
+        tagged
+            .query(By::Item(0))
+            .filter(red_or_pink.clone())
+            .top(k(10)),
+        Err(RetrieverError::NotTagged { facet: "colour" })
+    ));
+    tagged.tag(Facet::Colour, &index).unwrap();
+    let by_attribute = tagged
+        .query(By::Item(0))
+        .filter(red_or_pink)
+        .top(k(10))
+        .unwrap();
+    assert_eq!(by_attribute, by_mask);
 }
 
 #[test]
 fn typed_errors() {
     let empty = Retriever::new(keras(), RetrieverConfig::default()).unwrap();
+    let features = |colour, texture| By::Features { colour, texture };
     assert!(matches!(
-        empty.query_features(&[0.0; 256], &[0.0; 1024], Ranking::BOTH, 5, None, None),
+        empty.query(features(&[0.0; 256], &[0.0; 1024])).top(k(5)),
         Err(RetrieverError::Empty)
     ));
     let r = plain();
     assert!(matches!(
-        r.query_features(&[0.0; 255], &[0.0; 1024], Ranking::BOTH, 5, None, None),
+        r.query(features(&[0.0; 255], &[0.0; 1024])).top(k(5)),
         Err(RetrieverError::Dimension { .. })
     ));
     assert!(matches!(
-        r.query_item(10_000, Ranking::Colour, 5, None),
+        r.query(By::Item(10_000)).rank(Ranking::Colour).top(k(5)),
         Err(RetrieverError::NoSuchItem { .. })
     ));
     assert!(matches!(
-        r.query_item(0, Ranking::Colour, 5, Some(&[true; 3])),
+        r.query(By::Item(0))
+            .rank(Ranking::Colour)
+            .filter(&[true; 3])
+            .top(k(5)),
         Err(RetrieverError::FilterLength { .. })
     ));
-    let missing = std::path::Path::new("/nonexistent/query.jpg");
-    match r.query_image(missing, Ranking::BOTH, 5) {
+    let missing = Path::new("/nonexistent/query.jpg");
+    match r.query(By::Image(missing)).top(k(5)) {
         Err(RetrieverError::Tap(e)) => assert!(e.to_string().contains("/nonexistent/query.jpg")),
         other => panic!("{other:?}"),
     }
-    let wrong_dim = AttributeIndex::new(64);
-    let mut wrong_dim = wrong_dim;
+    let mut wrong_dim = AttributeIndex::new(64).unwrap();
     wrong_dim.add("x", &[0.0; 64]).unwrap();
     assert!(matches!(
-        r.predict(&wrong_dim, false),
+        r.predict(&wrong_dim, Facet::Colour),
         Err(RetrieverError::Index(_))
+    ));
+    let mut nan = vec![0.0; 256];
+    nan[3] = f32::NAN;
+    assert!(matches!(
+        r.query(features(&nan, &[0.0; 1024])).top(k(5)),
+        Err(RetrieverError::NotFinite {
+            facet: "colour",
+            column: 3,
+            ..
+        })
+    ));
+    let no_weight = Ranking::Combined {
+        colour: 0.0,
+        texture: 0.0,
+        fusion: attrex::Fusion::Sum,
+    };
+    assert!(matches!(
+        r.query(By::Item(0)).rank(no_weight).top(k(5)),
+        Err(RetrieverError::Weights { .. })
+    ));
+}
+
+#[test]
+fn items_can_be_removed_and_added_again() {
+    let mut r = plain().clone();
+    let items = r.items().unwrap().into_owned();
+    let gone = [items[0].id, items[5].id];
+    assert_eq!(r.remove(&gone).unwrap(), 2);
+    assert_eq!(r.len().unwrap(), items.len() - 2);
+    assert_eq!(
+        r.items().unwrap()[0].path,
+        items[1].path,
+        "later items move down"
+    );
+    assert!(
+        r.query(By::Item(0))
+            .top(k(10))
+            .unwrap()
+            .iter()
+            .all(|h| !gone.contains(&h.id))
+    );
+    // Vectors added by hand get new ids.
+    let (c, t) = (vec![0.5; 256], vec![0.5; 1024]);
+    let ids = r
+        .extend_vectors(
+            vec![PathBuf::from("new.jpg")],
+            Rows::new(&c, 256).unwrap(),
+            Rows::new(&t, 1024).unwrap(),
+        )
+        .unwrap();
+    assert!(ids[0].0 >= items.len() as u64, "ids are never reused");
+    assert!(matches!(
+        r.extend_vectors(
+            vec![PathBuf::from("bad.jpg")],
+            Rows::new(&c[..255], 255).unwrap(),
+            Rows::new(&t, 1024).unwrap(),
+        ),
+        Err(RetrieverError::Dimension { .. })
     ));
 }
 
@@ -197,11 +290,12 @@ fn catalogue_survives_save_and_load_and_refuses_damage() {
     let r = plain();
     r.save(&path).unwrap();
     let loaded = Retriever::load(&path, keras()).unwrap();
-    assert_eq!(loaded.len(), r.len());
-    assert_eq!(loaded.scales(), r.scales());
+    assert_eq!(loaded.len().unwrap(), r.len().unwrap());
+    assert_eq!(loaded.scales().unwrap(), r.scales().unwrap());
+    assert_eq!(loaded.items().unwrap(), r.items().unwrap());
     assert_eq!(
-        loaded.query_item(5, Ranking::BOTH, 10, None).unwrap(),
-        r.query_item(5, Ranking::BOTH, 10, None).unwrap()
+        loaded.query(By::Item(5)).top(k(10)).unwrap(),
+        r.query(By::Item(5)).top(k(10)).unwrap()
     );
     // Another backbone (random weights) cannot read it.
     let other = Arc::new(attrex::Backbone::random(
@@ -218,7 +312,7 @@ fn catalogue_survives_save_and_load_and_refuses_damage() {
     std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
     let err = Retriever::load(&path, keras()).unwrap_err();
     assert!(
-        matches!(err, RetrieverError::File { ref reason, .. } if reason.starts_with("truncated")),
+        matches!(err, RetrieverError::File(FileError::Truncated { .. })),
         "{err:?}"
     );
     let mut flipped = bytes.clone();
@@ -227,7 +321,7 @@ fn catalogue_survives_save_and_load_and_refuses_damage() {
     std::fs::write(&path, &flipped).unwrap();
     let err = Retriever::load(&path, keras()).unwrap_err();
     assert!(
-        matches!(err, RetrieverError::File { ref reason, .. } if reason.starts_with("corrupt")),
+        matches!(err, RetrieverError::File(FileError::Corrupt { .. })),
         "{err:?}"
     );
     let mut versioned = bytes;
@@ -235,7 +329,10 @@ fn catalogue_survives_save_and_load_and_refuses_damage() {
     std::fs::write(&path, &versioned).unwrap();
     let err = Retriever::load(&path, keras()).unwrap_err();
     assert!(
-        matches!(err, RetrieverError::File { ref reason, .. } if reason.contains("version 9")),
+        matches!(
+            err,
+            RetrieverError::File(FileError::Version { found: 9, .. })
+        ),
         "{err:?}"
     );
 }

@@ -6,11 +6,10 @@
 //! reproduces scikit-learn's, tested below) and scikit-learn's tie rule, so what remains is the
 //! features themselves (JPEG decoder, resize filter).
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use attrex::eval::{cross_validate, stratified_folds};
-use attrex::{BlockTap, Dataset, TieBreak, extract_dataset};
+use attrex::eval::{CvParams, cross_validate, stratified_folds};
+use attrex::{BlockTap, Dataset, extract_dataset};
 
 use crate::{cached_extraction, fixtures, keras, shared};
 
@@ -35,24 +34,17 @@ fn table1(set: &str, reference: [f64; 5]) {
     let dataset = Dataset::open(shared().join("data").join(set)).unwrap();
     let tap = BlockTap::all(Arc::clone(&keras()));
     let options = cached_extraction();
-    let features = extract_dataset(&tap, &dataset, &options).unwrap();
+    let features = extract_dataset(&tap, dataset.paths(), &options).unwrap();
     assert_eq!(
-        features.labels.len(),
+        features.len(),
         dataset.items.len(),
         "no image may be dropped"
     );
-    let k = NonZeroUsize::new(5).unwrap();
-    for ((info, matrix), want) in features.taps.iter().zip(&features.blocks).zip(reference) {
-        let r = cross_validate(
-            matrix,
-            info.dim,
-            &features.labels,
-            k,
-            5,
-            0,
-            TieBreak::FirstName,
-        )
-        .unwrap();
+    let labels = features.select(&dataset.labels());
+    // k = 5, 5 folds, seed 0, scikit-learn's tie rule: the reference's settings.
+    let params = CvParams::default();
+    for ((info, matrix), want) in features.iter().zip(reference) {
+        let r = cross_validate(matrix, &labels, &params).unwrap();
         eprintln!(
             "{set} block={} dim={} accuracy={:.3} reference={want:.3}",
             info.block.number(),

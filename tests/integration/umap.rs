@@ -2,13 +2,13 @@
 //! against umap-learn's figures (`../shared/reference/README.md`, from `ref_umap.py`,
 //! umap-learn 0.5, n_neighbors 15, min_dist 0.1, seed 0).
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use attrex::eval::{SplitMix64, cross_validate, cross_validate_inductive};
-use attrex::reduce::{Umap, UmapParams};
-use attrex::{Block, BlockTap, Dataset, TieBreak, extract_dataset};
+use attrex::eval::{CvParams, Reduced, cross_validate, cross_validate_inductive};
+use attrex::reduce::{Umap, UmapError, UmapParams};
+use attrex::{Block, BlockTap, Dataset, Rows, extract_dataset};
 
+use crate::rng::SplitMix64;
 use crate::{cached_extraction, keras, shared};
 
 /// Four Gaussian blobs in 20-d, 60 points each.
@@ -32,30 +32,27 @@ fn blobs(seed: u64) -> (Vec<f32>, Vec<usize>) {
     (x, y)
 }
 
-fn knn_accuracy_on(embedding: &[f32], dim: usize, y: &[usize]) -> f64 {
-    cross_validate(
-        embedding,
-        dim,
-        y,
-        NonZeroUsize::new(5).unwrap(),
-        5,
-        0,
-        TieBreak::FirstName,
-    )
-    .unwrap()
-    .accuracy
+/// k = 5, 5 folds, seed 0, scikit-learn's tie rule.
+fn knn_accuracy_on(embedding: Rows<'_>, y: &[usize]) -> f64 {
+    cross_validate(embedding, y, &CvParams::default())
+        .unwrap()
+        .accuracy
+}
+
+fn rows(x: &[f32], dim: usize) -> Rows<'_> {
+    Rows::new(x, dim).unwrap()
 }
 
 #[test]
 fn fit_is_deterministic_and_separates_blobs() {
     let (x, y) = blobs(1);
     let p = UmapParams::default();
-    let a = Umap::fit(&x, 20, p).unwrap();
-    let b = Umap::fit(&x, 20, p).unwrap();
+    let a = Umap::fit(rows(&x, 20), p).unwrap();
+    let b = Umap::fit(rows(&x, 20), p).unwrap();
     assert_eq!(a.embedding(), b.embedding(), "same seed, same embedding");
-    assert_eq!(a.embedding().len(), 240 * 2);
-    assert!(knn_accuracy_on(a.embedding(), 2, &y) > 0.97);
-    let c = Umap::fit(&x, 20, UmapParams { seed: 7, ..p }).unwrap();
+    assert_eq!(a.embedding().as_slice().len(), 240 * 2);
+    assert!(knn_accuracy_on(a.embedding(), &y) > 0.97);
+    let c = Umap::fit(rows(&x, 20), UmapParams { seed: 7, ..p }).unwrap();
     assert_ne!(a.embedding(), c.embedding(), "another seed, another layout");
 }
 
@@ -63,25 +60,24 @@ fn fit_is_deterministic_and_separates_blobs() {
 fn transform_places_new_points_with_their_blob() {
     let (x, y) = blobs(2);
     let (train, test): (Vec<usize>, Vec<usize>) = (0..240).partition(|i| i % 4 != 0);
-    let rows = |ix: &[usize]| {
+    let pick = |ix: &[usize]| {
         ix.iter()
             .flat_map(|&i| x[i * 20..(i + 1) * 20].to_vec())
             .collect::<Vec<f32>>()
     };
     let umap = Umap::fit(
-        &rows(&train),
-        20,
+        rows(&pick(&train), 20),
         UmapParams {
             n_components: 3,
             ..UmapParams::default()
         },
     )
     .unwrap();
-    let placed = umap.transform(&rows(&test)).unwrap();
+    let placed = umap.transform(rows(&pick(&test), 20)).unwrap();
     assert_eq!(placed.len(), test.len() * 3);
-    let mut index = attrex::AttributeIndex::new(3);
-    for (row, &i) in umap.embedding().chunks_exact(3).zip(&train) {
-        index.add(&y[i].to_string(), row).unwrap();
+    let mut index = attrex::AttributeIndex::new(3).unwrap();
+    for (row, &i) in umap.embedding().iter().zip(&train) {
+        index.add(y[i].to_string(), row).unwrap();
     }
     let correct = placed
         .chunks_exact(3)
@@ -93,8 +89,8 @@ fn transform_places_new_points_with_their_blob() {
         "{correct}/{}",
         test.len()
     );
-    assert!(umap.transform(&[f32::NAN; 20]).is_err());
-    assert!(umap.transform(&[0.0; 19]).is_err());
+    assert!(umap.transform(rows(&[f32::NAN; 20], 20)).is_err());
+    assert!(umap.transform(rows(&[0.0; 19], 19)).is_err());
 }
 
 #[test]
@@ -111,10 +107,11 @@ fn supervision_pulls_classes_apart() {
         y.push(c);
     }
     let p = UmapParams::default();
-    let plain = knn_accuracy_on(Umap::fit(&x, 10, p).unwrap().embedding(), 2, &y);
+    let plain = knn_accuracy_on(Umap::fit(rows(&x, 10), p).unwrap().embedding(), &y);
     let supervised = knn_accuracy_on(
-        Umap::fit_supervised(&x, 10, &y, p).unwrap().embedding(),
-        2,
+        Umap::fit_supervised(rows(&x, 10), &y, p)
+            .unwrap()
+            .embedding(),
         &y,
     );
     eprintln!("kNN accuracy on the embedding: unsupervised {plain:.3}, supervised {supervised:.3}");
@@ -123,18 +120,71 @@ fn supervision_pulls_classes_apart() {
 
 #[test]
 fn bad_input_is_a_typed_error() {
+    assert!(Rows::new(&[0.0; 10], 3).is_err(), "not rows of 3");
     assert!(
-        Umap::fit(&[0.0; 10], 3, UmapParams::default()).is_err(),
-        "not rows of 3"
-    );
-    assert!(
-        Umap::fit(&[0.0; 30], 3, UmapParams::default()).is_err(),
+        Umap::fit(rows(&[0.0; 30], 3), UmapParams::default()).is_err(),
         "10 points, 15 neighbours"
     );
     let (mut x, _) = blobs(3);
     x[17] = f32::NAN;
-    assert!(Umap::fit(&x, 20, UmapParams::default()).is_err());
-    assert!(Umap::fit_supervised(&x, 20, &[0; 3], UmapParams::default()).is_err());
+    assert!(Umap::fit(rows(&x, 20), UmapParams::default()).is_err());
+    assert!(Umap::fit_supervised(rows(&x, 20), &[0; 3], UmapParams::default()).is_err());
+}
+
+#[test]
+fn every_parameter_is_checked() {
+    let ok = UmapParams::default();
+    assert!(ok.check().is_ok());
+    for (bad, name) in [
+        (
+            UmapParams {
+                n_neighbors: 1,
+                ..ok
+            },
+            "n_neighbors",
+        ),
+        (
+            UmapParams {
+                n_components: 0,
+                ..ok
+            },
+            "n_components",
+        ),
+        (UmapParams { spread: 0.0, ..ok }, "spread"),
+        (
+            UmapParams {
+                min_dist: 2.0,
+                ..ok
+            },
+            "min_dist",
+        ),
+        (
+            UmapParams {
+                min_dist: f32::NAN,
+                ..ok
+            },
+            "min_dist",
+        ),
+        (
+            UmapParams {
+                learning_rate: -1.0,
+                ..ok
+            },
+            "learning_rate",
+        ),
+        (
+            UmapParams {
+                target_weight: 1.5,
+                ..ok
+            },
+            "target_weight",
+        ),
+    ] {
+        match bad.check() {
+            Err(UmapError::Param { name: n, .. }) => assert_eq!(n, name),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
 }
 
 /// Table 2 at 8 dimensions under both protocols, within 0.03 of umap-learn or better.
@@ -142,30 +192,31 @@ fn table2(set: &str, block: Block, all_ref: f64, inductive_ref: f64) {
     let dataset = Dataset::open(shared().join("data").join(set)).unwrap();
     let tap = BlockTap::new(Arc::clone(&keras()), &[block]).unwrap();
     let options = cached_extraction();
-    let f = extract_dataset(&tap, &dataset, &options).unwrap();
-    let (x, dim) = f.block(block).unwrap();
-    let k = NonZeroUsize::new(5).unwrap();
+    let f = extract_dataset(&tap, dataset.paths(), &options).unwrap();
+    let labels = f.select(&dataset.labels());
+    let x = f.block(block).unwrap();
+    // k = 5, 5 folds, seed 0, scikit-learn's tie rule.
+    let cv = CvParams::default();
     let params = UmapParams {
         n_components: 8,
         ..UmapParams::default()
     };
     let start = std::time::Instant::now();
-    let umap = Umap::fit(x, dim, params).unwrap();
+    let umap = Umap::fit(x, params).unwrap();
     let fit = start.elapsed();
-    let all = cross_validate(umap.embedding(), 8, &f.labels, k, 5, 0, TieBreak::FirstName)
+    let all = cross_validate(umap.embedding(), &labels, &cv)
         .unwrap()
         .accuracy;
-    let inductive =
-        cross_validate_inductive(x, dim, &f.labels, k, 5, 0, TieBreak::FirstName, |tr, te| {
-            let u = Umap::fit(tr, dim, params).map_err(|e| e.to_string())?;
-            Ok((
-                u.embedding().to_vec(),
-                u.transform(te).map_err(|e| e.to_string())?,
-                8,
-            ))
+    let inductive = cross_validate_inductive(x, &labels, &cv, |tr, te| {
+        let u = Umap::fit(tr, params)?;
+        Ok(Reduced {
+            train: u.embedding().as_slice().to_vec(),
+            test: u.transform(te)?,
+            dim: 8,
         })
-        .unwrap()
-        .accuracy;
+    })
+    .unwrap()
+    .accuracy;
     eprintln!(
         "{set} {block} 8-d: all {all:.3} (umap-learn {all_ref}), inductive {inductive:.3} (umap-learn {inductive_ref}); fit {fit:.2?}"
     );

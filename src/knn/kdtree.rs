@@ -7,18 +7,36 @@
 //! come out in the same order as the scan's: by distance, then by row.
 
 use std::collections::HashMap;
-use std::num::NonZero;
+use std::num::{NonZero, NonZeroUsize};
 
 use kiddo::ImmutableKdTree;
 use kiddo::dist::SquaredEuclidean;
 
-/// The highest dimension the k-d tree engine serves under [`Search::Auto`](super::Search::Auto);
-/// above it the blocked scan is as fast or faster (see `benches/index.rs`).
+use super::Rows;
+
+/// The highest dimension a [`KdTree`] is built for; above it the blocked scan is as fast or
+/// faster (see `benches/index.rs`), because a k-d tree prunes almost nothing there.
 pub const KDTREE_MAX_DIM: usize = 12;
 
-/// A k-d tree over distinct points of one fixed dimension, and the rows behind each point.
+/// An exact k-d tree ([kiddo]'s `ImmutableKdTree`) over rows of 1 to [`KDTREE_MAX_DIM`]
+/// dimensions, with the same answers, in the same order, as [`nearest`](super::nearest).
+///
+/// Built once over a fixed set of rows; a change of the rows needs a new tree.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use attrex::knn::{KdTree, Rows};
+///
+/// let data = [0.0, 0.0, 5.0, 5.0, 0.0, 0.0];
+/// let tree = KdTree::build(Rows::new(&data, 2)?).expect("2-d is served");
+/// // Rows 0 and 2 are the same point: ties come out by row.
+/// assert_eq!(tree.nearest(&[0.5, 0.0], NonZeroUsize::new(2).unwrap()), [(0.25, 0), (0.25, 2)]);
+/// # Ok::<(), attrex::knn::RowsError>(())
+/// ```
+///
+/// [kiddo]: https://docs.rs/kiddo
 #[derive(Debug)]
-pub(crate) struct Tree {
+pub struct KdTree {
     inner: Inner,
     /// `groups[i]`: the rows holding distinct point `i`, ascending.
     groups: Vec<Vec<usize>>,
@@ -32,7 +50,7 @@ macro_rules! inner {
         impl Inner {
             fn build(points: &[f32], dim: usize) -> Option<Self> {
                 match dim {
-                    $($k => Some(Inner::$v(build::<$k>(points))),)*
+                    $($k => build::<$k>(points).map(Inner::$v),)*
                     _ => None,
                 }
             }
@@ -51,12 +69,13 @@ macro_rules! inner {
 inner!(1 => D1, 2 => D2, 3 => D3, 4 => D4, 5 => D5, 6 => D6, 7 => D7, 8 => D8, 9 => D9, 10 => D10,
        11 => D11, 12 => D12);
 
-fn build<const K: usize>(points: &[f32]) -> ImmutableKdTree<f32, K> {
+/// kiddo's tree, or `None` past its 2^32 points.
+fn build<const K: usize>(points: &[f32]) -> Option<ImmutableKdTree<f32, K>> {
     let pts: Vec<[f32; K]> = points
         .chunks_exact(K)
         .map(|c| c.try_into().expect("chunks of K"))
         .collect();
-    ImmutableKdTree::new_from_slice(&pts).expect("an index holds fewer than 2^32 distinct points")
+    ImmutableKdTree::new_from_slice(&pts).ok()
 }
 
 /// The `n` nearest distinct points, then every further one at the same distance as the `n`-th,
@@ -87,17 +106,18 @@ fn query<const K: usize>(tree: &ImmutableKdTree<f32, K>, q: &[f32], n: usize) ->
     out
 }
 
-impl Tree {
-    /// A tree over the rows of `data` (`n x dim`), or `None` when `dim` is outside
-    /// 1..=[`KDTREE_MAX_DIM`].
-    pub fn build(data: &[f32], dim: usize) -> Option<Self> {
-        if dim == 0 || dim > KDTREE_MAX_DIM {
+impl KdTree {
+    /// A tree over `data`, or `None` when its dimension is above [`KDTREE_MAX_DIM`] or it holds
+    /// 2^32 distinct points or more (kiddo's limit).
+    pub fn build(data: Rows<'_>) -> Option<Self> {
+        let dim = data.dim();
+        if dim > KDTREE_MAX_DIM {
             return None;
         }
         let mut seen: HashMap<Vec<u32>, usize> = HashMap::new();
         let mut points = Vec::new();
         let mut groups: Vec<Vec<usize>> = Vec::new();
-        for (row, v) in data.chunks_exact(dim).enumerate() {
+        for (row, v) in data.iter().enumerate() {
             // +0.0 turns -0.0 into 0.0, which are the same point.
             let key: Vec<u32> = v.iter().map(|x| (x + 0.0).to_bits()).collect();
             let next = groups.len();
@@ -115,7 +135,11 @@ impl Tree {
     }
 
     /// The `k` nearest rows: `(squared distance, row)`, nearest first, ties by row.
-    pub fn nearest(&self, query: &[f32], k: usize) -> Vec<(f32, usize)> {
+    ///
+    /// # Panics
+    /// When `query` does not have the tree's dimension (a bug of the caller).
+    pub fn nearest(&self, query: &[f32], k: NonZeroUsize) -> Vec<(f32, usize)> {
+        let k = k.get();
         let mut rows: Vec<(f32, usize)> = self
             .inner
             .nearest(query, k)

@@ -5,11 +5,19 @@
 //! adds and multiplies; batches of queries are scanned block by block (a block of reference
 //! rows stays in cache while every query of the batch passes over it) and in parallel.
 
+use std::num::NonZeroUsize;
+
 use rayon::prelude::*;
 
-/// Squared Euclidean distance with eight accumulators.
+use super::Rows;
+
+/// Squared Euclidean distance with eight accumulators (a fixed order of additions: the same
+/// inputs give the same bits on every run).
+///
+/// # Panics
+/// In debug builds, when the lengths differ; release builds compare the common prefix.
 #[inline]
-pub(crate) fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
+pub fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -28,23 +36,39 @@ pub(crate) fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
-/// The `k` best (smallest distance, then smallest row) seen so far, kept sorted.
+/// The `k` best `(distance, row)` pairs offered so far (smallest distance, then smallest row),
+/// kept sorted.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use attrex::knn::TopK;
+///
+/// let mut top = TopK::new(NonZeroUsize::new(2).unwrap());
+/// for (d, row) in [(3.0, 0), (1.0, 1), (1.0, 2), (0.5, 3)] {
+///     top.offer(d, row);
+/// }
+/// assert_eq!(top.into_sorted(), [(0.5, 3), (1.0, 1)]);
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct TopK {
+pub struct TopK {
     k: usize,
     best: Vec<(f32, usize)>,
 }
 
 impl TopK {
-    pub fn new(k: usize) -> Self {
+    /// An empty list that keeps the `k` best.
+    pub fn new(k: NonZeroUsize) -> Self {
+        let k = k.get();
         Self {
             k,
-            best: Vec::with_capacity(k + 1),
+            best: Vec::with_capacity(k.saturating_add(1).min(4096)),
         }
     }
 
+    /// The distance a new entry must not exceed to enter: the `k`-th best so far, or infinity
+    /// while fewer than `k` are held.
     #[inline]
-    fn worst(&self) -> f32 {
+    pub fn worst(&self) -> f32 {
         if self.best.len() < self.k {
             f32::INFINITY
         } else {
@@ -52,6 +76,7 @@ impl TopK {
         }
     }
 
+    /// Offers `row` at distance `dist`; it stays if it is among the `k` best.
     #[inline]
     pub fn offer(&mut self, dist: f32, row: usize) {
         if self.best.len() == self.k && !less(dist, row, self.best[self.k - 1]) {
@@ -62,7 +87,7 @@ impl TopK {
         self.best.truncate(self.k);
     }
 
-    /// `(squared distance, row)`, nearest first.
+    /// The `(distance, row)` pairs kept, best first.
     pub fn into_sorted(self) -> Vec<(f32, usize)> {
         self.best
     }
@@ -75,14 +100,18 @@ fn less(d: f32, row: usize, other: (f32, usize)) -> bool {
 
 /// Rows per block of the batched scan: about 256 KiB of reference data.
 fn block_rows(dim: usize) -> usize {
-    (65_536 / dim.max(1)).clamp(16, 4096)
+    (65_536 / dim).clamp(16, 4096)
 }
 
-/// The `k` nearest rows of `data` (`n x dim`, row-major) to `query`: `(squared distance, row)`,
-/// nearest first, ties by row.
-pub(crate) fn nearest(data: &[f32], dim: usize, query: &[f32], k: usize) -> Vec<(f32, usize)> {
+/// The `k` nearest rows of `data` to `query`: `(squared distance, row)`, nearest first, ties by
+/// row. Fewer when `data` holds fewer.
+///
+/// `query` should have `data.dim()` values; a shorter or longer one is compared on the common
+/// prefix (and is a bug of the caller).
+pub fn nearest(data: Rows<'_>, query: &[f32], k: NonZeroUsize) -> Vec<(f32, usize)> {
+    debug_assert_eq!(query.len(), data.dim());
     let mut top = TopK::new(k);
-    for (row, x) in data.chunks_exact(dim).enumerate() {
+    for (row, x) in data.iter().enumerate() {
         let d = squared_l2(query, x);
         if d <= top.worst() {
             top.offer(d, row);
@@ -91,15 +120,16 @@ pub(crate) fn nearest(data: &[f32], dim: usize, query: &[f32], k: usize) -> Vec<
     top.into_sorted()
 }
 
-/// [`nearest`] for every query of `queries` (`m x dim`), scanning the references block by
-/// block for cache reuse, with query batches in parallel.
-pub(crate) fn nearest_batch(
-    data: &[f32],
-    dim: usize,
-    queries: &[f32],
-    k: usize,
-) -> Vec<Vec<(f32, usize)>> {
+/// [`nearest`] for every row of `queries`, scanning the references block by block for cache
+/// reuse, with query batches in parallel. The same answers as [`nearest`], bit for bit.
+///
+/// # Panics
+/// When the two dimensions differ (a bug of the caller).
+pub fn nearest_batch(data: Rows<'_>, queries: Rows<'_>, k: NonZeroUsize) -> Vec<Vec<(f32, usize)>> {
     const QUERIES_PER_TASK: usize = 16;
+    assert_eq!(data.dim(), queries.dim(), "queries of another dimension");
+    let dim = data.dim();
+    let (data, queries) = (data.as_slice(), queries.as_slice());
     let rows = block_rows(dim);
     queries
         .par_chunks(QUERIES_PER_TASK * dim)
@@ -140,7 +170,7 @@ mod tests {
 
     #[test]
     fn top_k_keeps_the_smallest_with_ties_by_row() {
-        let mut t = TopK::new(3);
+        let mut t = TopK::new(NonZeroUsize::new(3).unwrap());
         for (d, r) in [(5.0, 0), (1.0, 1), (3.0, 2), (1.0, 3), (0.5, 4), (3.0, 5)] {
             t.offer(d, r);
         }

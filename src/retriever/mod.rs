@@ -1,0 +1,329 @@
+//! [`Retriever`]: rank a catalogue by colour, texture, or both (the paper's Figure 6).
+//!
+//! Each catalogue item is stored as two pooled vectors: a colour tap (block 2 by default) and a
+//! texture tap (block 4 by default), computed in one forward pass. A query ranks the items by
+//! Euclidean distance in one tap, or by a weighted combination of both ([`Ranking`]).
+//!
+//! - `catalogue`: where items live ([`CatalogueStore`]), `memory`: in memory ([`MemoryStore`]);
+//! - `rank`: [`Ranking`], [`Fusion`], the score and the scale estimate;
+//! - `query`: the builder ([`By`], [`Filter`], [`Query`]) and what every query does the same
+//!   for every store (checks, query vectors, hits);
+//! - `tags`: attributes predicted per item, as masks or stored for filters;
+//! - `persist`: the catalogue file of a [`MemoryStore`].
+//!
+//! This file holds the retriever itself: its tap, what it was made with, its store, and
+//! ingestion.
+
+mod catalogue;
+mod memory;
+mod norm;
+mod persist;
+mod query;
+mod rank;
+mod tags;
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ImageError, RetrieverError, TapError};
+use crate::extract::{ExtractOptions, extract_dataset};
+use crate::knn::Rows;
+use crate::backbone::Backbone;
+use crate::tap::{Block, BlockTap};
+
+pub use catalogue::{CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored};
+pub use memory::MemoryStore;
+pub use norm::FeatureNorm;
+pub use persist::CATALOGUE_VERSION;
+pub use query::{By, Facet, Filter, Query};
+pub use rank::{Fusion, Ranking};
+
+/// Which taps a [`Retriever`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrieverConfig {
+    /// The colour tap (default block 2).
+    pub colour: Block,
+    /// The texture tap (default block 4).
+    pub texture: Block,
+    /// Transform of the vectors (default none).
+    pub norm: FeatureNorm,
+}
+
+impl Default for RetrieverConfig {
+    fn default() -> Self {
+        Self {
+            colour: Block::B2,
+            texture: Block::B4,
+            norm: FeatureNorm::None,
+        }
+    }
+}
+
+/// One result of a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    /// Position in the catalogue.
+    pub item: usize,
+    /// The item's stable id.
+    pub id: ItemId,
+    /// The item's image.
+    pub path: PathBuf,
+    /// The ranking score (lower is closer).
+    pub score: f32,
+    /// Euclidean distance in the colour tap.
+    pub colour_distance: f32,
+    /// Euclidean distance in the texture tap.
+    pub texture_distance: f32,
+    /// `colour_distance / colour scale`.
+    pub colour_normalised: f32,
+    /// `texture_distance / texture scale`.
+    pub texture_normalised: f32,
+}
+
+/// What an ingestion added and left out.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Ingested {
+    /// The ids of the new items, in input order.
+    pub ids: Vec<ItemId>,
+    /// The images left out because they could not be read
+    /// ([`OnUnreadable::Skip`](crate::OnUnreadable::Skip)).
+    pub skipped: Vec<ImageError>,
+}
+
+/// What a catalogue was made with: checked when it is loaded onto a backbone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Origin {
+    config: RetrieverConfig,
+    weights_id: String,
+    preprocessing: String,
+    dims: [usize; 2],
+}
+
+impl Origin {
+    fn describe(&self) -> String {
+        format!(
+            "weights {} / {} / dims {:?}",
+            self.weights_id, self.preprocessing, self.dims
+        )
+    }
+}
+
+/// A catalogue of items with their colour and texture vectors, the tap that made them, and a
+/// store that keeps them ([`MemoryStore`] unless another is given).
+///
+/// ```no_run
+/// use std::num::NonZeroUsize;
+/// use std::path::Path;
+/// use std::sync::Arc;
+/// use attrex::{Backbone, By, ExtractOptions, Ranking, Retriever, RetrieverConfig};
+///
+/// let backbone = Arc::new(Backbone::load(None, &attrex::default_device()?)?);
+/// let mut shop = Retriever::new(backbone, RetrieverConfig::default())?;
+/// shop.ingest(["cat/a.jpg", "cat/b.jpg", "cat/c.jpg"], &ExtractOptions::default())?;
+/// let top2 = NonZeroUsize::new(2).unwrap();
+/// for hit in shop.query(By::Image(Path::new("query.jpg"))).rank(Ranking::BOTH).top(top2)? {
+///     println!("{} colour {:.2} texture {:.2}", hit.path.display(), hit.colour_normalised, hit.texture_normalised);
+/// }
+/// shop.save("catalogue.atx")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Retriever<S = MemoryStore> {
+    tap: BlockTap,
+    origin: Origin,
+    store: S,
+}
+
+impl Retriever<MemoryStore> {
+    /// An empty in-memory catalogue over `backbone` with the taps of `config`.
+    ///
+    /// # Errors
+    /// [`RetrieverError::Tap`] if the tap cannot be made.
+    pub fn new(backbone: Arc<Backbone>, config: RetrieverConfig) -> Result<Self, RetrieverError> {
+        let (tap, origin) = Self::tap_and_origin(backbone, config)?;
+        let store = MemoryStore::new(origin.dims, config.norm)?;
+        Ok(Self { tap, origin, store })
+    }
+}
+
+impl<S: CatalogueStore> Retriever<S> {
+    fn tap_and_origin(
+        backbone: Arc<Backbone>,
+        config: RetrieverConfig,
+    ) -> Result<(BlockTap, Origin), RetrieverError> {
+        let tap = BlockTap::new(backbone, &[config.colour, config.texture])?;
+        let dim = |b: Block| {
+            let taps = tap.taps();
+            taps.iter().find(|t| t.block == b).expect("tapped").dim
+        };
+        let origin = Origin {
+            config,
+            weights_id: tap.backbone().weights_id().to_owned(),
+            preprocessing: tap.backbone().preprocessing().name().to_owned(),
+            dims: [dim(config.colour), dim(config.texture)],
+        };
+        Ok((tap, origin))
+    }
+
+    /// A catalogue over `backbone` with the taps of `config`, kept in `store`.
+    ///
+    /// # Errors
+    /// [`RetrieverError::Tap`] if the tap cannot be made; [`RetrieverError::TapMismatch`] when
+    /// the store holds vectors of other dimensions or another transform.
+    pub fn with_store(
+        backbone: Arc<Backbone>,
+        config: RetrieverConfig,
+        store: S,
+    ) -> Result<Self, RetrieverError> {
+        let (tap, origin) = Self::tap_and_origin(backbone, config)?;
+        let (dims, norm) = (store.dims()?, store.norm()?);
+        if dims != origin.dims || norm != config.norm {
+            return Err(RetrieverError::TapMismatch {
+                catalogue: format!("dims {dims:?} / {norm:?}"),
+                backbone: format!("dims {:?} / {:?}", origin.dims, config.norm),
+            });
+        }
+        Ok(Self { tap, origin, store })
+    }
+
+    /// The number of items.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub fn len(&self) -> Result<usize, RetrieverError> {
+        self.store.len()
+    }
+
+    /// Whether the catalogue is empty.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub fn is_empty(&self) -> Result<bool, RetrieverError> {
+        self.store.is_empty()
+    }
+
+    /// The items' records (id, path, content hash), in catalogue order.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub fn items(&self) -> Result<Cow<'_, [ItemRecord]>, RetrieverError> {
+        self.store.items()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> RetrieverConfig {
+        self.origin.config
+    }
+
+    /// The per-tap scales `[colour, texture]` (median pairwise distances).
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub fn scales(&self) -> Result<[f32; 2], RetrieverError> {
+        self.store.scales()
+    }
+
+    /// The tap that computes both vectors.
+    pub fn tap(&self) -> &BlockTap {
+        &self.tap
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Adds the images at `paths` (decoded in parallel, features cached and progress reported
+    /// as `options` say). An image that cannot be read is an error under
+    /// [`OnUnreadable::Fail`](crate::OnUnreadable::Fail) (nothing is added) and skipped
+    /// otherwise.
+    ///
+    /// # Errors
+    /// [`RetrieverError::Tap`] naming the unreadable file; the store's errors.
+    pub fn ingest(
+        &mut self,
+        paths: impl IntoIterator<Item = impl AsRef<Path>>,
+        options: &ExtractOptions,
+    ) -> Result<Ingested, RetrieverError> {
+        let f = extract_dataset(&self.tap, paths, options)?;
+        let rows = |b: Block| f.block(b).expect("tapped");
+        let (colour, texture) = (
+            rows(self.origin.config.colour),
+            rows(self.origin.config.texture),
+        );
+        let items = f
+            .paths
+            .iter()
+            .cloned()
+            .zip(&f.sha256)
+            .map(|(path, sha)| NewItem {
+                path,
+                sha256: Some(*sha),
+            })
+            .collect();
+        let ids = self.store.append(items, colour, texture)?;
+        Ok(Ingested {
+            ids,
+            skipped: f.skipped,
+        })
+    }
+
+    /// The colour and texture vectors among a tap's `blocks`.
+    fn split<'a>(&self, blocks: &'a [Vec<f32>]) -> (&'a [f32], &'a [f32]) {
+        let taps = self.tap.taps();
+        let pos = |b: Block| taps.iter().position(|t| t.block == b).expect("tapped");
+        (
+            &blocks[pos(self.origin.config.colour)],
+            &blocks[pos(self.origin.config.texture)],
+        )
+    }
+
+    /// Adds items whose vectors are already computed, raw (as the tap gives them): row `i` of
+    /// `colour` and `texture` for `paths[i]`.
+    ///
+    /// # Errors
+    /// [`RetrieverError::Dimension`] or [`RetrieverError::RowCount`] when the rows do not fit;
+    /// [`RetrieverError::NotFinite`] for a NaN or infinity. Nothing is added then.
+    pub fn extend_vectors(
+        &mut self,
+        paths: Vec<PathBuf>,
+        colour: Rows<'_>,
+        texture: Rows<'_>,
+    ) -> Result<Vec<ItemId>, RetrieverError> {
+        let items = paths
+            .into_iter()
+            .map(|path| NewItem { path, sha256: None })
+            .collect();
+        self.store.append(items, colour, texture)
+    }
+
+    /// Removes the items with these ids; later items move down. Returns how many were
+    /// removed.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub fn remove(&mut self, ids: &[ItemId]) -> Result<usize, RetrieverError> {
+        self.store.remove(ids)
+    }
+
+    /// Starts a query: `shop.query(By::Item(3)).rank(Ranking::Colour).top(k)`.
+    pub fn query<'a>(&self, by: By<'a>) -> Query<'_, 'a, S> {
+        Query {
+            retriever: self,
+            by,
+            ranking: Ranking::BOTH,
+            filters: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+impl From<TapError> for RetrieverError {
+    fn from(e: TapError) -> Self {
+        RetrieverError::Tap(Box::new(e))
+    }
+}
