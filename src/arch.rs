@@ -53,6 +53,64 @@ pub struct ResNetConfig {
     pub bn_epsilon: f64,
 }
 
+/// One of the five blocks of a ResNet-50 that can be tapped.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Block {
+    /// The stem: conv 7x7/2, BN, ReLU, before max-pool (64-d).
+    B1 = 1,
+    /// The output of stage 1 (`layer1`, `conv2_x`; 256-d): colour.
+    B2 = 2,
+    /// The output of stage 2 (`layer2`, `conv3_x`; 512-d).
+    B3 = 3,
+    /// The output of stage 3 (`layer3`, `conv4_x`; 1024-d): texture.
+    B4 = 4,
+    /// The output of stage 4 (`layer4`, `conv5_x`; 2048-d).
+    B5 = 5,
+}
+
+impl Block {
+    /// All five blocks in order.
+    pub const ALL: [Block; 5] = [Block::B1, Block::B2, Block::B3, Block::B4, Block::B5];
+
+    /// The block numbered `n` (1..=5).
+    ///
+    /// # Errors
+    /// [`NoSuchBlock`] outside 1..=5.
+    pub fn new(n: u8) -> Result<Self, NoSuchBlock> {
+        Self::ALL
+            .get(usize::from(n).wrapping_sub(1))
+            .copied()
+            .ok_or(NoSuchBlock(n))
+    }
+
+    /// The block's number, 1..=5.
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// The block's name, `block1`..`block5`.
+    pub fn name(self) -> String {
+        format!("block{}", self.number())
+    }
+
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.number()) - 1
+    }
+}
+
+impl std::fmt::Display for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "block{}", self.number())
+    }
+}
+
+/// A block number outside 1..=5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("block {0} does not exist: ResNet-50 has blocks 1 to 5")]
+pub struct NoSuchBlock(pub u8);
+
 /// One convolution of the network, named as torchvision names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConvSpec {
@@ -171,6 +229,18 @@ impl ResNetConfig {
         [self.stem_width, w[0], w[1], w[2], w[3]]
     }
 
+    /// The side of block `block`'s feature map for a square input of side `input`: the stem
+    /// halves it (7x7/2, padding 3), the max-pool halves it again (3x3/2, padding 1), and each
+    /// stage after the first halves it once more (224: 112, 56, 28, 14, 7).
+    pub fn map_side(&self, block: Block, input: usize) -> usize {
+        let half = |s: usize| (s + 1) / 2;
+        let stem = (input + 2 * 3 - 7) / 2 + 1;
+        match block {
+            Block::B1 => stem,
+            b => (2..b.number()).fold(half(stem), |s, _| half(s)),
+        }
+    }
+
     /// The network laid out: the stem (7x7/2, padding 3), then per stage its bottlenecks,
     /// the first of each stage with a projection shortcut and, past stage 1, a stride of 2
     /// on `conv1` (v1) or `conv2` (v1.5) and on the shortcut.
@@ -246,6 +316,14 @@ mod tests {
             side = out(&b.conv2, out(&b.conv1, side));
         }
         assert_eq!(side, 7);
+    }
+
+    #[test]
+    fn map_sides_follow_the_strides() {
+        let c = ResNetConfig::keras_resnet50();
+        let sides: Vec<usize> = Block::ALL.iter().map(|&b| c.map_side(b, 224)).collect();
+        assert_eq!(sides, [112, 56, 28, 14, 7]);
+        assert_eq!(c.map_side(Block::B2, 67), 17);
     }
 
     #[test]

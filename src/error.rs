@@ -247,9 +247,6 @@ pub enum TapError {
     /// A tap must name at least one block.
     #[error("a BlockTap needs at least one block")]
     NoBlocks,
-    /// A block number outside 1..=5.
-    #[error("block {0} does not exist: ResNet-50 has blocks 1 to 5")]
-    NoSuchBlock(u8),
     /// The input tensor has the wrong shape.
     #[error(
         "input tensor has shape {got:?}, expected [batch, 3, height, width] with batch >= 1 and sides >= {min_side}"
@@ -263,6 +260,12 @@ pub enum TapError {
     /// An empty batch of images.
     #[error("the batch holds no images")]
     EmptyBatch,
+    /// A recipe that reads the image's pixels was asked of a preprocessed tensor.
+    #[error("recipe {recipe} reads the image's pixels: give images, not a preprocessed tensor")]
+    NeedsPixels {
+        /// The recipe's name.
+        recipe: String,
+    },
     /// The input tensor holds a NaN or an infinity: refused by both engines alike.
     #[error("the input tensor holds a NaN or infinite value")]
     NotFinite,

@@ -15,10 +15,12 @@ use image::DynamicImage;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::arch::Block;
 use crate::error::{FileError, ImageError, TapError};
 use crate::knn::Rows;
 use crate::preprocess::{DecodeLimits, decode_image};
-use crate::tap::{Block, BlockTap, Features, TapInfo};
+use crate::recipe::Recipe;
+use crate::tap::{BlockTap, Features, TapInfo};
 
 /// What to do with an image that cannot be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,10 +131,15 @@ impl ExtractedFeatures {
         self.paths.is_empty()
     }
 
-    /// The rows of `block`, if tapped.
+    /// The rows of `block`'s global average (the paper's recipe), if tapped.
     pub fn block(&self, block: Block) -> Option<Rows<'_>> {
-        let i = self.taps.iter().position(|t| t.block == block)?;
-        Some(Rows::new(&self.blocks[i], self.taps[i].dim).expect("whole rows of the block"))
+        self.recipe(Recipe::Paper(block))
+    }
+
+    /// The rows of `recipe`, if tapped.
+    pub fn recipe(&self, recipe: Recipe) -> Option<Rows<'_>> {
+        let i = self.taps.iter().position(|t| t.recipe == recipe)?;
+        Some(Rows::new(&self.blocks[i], self.taps[i].dim).expect("whole rows of the output"))
     }
 
     /// The rows of every tapped block, with their tap, in block order.
@@ -168,7 +175,7 @@ pub fn extract_dataset(
 ) -> Result<ExtractedFeatures, TapError> {
     let paths: Vec<PathBuf> = paths.into_iter().map(|p| p.as_ref().to_owned()).collect();
     let taps = tap.taps();
-    let blocks: Vec<Block> = taps.iter().map(|t| t.block).collect();
+    let recipes: Vec<Recipe> = taps.iter().map(|t| t.recipe).collect();
     let backbone = tap.backbone();
     let cache = options.cache.as_ref().map(|c| {
         c.dir
@@ -193,7 +200,7 @@ pub fn extract_dataset(
         // Read, hash, look up and decode in parallel.
         let loaded: Vec<Loaded> = chunk
             .par_iter()
-            .map(|path| load(path, cache.as_deref(), &blocks))
+            .map(|path| load(path, cache.as_deref(), &recipes))
             .collect();
         let mut misses: Vec<(usize, DynamicImage, Option<PathBuf>)> = Vec::new();
         let mut rows: Vec<Option<(Features, [u8; 32])>> = vec![None; chunk.len()];
@@ -225,7 +232,7 @@ pub fn extract_dataset(
             for ((i, _, entry), f) in misses.into_iter().zip(features) {
                 if let Some(entry) = entry {
                     // A cache that cannot be written only costs time later.
-                    let _ = write_entry(&entry, &blocks, &f);
+                    let _ = write_entry(&entry, &recipes, &f);
                 }
                 if let Some(row) = &mut rows[i] {
                     row.0 = f;
@@ -277,7 +284,7 @@ enum Loaded {
     Unreadable(ImageError),
 }
 
-fn load(path: &Path, cache: Option<&Path>, blocks: &[Block]) -> Loaded {
+fn load(path: &Path, cache: Option<&Path>, recipes: &[Recipe]) -> Loaded {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(source) => {
@@ -293,7 +300,7 @@ fn load(path: &Path, cache: Option<&Path>, blocks: &[Block]) -> Loaded {
     if let Some(dir) = cache {
         let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
         let p = dir.join(&hex[..2]).join(format!("{hex}.feat"));
-        match read_entry(&p, blocks) {
+        match read_entry(&p, recipes) {
             Entry::Valid(f) => return Loaded::Hit(f, sha),
             Entry::Absent => {}
             Entry::Invalid => rebuilt = true,
@@ -342,7 +349,7 @@ impl FeatureCache {
 
 const ENTRY_MAGIC: &[u8; 8] = b"ATTREXFT";
 /// Version of the cache entry format; bump it when the features of the same image could change.
-pub const CACHE_VERSION: u32 = 2;
+pub const CACHE_VERSION: u32 = 3;
 
 enum Entry {
     Valid(Features),
@@ -351,16 +358,16 @@ enum Entry {
 }
 
 /// An entry is the shared container (`fsutil::write_container`): a JSON header listing
-/// `(block number, dim)` pairs, then the f32 values block after block.
+/// `(recipe name, dim)` pairs, then the f32 values output after output.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct EntryHeader {
-    blocks: Vec<(u8, usize)>,
+    recipes: Vec<(String, usize)>,
 }
 
-fn read_entry(path: &Path, want: &[Block]) -> Entry {
+fn read_entry(path: &Path, want: &[Recipe]) -> Entry {
     use crate::fsutil::{bytes_f32, read_container};
     let payload_len = |h: &EntryHeader| {
-        h.blocks
+        h.recipes
             .iter()
             .try_fold(0usize, |acc, (_, d)| acc.checked_add(d.checked_mul(4)?))
     };
@@ -370,19 +377,20 @@ fn read_entry(path: &Path, want: &[Block]) -> Entry {
         Ok((header, payload)) => {
             let values = bytes_f32(&payload);
             let mut at = 0;
-            let stored: Vec<(u8, &[f32])> = header
-                .blocks
+            let stored: Vec<(&str, &[f32])> = header
+                .recipes
                 .iter()
-                .map(|&(n, d)| {
+                .map(|(name, d)| {
                     at += d;
-                    (n, &values[at - d..at])
+                    (name.as_str(), &values[at - d..at])
                 })
                 .collect();
             want.iter()
-                .map(|b| {
+                .map(|r| {
+                    let name = r.name();
                     stored
                         .iter()
-                        .find(|(n, _)| *n == b.number())
+                        .find(|(n, _)| *n == name)
                         .map(|(_, v)| v.to_vec())
                 })
                 .collect::<Option<Vec<_>>>()
@@ -391,12 +399,12 @@ fn read_entry(path: &Path, want: &[Block]) -> Entry {
     }
 }
 
-fn write_entry(path: &Path, blocks: &[Block], f: &Features) -> Result<(), FileError> {
+fn write_entry(path: &Path, recipes: &[Recipe], f: &Features) -> Result<(), FileError> {
     let header = EntryHeader {
-        blocks: blocks
+        recipes: recipes
             .iter()
             .zip(&f.blocks)
-            .map(|(b, v)| (b.number(), v.len()))
+            .map(|(r, v)| (r.name(), v.len()))
             .collect(),
     };
     let mut payload = Vec::new();
@@ -421,17 +429,17 @@ mod tests {
     fn entries_round_trip_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ab/x.feat");
-        let blocks = [Block::B2, Block::B4];
+        let blocks = [Recipe::Paper(Block::B2), Recipe::Paper(Block::B4)];
         let f = Features {
             blocks: vec![vec![1.0, 2.0], vec![3.0, 4.0, 5.0]],
         };
         write_entry(&p, &blocks, &f).unwrap();
         assert!(matches!(read_entry(&p, &blocks), Entry::Valid(g) if g == f));
         assert!(
-            matches!(read_entry(&p, &[Block::B4]), Entry::Valid(g) if g.blocks == [vec![3.0, 4.0, 5.0]])
+            matches!(read_entry(&p, &[Recipe::Paper(Block::B4)]), Entry::Valid(g) if g.blocks == [vec![3.0, 4.0, 5.0]])
         );
         assert!(
-            matches!(read_entry(&p, &[Block::B1]), Entry::Invalid),
+            matches!(read_entry(&p, &[Recipe::Paper(Block::B1)]), Entry::Invalid),
             "a block not stored is a miss"
         );
         let mut bytes = std::fs::read(&p).unwrap();
@@ -460,13 +468,16 @@ mod tests {
         let f = Features {
             blocks: vec![vec![1.0]],
         };
-        write_entry(&p, &[Block::B1], &f).unwrap();
+        write_entry(&p, &[Recipe::Paper(Block::B1)], &f).unwrap();
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[8..12].copy_from_slice(&(CACHE_VERSION + 1).to_le_bytes());
         let n = bytes.len() - 32;
         let digest = sha2::Sha256::digest(&bytes[..n]);
         bytes[n..].copy_from_slice(&digest);
         std::fs::write(&p, &bytes).unwrap();
-        assert!(matches!(read_entry(&p, &[Block::B1]), Entry::Invalid));
+        assert!(matches!(
+            read_entry(&p, &[Recipe::Paper(Block::B1)]),
+            Entry::Invalid
+        ));
     }
 }

@@ -46,6 +46,7 @@ pub mod knn;
 mod native;
 pub mod plot;
 mod preprocess;
+mod recipe;
 pub mod reduce;
 pub mod resnet;
 mod retriever;
@@ -54,7 +55,7 @@ mod tagger;
 mod tap;
 pub mod weights;
 
-pub use arch::{ResNetConfig, Variant};
+pub use arch::{Block, NoSuchBlock, ResNetConfig, Variant};
 pub use backbone::{Backbone, BackboneBuilder, Engine, Precision};
 pub use dataset::{Dataset, IMAGE_EXTENSIONS, Item};
 pub use device::{Backend, default_device, device_from_name};
@@ -70,8 +71,9 @@ pub use index::{AttributeIndex, ExampleId, Label, Neighbour, Prediction, Search,
 pub use knn::Rows;
 pub use preprocess::{
     DEFAULT_DECODE_BUDGET, DecodeLimits, INPUT_SIDE, Preprocessing, RESIZE_SIDE, decode_budget,
-    read_image, read_image_bytes, read_image_with_limits, set_decode_budget,
+    input_square, read_image, read_image_bytes, read_image_with_limits, set_decode_budget,
 };
+pub use recipe::{Recipe, UnknownRecipe};
 pub use resnet::ResNet;
 pub use retriever::{
     By, CATALOGUE_VERSION, CatalogueStore, Facet, FeatureNorm, Filter, Fusion, Hit, Ingested,
@@ -79,7 +81,7 @@ pub use retriever::{
     RetrieverConfig, Scored,
 };
 pub use tagger::{Tagger, TaggerError};
-pub use tap::{Block, BlockTap, Features, TapInfo};
+pub use tap::{BlockTap, Features, TapInfo};
 pub use weights::WeightsFormat;
 
 /// Re-export of the Burn version attrex is built on, so that users name the same types.

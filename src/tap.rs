@@ -1,126 +1,70 @@
 //! [`BlockTap`], which reads pooled block features from a [`Backbone`].
 
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
 use burn::tensor::{Tensor, TensorData};
 use image::{DynamicImage, RgbImage};
 
+use crate::arch::Block;
 use crate::backbone::Backbone;
 use crate::error::TapError;
 use crate::preprocess::{DecodeLimits, INPUT_SIDE, centre_crop, crop_from_bytes, crop_from_file};
+use crate::recipe::{Prepared, Recipe};
 
-/// One of the five blocks of a ResNet-50 that can be tapped.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum Block {
-    /// The stem: conv 7x7/2, BN, ReLU, before max-pool (64-d).
-    B1 = 1,
-    /// The output of stage 1 (`layer1`, `conv2_x`; 256-d): colour.
-    B2 = 2,
-    /// The output of stage 2 (`layer2`, `conv3_x`; 512-d).
-    B3 = 3,
-    /// The output of stage 3 (`layer3`, `conv4_x`; 1024-d): texture.
-    B4 = 4,
-    /// The output of stage 4 (`layer4`, `conv5_x`; 2048-d).
-    B5 = 5,
-}
-
-impl Block {
-    /// All five blocks in order.
-    pub const ALL: [Block; 5] = [Block::B1, Block::B2, Block::B3, Block::B4, Block::B5];
-
-    /// The block numbered `n` (1..=5).
-    ///
-    /// # Errors
-    /// [`TapError::NoSuchBlock`] outside 1..=5.
-    pub fn new(n: u8) -> Result<Self, TapError> {
-        Self::ALL
-            .get(usize::from(n).wrapping_sub(1))
-            .copied()
-            .ok_or(TapError::NoSuchBlock(n))
-    }
-
-    /// The block's number, 1..=5.
-    pub fn number(self) -> u8 {
-        self as u8
-    }
-
-    /// The block's name, `block1`..`block5`.
-    pub fn name(self) -> String {
-        format!("block{}", self.number())
-    }
-
-    fn index(self) -> usize {
-        usize::from(self.number()) - 1
-    }
-}
-
-impl fmt::Display for Block {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "block{}", self.number())
-    }
-}
-
-/// Splits each tapped block's pooled rows (`[n][dim]`, row-major) into one [`Features`] per
-/// image.
-fn per_image(pooled: impl IntoIterator<Item = Vec<f32>>, n: usize) -> Vec<Features> {
-    let mut out = vec![Features { blocks: Vec::new() }; n];
-    for values in pooled {
-        let dim = values.len() / n.max(1);
-        for (f, row) in out.iter_mut().zip(values.chunks_exact(dim.max(1))) {
-            f.blocks.push(row.to_vec());
-        }
-    }
-    out
-}
-
-/// Name and dimension of one tapped block.
+/// One output of a tap: its recipe, the block the recipe reads, a short name and the length
+/// of its vectors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TapInfo {
-    /// The block.
+    /// The recipe.
+    pub recipe: Recipe,
+    /// The block it reads.
     pub block: Block,
-    /// `block1`..`block5`.
+    /// `block1`..`block5` for the paper's recipe, else `colour` or `texture`.
     pub name: String,
-    /// Length of its pooled vector.
+    /// Length of its vectors.
     pub dim: usize,
 }
 
-/// Pooled features of one image: one vector per tapped block, in block order.
+/// The vectors of one image: one per tap output, in the tap's order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Features {
-    /// `blocks[i]` belongs to the tap's `i`-th block.
+    /// `blocks[i]` belongs to the tap's `i`-th output ([`BlockTap::taps`]).
     pub blocks: Vec<Vec<f32>>,
 }
 
-/// Global-average-pooled outputs of a chosen set of ResNet blocks.
+/// Vectors of ResNet blocks: global-average-pooled blocks (the paper's recipe), or
+/// product-aware recipes ([`Recipe`]) built on the same forward pass.
 ///
 /// The network runs only up to the deepest block asked for: a colour tap on block 2 never runs
-/// stages 3 to 5.
+/// stages 3 to 5, and any set of recipes shares one pass.
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use attrex::{Backbone, Block, BlockTap};
+/// use attrex::{Backbone, Block, BlockTap, Recipe};
 ///
 /// let device = attrex::default_device()?;
 /// let backbone = Arc::new(Backbone::load(None, &device)?);
-/// let tap = BlockTap::new(backbone, &[Block::B2, Block::B4])?;
+/// let tap = BlockTap::new(backbone.clone(), &[Block::B2, Block::B4])?;
 /// let features = tap.extract_paths(&["shirt.jpg"])?;
 /// assert_eq!(features[0].blocks[0].len(), 256);
 /// assert_eq!(features[0].blocks[1].len(), 1024);
+/// // The product-aware recipes: colour (640-d) and texture (1024-d), one pass to block 4.
+/// let product = BlockTap::with_recipes(backbone, &Recipe::PRODUCT)?;
+/// let features = product.extract_paths(&["shirt.jpg"])?;
+/// assert_eq!(features[0].blocks[0].len(), 640);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct BlockTap {
     backbone: Arc<Backbone>,
-    blocks: Vec<Block>,
+    recipes: Vec<Recipe>,
     batch_size: usize,
 }
 
 impl BlockTap {
-    /// A tap on `blocks` (any order; duplicates are merged) of `backbone`.
+    /// A tap on `blocks` (any order; duplicates are merged; outputs in block order), each
+    /// globally average-pooled: the paper's recipe.
     ///
     /// # Errors
     /// [`TapError::NoBlocks`] for an empty list.
@@ -128,12 +72,27 @@ impl BlockTap {
         let mut blocks = blocks.to_vec();
         blocks.sort();
         blocks.dedup();
-        if blocks.is_empty() {
+        let recipes: Vec<Recipe> = blocks.into_iter().map(Recipe::Paper).collect();
+        Self::with_recipes(backbone, &recipes)
+    }
+
+    /// A tap whose outputs are `recipes`, in the order given (duplicates are merged).
+    ///
+    /// # Errors
+    /// [`TapError::NoBlocks`] for an empty list.
+    pub fn with_recipes(backbone: Arc<Backbone>, recipes: &[Recipe]) -> Result<Self, TapError> {
+        let mut unique: Vec<Recipe> = Vec::with_capacity(recipes.len());
+        for &r in recipes {
+            if !unique.contains(&r) {
+                unique.push(r);
+            }
+        }
+        if unique.is_empty() {
             return Err(TapError::NoBlocks);
         }
         Ok(Self {
             backbone,
-            blocks,
+            recipes: unique,
             batch_size: 8,
         })
     }
@@ -142,7 +101,7 @@ impl BlockTap {
     pub fn all(backbone: Arc<Backbone>) -> Self {
         Self {
             backbone,
-            blocks: Block::ALL.to_vec(),
+            recipes: Block::ALL.map(Recipe::Paper).to_vec(),
             batch_size: 8,
         }
     }
@@ -163,25 +122,37 @@ impl BlockTap {
         &self.backbone
     }
 
-    /// The tapped blocks with their names and dimensions, in block order.
+    /// The outputs' recipes, in order.
+    pub fn recipes(&self) -> &[Recipe] {
+        &self.recipes
+    }
+
+    /// The outputs with their names and dimensions, in order.
     pub fn taps(&self) -> Vec<TapInfo> {
-        let dims = self.backbone.config().block_dims();
-        self.blocks
+        let config = self.backbone.config();
+        self.recipes
             .iter()
-            .map(|&block| TapInfo {
-                block,
-                name: block.name(),
-                dim: dims[block.index()],
+            .map(|&recipe| TapInfo {
+                recipe,
+                block: recipe.block(),
+                name: match recipe {
+                    Recipe::Paper(b) => b.name(),
+                    Recipe::Colour => "colour".into(),
+                    _ => "texture".into(),
+                },
+                dim: recipe.dim(config),
             })
             .collect()
     }
 
-    /// The pooled features `[n, dim]` of each tapped block for a preprocessed batch
-    /// `[n, 3, h, w]` on the backbone's device.
+    /// The vector `[n, dim]` of each output for a preprocessed batch `[n, 3, h, w]` on the
+    /// backbone's device.
     ///
     /// # Errors
     /// [`TapError::InputShape`] for a batch that is empty, not 3-channel, or smaller than 32
-    /// pixels a side.
+    /// pixels a side; [`TapError::NotFinite`] for a NaN or infinity in it;
+    /// [`TapError::NeedsPixels`] for a recipe that reads the image's pixels (colour): use the
+    /// image calls ([`extract_paths`](Self::extract_paths), ...) for those.
     pub fn forward(&self, input: Tensor<4>) -> Result<Vec<Tensor<2>>, TapError> {
         const MIN_SIDE: usize = 32;
         let dims = input.dims();
@@ -191,40 +162,191 @@ impl BlockTap {
                 min_side: MIN_SIDE,
             });
         }
-        let wanted = self.wanted();
-        let Some(native) = &self.backbone.native else {
+        if let Some(&r) = self.recipes.iter().find(|r| r.needs_pixels()) {
+            return Err(TapError::NeedsPixels { recipe: r.name() });
+        }
+        let device = input.device();
+        let n = dims[0];
+        if self.is_plain() && self.backbone.native.is_none() {
             // Checked on the device, without reading the batch back.
             if !input.clone().is_finite().all().into_scalar::<bool>() {
                 return Err(TapError::NotFinite);
             }
-            return Ok(self.backbone.net().pooled(input, wanted));
-        };
-        let device = input.device();
-        let values: Vec<f32> = input
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("converted to f32 just above");
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(TapError::NotFinite);
+            let (pooled, _) = self.backbone.net().pooled(input, self.wanted(), &[]);
+            return Ok(pooled);
         }
-        let pooled = native.pooled(&values, dims, wanted);
-        Ok(pooled
+        let prepared = self.prepare(&vec![None; n], [dims[2], dims[3]]);
+        let pooled = match &self.backbone.native {
+            Some(_) => {
+                let values: Vec<f32> = input
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("converted to f32 just above");
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(TapError::NotFinite);
+                }
+                self.run_host(&values, dims, &prepared)
+            }
+            None => {
+                if !input.clone().is_finite().all().into_scalar::<bool>() {
+                    return Err(TapError::NotFinite);
+                }
+                self.run_burn(input, &prepared)
+            }
+        };
+        Ok(self
+            .finish(&prepared, pooled)
             .into_iter()
             .map(|v| {
-                let dim = v.len() / dims[0];
-                Tensor::from_data(TensorData::new(v, [dims[0], dim]), &device)
+                let dim = v.len() / n;
+                Tensor::from_data(TensorData::new(v, [n, dim]), &device)
             })
             .collect())
     }
 
-    /// Which of the five blocks the tap reads.
+    /// Whether every output is a plain block average (the paper's recipe).
+    fn is_plain(&self) -> bool {
+        self.recipes.iter().all(|r| matches!(r, Recipe::Paper(_)))
+    }
+
+    /// Which of the five blocks are averaged plainly.
     fn wanted(&self) -> [bool; 5] {
         let mut wanted = [false; 5];
-        for b in &self.blocks {
-            wanted[b.index()] = true;
+        for r in &self.recipes {
+            if let Recipe::Paper(b) = r {
+                wanted[b.index()] = true;
+            }
         }
         wanted
+    }
+
+    /// What each output's recipe needs of each image: `[output][image]`. `crops` holds the
+    /// input squares, or `None` when only a tensor of `side` is at hand.
+    fn prepare(&self, crops: &[Option<&RgbImage>], side: [usize; 2]) -> Vec<Vec<Prepared>> {
+        use rayon::prelude::*;
+        let config = self.backbone.config();
+        self.recipes
+            .iter()
+            .map(|&r| {
+                let map = config.map_side(r.block(), side[0].min(side[1]));
+                crops.par_iter().map(|c| r.prepare(*c, map)).collect()
+            })
+            .collect()
+    }
+
+    /// The pooled block of each output, `[output][n * dim]`, by the native engine from a host
+    /// NCHW buffer.
+    fn run_host(
+        &self,
+        buf: &[f32],
+        shape: [usize; 4],
+        prepared: &[Vec<Prepared>],
+    ) -> Vec<Vec<f32>> {
+        let native = self
+            .backbone
+            .native
+            .as_ref()
+            .expect("run_host is called only with the native engine");
+        let weights = self.weight_requests(prepared);
+        let requests: Vec<(usize, &[f32])> = weights
+            .iter()
+            .flatten()
+            .map(|(b, w)| (*b, w.as_slice()))
+            .collect();
+        let (plain, weighted) = native.pooled(buf, shape, self.wanted(), &requests);
+        self.gather(plain, weighted, &weights)
+    }
+
+    /// As [`run_host`](Self::run_host), by Burn on the backbone's device.
+    fn run_burn(&self, input: Tensor<4>, prepared: &[Vec<Prepared>]) -> Vec<Vec<f32>> {
+        let device = input.device();
+        let n = input.dims()[0];
+        let weights = self.weight_requests(prepared);
+        let requests: Vec<(usize, Tensor<3>)> = weights
+            .iter()
+            .flatten()
+            .map(|(b, w)| {
+                let side = (w.len() / n).isqrt();
+                let t = Tensor::from_data(TensorData::new(w.clone(), [n, side, side]), &device);
+                (*b, t)
+            })
+            .collect();
+        let (plain, weighted) = self.backbone.net().pooled(input, self.wanted(), &requests);
+        let host = |t: Tensor<2>| {
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("converted to f32 just above")
+        };
+        self.gather(
+            plain.into_iter().map(host).collect(),
+            weighted.into_iter().map(host).collect(),
+            &weights,
+        )
+    }
+
+    /// Each output's pooled block, `[output][n * dim]`, from the plain averages (in block
+    /// order) and the weighted ones (in output order, for the outputs with weights).
+    fn gather(
+        &self,
+        plain: Vec<Vec<f32>>,
+        weighted: Vec<Vec<f32>>,
+        weights: &[Option<(usize, Vec<f32>)>],
+    ) -> Vec<Vec<f32>> {
+        let mut it = plain.into_iter();
+        let plain: Vec<Option<Vec<f32>>> = self
+            .wanted()
+            .iter()
+            .map(|&w| if w { it.next() } else { None })
+            .collect();
+        let mut weighted = weighted.into_iter();
+        self.recipes
+            .iter()
+            .zip(weights)
+            .map(|(r, w)| match w {
+                Some(_) => weighted
+                    .next()
+                    .expect("one weighted pool per weighted output"),
+                None => plain[r.block().index()]
+                    .clone()
+                    .expect("a plain average for every output without weights"),
+            })
+            .collect()
+    }
+
+    /// The weights of each output that pools under weights: `(block index, n * cells)`.
+    fn weight_requests(&self, prepared: &[Vec<Prepared>]) -> Vec<Option<(usize, Vec<f32>)>> {
+        self.recipes
+            .iter()
+            .zip(prepared)
+            .map(|(r, per_image)| {
+                per_image.first()?.weights.as_ref()?;
+                let all = per_image
+                    .iter()
+                    .flat_map(|p| p.weights.iter().flatten().copied())
+                    .collect();
+                Some((r.block().index(), all))
+            })
+            .collect()
+    }
+
+    /// The recipes' vectors per image from each output's pooled block.
+    fn finish(&self, prepared: &[Vec<Prepared>], pooled: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+        self.recipes
+            .iter()
+            .zip(prepared)
+            .zip(pooled)
+            .map(|((r, per_image), values)| {
+                let n = per_image.len();
+                let dim = values.len() / n.max(1);
+                per_image
+                    .iter()
+                    .zip(values.chunks_exact(dim.max(1)))
+                    .flat_map(|(p, row)| r.finish(p, row))
+                    .collect()
+            })
+            .collect()
     }
 
     /// Features of decoded images (one batch), preprocessed on the host.
@@ -240,20 +362,19 @@ impl BlockTap {
         if crops.is_empty() {
             return Err(TapError::EmptyBatch);
         }
-        let (buf, shape) = (
-            self.backbone.crops_to_buffer(crops),
-            [crops.len(), 3, INPUT_SIDE, INPUT_SIDE],
-        );
-        match &self.backbone.native {
-            Some(native) => Ok(per_image(
-                native.pooled(&buf, shape, self.wanted()),
-                shape[0],
-            )),
-            None => self.extract_tensor(Tensor::from_data(
-                TensorData::new(buf, shape),
-                self.backbone.device(),
-            )),
-        }
+        let n = crops.len();
+        let shape = [n, 3, INPUT_SIDE, INPUT_SIDE];
+        let buf = self.backbone.crops_to_buffer(crops);
+        let refs: Vec<Option<&RgbImage>> = crops.iter().map(Some).collect();
+        let prepared = self.prepare(&refs, [INPUT_SIDE, INPUT_SIDE]);
+        let pooled = match &self.backbone.native {
+            Some(_) => self.run_host(&buf, shape, &prepared),
+            None => self.run_burn(
+                Tensor::from_data(TensorData::new(buf, shape), self.backbone.device()),
+                &prepared,
+            ),
+        };
+        Ok(per_image(self.finish(&prepared, pooled), n))
     }
 
     /// Features of a preprocessed batch, read back to the host, one [`Features`] per image.
@@ -351,4 +472,16 @@ impl BlockTap {
         }
         Ok(out)
     }
+}
+
+/// Splits each output's rows (`[n][dim]`, row-major) into one [`Features`] per image.
+fn per_image(outputs: impl IntoIterator<Item = Vec<f32>>, n: usize) -> Vec<Features> {
+    let mut out = vec![Features { blocks: Vec::new() }; n];
+    for values in outputs {
+        let dim = values.len() / n.max(1);
+        for (f, row) in out.iter_mut().zip(values.chunks_exact(dim.max(1))) {
+            f.blocks.push(row.to_vec());
+        }
+    }
+    out
 }

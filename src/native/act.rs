@@ -100,6 +100,43 @@ impl Act {
         }
     }
 
+    /// Channel averages over the interior under per-pixel weights: `weights` holds `h * w`
+    /// values per image (row-major), each image's are normalised to sum 1 (all zero: the
+    /// average is zero). Returns `[n][c]`. Plain safe code: one pass over the map, the
+    /// channel loop vectorised by the compiler.
+    pub fn weighted_pool(&self, weights: &[f32]) -> Vec<f32> {
+        let plane = self.h * self.w;
+        assert_eq!(weights.len(), self.n * plane, "one weight per pixel");
+        let layout = self.layout();
+        let mut out = vec![0f32; self.n * self.c];
+        out.par_chunks_exact_mut(self.c)
+            .zip(weights.par_chunks_exact(plane.max(1)))
+            .enumerate()
+            .for_each(|(n, (sums, w))| {
+                let total: f64 = w.iter().map(|&v| f64::from(v)).sum();
+                if total <= 0.0 {
+                    return;
+                }
+                let mut acc = vec![0f32; self.c];
+                for y in 0..self.h {
+                    for x in 0..self.w {
+                        let wv = w[y * self.w + x];
+                        if wv == 0.0 {
+                            continue;
+                        }
+                        let px = &self.data[layout.offset(n, y, x)..][..self.c];
+                        for (a, v) in acc.iter_mut().zip(px) {
+                            *a += wv * v;
+                        }
+                    }
+                }
+                for (s, a) in sums.iter_mut().zip(&acc) {
+                    *s = (f64::from(*a) / total) as f32;
+                }
+            });
+        out
+    }
+
     /// Channel means over the interior: `[n][c]` (the reference for the pooling that the
     /// convolution epilogue does).
     #[cfg(test)]

@@ -78,18 +78,32 @@ impl NativeNet {
     }
 
     /// The pooled outputs (`[n][dim]`, row-major) of each block in `wanted`, in block order,
-    /// for a preprocessed NCHW batch `[n, 3, h, w]`. Stages past the deepest wanted block never
-    /// run.
+    /// for a preprocessed NCHW batch `[n, 3, h, w]`; and of each `(block index, weights)` of
+    /// `weighted`, in that order, pooled under the weights (`h * w` per image of the block's
+    /// map, see [`Act::weighted_pool`]). Stages past the deepest block asked for never run.
     pub fn pooled(
         &self,
         nchw: &[f32],
         [n, c, h, w]: [usize; 4],
         wanted: [bool; 5],
-    ) -> Vec<Vec<f32>> {
-        let deepest = wanted.iter().rposition(|&x| x).map_or(0, |i| i + 1);
+        weighted: &[(usize, &[f32])],
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let deepest = wanted
+            .iter()
+            .rposition(|&x| x)
+            .map_or(0, |i| i + 1)
+            .max(weighted.iter().map(|(b, _)| b + 1).max().unwrap_or(0));
         let mut out = Vec::new();
+        let mut out_weighted: Vec<Option<Vec<f32>>> = vec![None; weighted.len()];
+        let mut pool_weighted = |block: usize, act: &Act| {
+            for (slot, (b, weights)) in out_weighted.iter_mut().zip(weighted) {
+                if *b == block {
+                    *slot = Some(act.weighted_pool(weights));
+                }
+            }
+        };
         if deepest == 0 {
-            return out;
+            return (out, Vec::new());
         }
         assert_eq!(c, self.stem.cin, "input channels");
         let t_all = std::time::Instant::now();
@@ -108,6 +122,7 @@ impl NativeNet {
         } else {
             conv(&self.stem, &input, &mut stem, false, true);
         }
+        pool_weighted(0, &stem);
         self.pool.give(input);
         let mut x = timed("maxpool", || {
             let mut x = self
@@ -123,12 +138,17 @@ impl NativeNet {
                 (x, pooled) = self.bottleneck(block, x, wanted[i + 1] && j + 1 == stage.len());
                 out.extend(pooled);
             }
+            pool_weighted(i + 1, &x);
         }
         self.pool.give(x);
         if *PROFILE {
             eprintln!("op pooled ms={:.2}", t_all.elapsed().as_secs_f64() * 1e3);
         }
-        out
+        let weighted = out_weighted
+            .into_iter()
+            .map(|v| v.expect("every weighted block is at most as deep as the pass"))
+            .collect();
+        (out, weighted)
     }
 
     /// One bottleneck; with `pool`, also the average pool of its output.

@@ -77,7 +77,11 @@ impl Preprocessing {
 
 /// The network's input square: the shorter side resized to [`RESIZE_SIDE`] (bilinear, as PIL
 /// computes it), then the centre [`INPUT_SIDE`] x [`INPUT_SIDE`], computed without holding the
-/// resized photo (see `resize.rs`).
+/// resized photo. Every recipe reads this square.
+pub fn input_square(image: &DynamicImage) -> RgbImage {
+    centre_crop(image)
+}
+
 pub(crate) fn centre_crop(image: &DynamicImage) -> RgbImage {
     resize::centre_crop(image, RESIZE_SIDE, INPUT_SIDE as u32)
 }

@@ -39,6 +39,18 @@ fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
 }
 
+/// Average of `x` (`[n, c, h, w]`) under per-image weights `w` (`[n, h, w]`), normalised to
+/// sum 1 per image: `[n, c]`.
+fn weighted_pool(x: Tensor<4>, w: Tensor<3>) -> Tensor<2> {
+    let [n, c, h, wd] = x.dims();
+    let w = w.reshape([n, 1, h * wd]);
+    let total = w.clone().sum_dim(2).reshape([n, 1]);
+    // All-zero weights: divide by 1 instead of 0, giving zeros.
+    let total = total.clone().mask_fill(total.equal_elem(0.0), 1.0);
+    let sums = (x.reshape([n, c, h * wd]) * w).sum_dim(2).reshape([n, c]);
+    sums / total
+}
+
 impl ResNet {
     /// Builds the network on `device` from its folded weights.
     pub(crate) fn new(net: &FoldedNet, device: &Device) -> Self {
@@ -63,35 +75,57 @@ impl ResNet {
         }
     }
 
-    /// Runs the network up to the deepest block in `wanted` (indices 0..5 for blocks 1..5) and
-    /// returns the global-average-pooled output of each wanted block, in block order. Stages
-    /// past the deepest wanted block never run.
-    pub(crate) fn pooled(&self, x: Tensor<4>, wanted: [bool; 5]) -> Vec<Tensor<2>> {
-        let deepest = wanted.iter().rposition(|&w| w).map_or(0, |i| i + 1);
+    /// Runs the network up to the deepest block asked for and returns the global-average-pooled
+    /// output of each block in `wanted` (indices 0..5 for blocks 1..5), in block order; and of
+    /// each `(block index, weights [n, h, w])` of `weighted`, in that order, averaged under the
+    /// weights (normalised per image; all-zero weights give zeros). Stages past the deepest
+    /// block asked for never run.
+    pub(crate) fn pooled(
+        &self,
+        x: Tensor<4>,
+        wanted: [bool; 5],
+        weighted: &[(usize, Tensor<3>)],
+    ) -> (Vec<Tensor<2>>, Vec<Tensor<2>>) {
+        let deepest = wanted
+            .iter()
+            .rposition(|&w| w)
+            .map_or(0, |i| i + 1)
+            .max(weighted.iter().map(|(b, _)| b + 1).max().unwrap_or(0));
         let mut out = Vec::new();
+        let mut out_weighted: Vec<Option<Tensor<2>>> = vec![None; weighted.len()];
         if deepest == 0 {
-            return out;
+            return (out, Vec::new());
         }
+        let mut take = |block: usize, x: &Tensor<4>, out: &mut Vec<Tensor<2>>| {
+            if wanted[block] {
+                out.push(global_avg_pool(x.clone()));
+            }
+            for (slot, (b, w)) in out_weighted.iter_mut().zip(weighted) {
+                if *b == block {
+                    *slot = Some(weighted_pool(x.clone(), w.clone()));
+                }
+            }
+        };
         let mut x = relu(self.conv1.forward(x));
-        if wanted[0] {
-            out.push(global_avg_pool(x.clone()));
-        }
+        take(0, &x, &mut out);
         x = self.maxpool.forward(x);
         let stages = [&self.layer1, &self.layer2, &self.layer3, &self.layer4];
         for (i, stage) in stages.into_iter().enumerate().take(deepest - 1) {
             x = stage.iter().fold(x, |x, b| b.forward(x));
-            if wanted[i + 1] {
-                out.push(global_avg_pool(x.clone()));
-            }
+            take(i + 1, &x, &mut out);
         }
-        out
+        let weighted = out_weighted
+            .into_iter()
+            .map(|t| t.expect("every weighted block is at most as deep as the pass"))
+            .collect();
+        (out, weighted)
     }
 
     /// ImageNet logits `[n, num_classes]` for a preprocessed batch `[n, 3, h, w]`, or `None`
     /// when the network was built without a classifier head.
     pub fn forward(&self, x: Tensor<4>) -> Option<Tensor<2>> {
         let fc = self.fc.as_ref()?;
-        let pooled = self.pooled(x, [false, false, false, false, true]);
+        let (pooled, _) = self.pooled(x, [false, false, false, false, true], &[]);
         pooled.into_iter().next().map(|p| fc.forward(p))
     }
 }

@@ -28,11 +28,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::Block;
+use crate::backbone::Backbone;
 use crate::error::{ImageError, RetrieverError, TapError};
 use crate::extract::{ExtractOptions, extract_dataset};
 use crate::knn::Rows;
-use crate::backbone::Backbone;
-use crate::tap::{Block, BlockTap};
+use crate::tap::BlockTap;
 
 pub use catalogue::{CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored};
 pub use memory::MemoryStore;

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{ItemId, ItemRecord, MemoryStore, Origin, Retriever};
+use crate::backbone::Backbone;
 use crate::error::{FileError, RetrieverError};
 use crate::fsutil::{bytes_f32, f32_bytes, read_container, write_container};
-use crate::backbone::Backbone;
 
 const MAGIC: &[u8; 8] = b"ATTREXCT";
 /// Version of the catalogue file format.

@@ -11,6 +11,7 @@ mod engines;
 mod hardening;
 mod index;
 mod parity;
+mod recipes;
 mod retriever;
 mod rng;
 mod table1;
