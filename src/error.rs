@@ -399,6 +399,12 @@ pub enum FileError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
+    /// An abstention threshold that is NaN, infinite or negative.
+    #[error("abstention distance {value} is not a finite, non-negative number")]
+    Threshold {
+        /// The value given.
+        value: f32,
+    },
     /// An index of 0-dimensional vectors was asked for.
     #[error("an index needs vectors of at least 1 dimension")]
     ZeroDimension,

@@ -67,7 +67,9 @@ pub use extract::{
     CACHE_VERSION, ExtractOptions, ExtractedFeatures, FeatureCache, OnUnreadable, Progress,
     extract_dataset,
 };
-pub use index::{AttributeIndex, ExampleId, Label, Neighbour, Prediction, Search, TieBreak};
+pub use index::{
+    Abstain, AttributeIndex, ExampleId, Label, Neighbour, Prediction, Search, TieBreak,
+};
 pub use knn::Rows;
 pub use preprocess::{
     DEFAULT_DECODE_BUDGET, DecodeLimits, INPUT_SIDE, Preprocessing, RESIZE_SIDE, decode_budget,

@@ -23,6 +23,14 @@ pub enum TaggerError {
         /// The tap's blocks, as `name (dim-d)`.
         taps: Vec<String>,
     },
+    /// The index holds vectors of another recipe than the tap makes.
+    #[error("the index holds vectors of recipe {index}, but the tap makes {tap}")]
+    RecipeMismatch {
+        /// The index's recipe.
+        index: String,
+        /// The tap's recipe.
+        tap: String,
+    },
     /// Reading images through the tap failed.
     #[error(transparent)]
     Tap(#[from] TapError),
@@ -53,15 +61,29 @@ pub struct Tagger<L = String> {
 }
 
 impl<L: Label> Tagger<L> {
-    /// Pairs `tap` with `index`.
+    /// Pairs `tap` with `index`. An index that records no recipe
+    /// ([`AttributeIndex::recipe`]) takes the tap's.
     ///
     /// # Errors
-    /// [`TaggerError::TapMismatch`] unless the tap reads exactly one block, of the index's
-    /// dimension.
+    /// [`TaggerError::TapMismatch`] unless the tap has exactly one output, of the index's
+    /// dimension; [`TaggerError::RecipeMismatch`] when the index records another recipe.
     pub fn new(tap: BlockTap, index: AttributeIndex<L>) -> Result<Self, TaggerError> {
         let taps = tap.taps();
         match taps.as_slice() {
-            [one] if one.dim == index.dim() => Ok(Self { tap, index }),
+            [one] if one.dim == index.dim() => {
+                let name = one.recipe.name();
+                match index.recipe() {
+                    Some(r) if r != name => Err(TaggerError::RecipeMismatch {
+                        index: r.to_owned(),
+                        tap: name,
+                    }),
+                    Some(_) => Ok(Self { tap, index }),
+                    None => Ok(Self {
+                        tap,
+                        index: index.with_recipe(name),
+                    }),
+                }
+            }
             _ => Err(TaggerError::TapMismatch {
                 dim: index.dim(),
                 taps: taps

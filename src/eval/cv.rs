@@ -3,7 +3,7 @@
 
 use std::error::Error;
 
-use super::{CvParams, CvResult, EvalError, stratified_folds};
+use super::{CvParams, CvResult, EvalError, Outcome, stratified_folds};
 use crate::index::AttributeIndex;
 use crate::knn::Rows;
 
@@ -69,6 +69,7 @@ where
     let fold_of = stratified_folds(labels, folds, params.seed)?;
     let mut confusion = vec![vec![0; classes]; classes];
     let mut fold_accuracy = Vec::with_capacity(folds);
+    let mut outcomes = vec![None; n];
     for fold in 0..folds {
         let (mut train, mut test, mut train_y, mut test_y) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -105,9 +106,16 @@ where
         }
         let predictions = index.classify_many(test_r)?;
         let mut correct = 0;
-        for (p, &t) in predictions.iter().zip(&test_y) {
+        let members = (0..n).filter(|&i| fold_of[i] == fold);
+        for ((p, &t), i) in predictions.iter().zip(&test_y).zip(members) {
             confusion[t][p.attribute] += 1;
             correct += usize::from(p.attribute == t);
+            outcomes[i] = Some(Outcome {
+                truth: t,
+                predicted: p.attribute,
+                votes: p.winner_votes(),
+                nearest: p.neighbours.first().map_or(f32::INFINITY, |nb| nb.distance),
+            });
         }
         fold_accuracy.push(correct as f64 / test_y.len() as f64);
     }
@@ -115,6 +123,10 @@ where
         accuracy: fold_accuracy.iter().sum::<f64>() / folds as f64,
         fold_accuracy,
         confusion,
+        outcomes: outcomes
+            .into_iter()
+            .map(|o| o.expect("every sample is in one test fold"))
+            .collect(),
     })
 }
 

@@ -107,6 +107,40 @@ impl Default for CvParams {
     }
 }
 
+/// One sample's test-fold prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    /// The true class.
+    pub truth: usize,
+    /// The predicted class.
+    pub predicted: usize,
+    /// The winner's votes among the `k` neighbours.
+    pub votes: usize,
+    /// Distance to the nearest training example.
+    pub nearest: f32,
+}
+
+impl Outcome {
+    /// Whether the prediction was right.
+    pub fn correct(&self) -> bool {
+        self.truth == self.predicted
+    }
+}
+
+/// Accuracy of the `coverage` share (0..=1) of `outcomes` a kNN is surest of: most votes
+/// first, then nearest first. Returns `(share answered, accuracy of those)`.
+pub fn accuracy_at_coverage(outcomes: &[Outcome], coverage: f64) -> (f64, f64) {
+    let mut sorted: Vec<&Outcome> = outcomes.iter().collect();
+    sorted.sort_by(|a, b| b.votes.cmp(&a.votes).then(a.nearest.total_cmp(&b.nearest)));
+    let n = ((coverage.clamp(0.0, 1.0) * sorted.len() as f64).round() as usize).max(1);
+    let answered = &sorted[..n.min(sorted.len())];
+    let right = answered.iter().filter(|o| o.correct()).count();
+    (
+        answered.len() as f64 / outcomes.len().max(1) as f64,
+        right as f64 / answered.len().max(1) as f64,
+    )
+}
+
 /// The result of cross-validating one feature matrix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CvResult {
@@ -116,4 +150,7 @@ pub struct CvResult {
     pub fold_accuracy: Vec<f64>,
     /// `confusion[true][predicted]`, summed over the folds.
     pub confusion: Vec<Vec<usize>>,
+    /// Every sample's prediction when it was in the test fold, in sample order: what an
+    /// accuracy-coverage curve needs.
+    pub outcomes: Vec<Outcome>,
 }

@@ -84,6 +84,73 @@ pub struct Prediction<L = String> {
     pub votes: Vec<(L, usize)>,
     /// The `k` nearest examples, nearest first: the evidence.
     pub neighbours: Vec<Neighbour<L>>,
+    /// Whether the index's [`Abstain`] rule finds the evidence too weak to set the tag (a
+    /// split vote, or a nearest example too far). The winner is still given.
+    pub unsure: bool,
+}
+
+impl<L> Prediction<L> {
+    /// The attribute, or `None` when the prediction is unsure: what a shop would store.
+    pub fn answer(&self) -> Option<&L> {
+        (!self.unsure).then_some(&self.attribute)
+    }
+
+    /// The winner's votes.
+    pub fn winner_votes(&self) -> usize {
+        self.votes.first().map_or(0, |v| v.1)
+    }
+}
+
+/// When a prediction is unsure ([`Prediction::unsure`]): a shop would rather leave a tag empty
+/// than set a wrong one.
+///
+/// On the shared dev sets (k = 5), answering only with at least 3 of 5 votes keeps 78 % of the
+/// colour predictions at 0.77 accuracy (0.69 for all) and 81 % of the texture ones at 0.89
+/// (0.79 for all); the `evaluate` example prints the whole accuracy-coverage curve. The
+/// nearest example's distance alone separates right from wrong answers poorly on these sets.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Abstain {
+    min_votes: usize,
+    max_distance: Option<f32>,
+}
+
+impl Abstain {
+    /// Never unsure (the default).
+    pub const NEVER: Abstain = Abstain {
+        min_votes: 0,
+        max_distance: None,
+    };
+
+    /// Unsure when the winner has fewer than `min_votes` votes, or (with `max_distance`) when
+    /// the nearest example is farther than `max_distance`.
+    ///
+    /// # Errors
+    /// [`IndexError::Threshold`] for a NaN, infinite or negative distance.
+    pub fn new(min_votes: usize, max_distance: Option<f32>) -> Result<Self, IndexError> {
+        if let Some(d) = max_distance
+            && !(d.is_finite() && d >= 0.0)
+        {
+            return Err(IndexError::Threshold { value: d });
+        }
+        Ok(Self {
+            min_votes,
+            max_distance,
+        })
+    }
+
+    /// The fewest votes a winner needs.
+    pub fn min_votes(&self) -> usize {
+        self.min_votes
+    }
+
+    /// The farthest the nearest example may be.
+    pub fn max_distance(&self) -> Option<f32> {
+        self.max_distance
+    }
+
+    fn unsure(&self, winner_votes: usize, nearest: f32) -> bool {
+        winner_votes < self.min_votes || self.max_distance.is_some_and(|d| nearest > d)
+    }
 }
 
 /// Labelled feature vectors and an exact k-nearest-neighbour vote over them.
@@ -113,6 +180,8 @@ pub struct AttributeIndex<L = String> {
     k: NonZeroUsize,
     search: Search,
     tie_break: TieBreak,
+    abstain: Abstain,
+    recipe: Option<String>,
     attributes: Vec<L>,
     ids: Vec<ExampleId>,
     labels: Vec<u32>,
@@ -128,6 +197,8 @@ impl<L: Clone> Clone for AttributeIndex<L> {
             k: self.k,
             search: self.search,
             tie_break: self.tie_break,
+            abstain: self.abstain,
+            recipe: self.recipe.clone(),
             attributes: self.attributes.clone(),
             ids: self.ids.clone(),
             labels: self.labels.clone(),
@@ -169,6 +240,8 @@ impl<L: Label> AttributeIndex<L> {
             k: DEFAULT_K,
             search: Search::Auto,
             tie_break: TieBreak::Nearest,
+            abstain: Abstain::NEVER,
+            recipe: None,
             attributes: Vec::new(),
             ids: Vec::new(),
             labels: Vec::new(),
@@ -195,6 +268,30 @@ impl<L: Label> AttributeIndex<L> {
     pub fn with_tie_break(mut self, tie_break: TieBreak) -> Self {
         self.tie_break = tie_break;
         self
+    }
+
+    /// Chooses when a prediction is unsure (default [`Abstain::NEVER`]).
+    pub fn with_abstain(mut self, abstain: Abstain) -> Self {
+        self.abstain = abstain;
+        self
+    }
+
+    /// The abstention rule.
+    pub fn abstain(&self) -> Abstain {
+        self.abstain
+    }
+
+    /// Records the name of the recipe that makes this index's vectors
+    /// ([`Recipe::name`](crate::Recipe::name)); saved with the index, and checked by a
+    /// [`Tagger`](crate::Tagger) and a [`Retriever`](crate::Retriever) before they use it.
+    pub fn with_recipe(mut self, recipe: impl Into<String>) -> Self {
+        self.recipe = Some(recipe.into());
+        self
+    }
+
+    /// The name of the recipe that makes this index's vectors, if recorded.
+    pub fn recipe(&self) -> Option<&str> {
+        self.recipe.as_deref()
     }
 
     /// The dimension of the vectors.
@@ -442,10 +539,12 @@ impl<L: Label> AttributeIndex<L> {
                     .then_with(|| self.attributes[a.2 as usize].cmp(&self.attributes[b.2 as usize]))
             }),
         }
+        let nearest = rows.first().map_or(f32::INFINITY, |r| r.0.sqrt());
         Prediction {
             attribute: name(tally[0].2),
             votes: tally.iter().map(|t| (name(t.2), t.0)).collect(),
             neighbours: self.neighbours(rows),
+            unsure: self.abstain.unsure(tally[0].0, nearest),
         }
     }
 }

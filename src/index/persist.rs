@@ -1,7 +1,7 @@
 //! The index file: the shared container (`fsutil::write_container`), version 1, with
 //!
 //! ```text
-//! header   JSON {"dim", "k", "next_id", "count", "attributes": [..]}   (labels as serde writes them)
+//! header   JSON {"dim", "k", "next_id", "count", "attributes": [..], "recipe"?}   (labels as serde writes them)
 //! payload  ids (count x u64) | labels (count x u32, index into attributes) | vectors (count x dim x f32)
 //! ```
 //!
@@ -29,6 +29,9 @@ struct Header<A> {
     next_id: u64,
     count: usize,
     attributes: A,
+    /// The recipe that made the vectors; absent in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recipe: Option<String>,
 }
 
 pub(super) fn save<L: Label + Serialize>(
@@ -41,6 +44,7 @@ pub(super) fn save<L: Label + Serialize>(
         next_id: index.next_id,
         count: index.ids.len(),
         attributes: index.attributes.as_slice(),
+        recipe: index.recipe.clone(),
     })
     .map_err(|e| FileError::Corrupt {
         path: path.to_owned(),
@@ -99,6 +103,8 @@ pub(super) fn load<L: Label + serde::de::DeserializeOwned>(
         k,
         search: Search::Auto,
         tie_break: TieBreak::Nearest,
+        abstain: super::Abstain::NEVER,
+        recipe: header.recipe,
         attributes: header.attributes,
         ids,
         labels,

@@ -349,3 +349,82 @@ fn failed_save_keeps_the_old_file() {
     assert!(matches!(err, IndexError::File(FileError::Io { .. })));
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+#[test]
+fn a_split_vote_or_a_far_example_is_unsure() {
+    let mut index = AttributeIndex::new(1)
+        .unwrap()
+        .with_k(NonZeroUsize::new(5).unwrap());
+    for (label, x) in [("a", 0.0), ("a", 0.1), ("b", 0.2), ("b", 0.3), ("c", 0.4)] {
+        index.add(label, &[x]).unwrap();
+    }
+    // 2 / 2 / 1 votes: the default never abstains; at least 3 votes does.
+    let p = index.classify(&[0.0]).unwrap();
+    assert_eq!(
+        (p.winner_votes(), p.unsure, p.answer()),
+        (2, false, Some(&"a".to_string()))
+    );
+    let strict = index
+        .clone()
+        .with_abstain(attrex::Abstain::new(3, None).unwrap());
+    let p = strict.classify(&[0.0]).unwrap();
+    assert_eq!(
+        (p.attribute.as_str(), p.unsure, p.answer()),
+        ("a", true, None)
+    );
+    assert!(
+        !strict
+            .clone()
+            .with_abstain(attrex::Abstain::new(2, None).unwrap())
+            .classify(&[0.0])
+            .unwrap()
+            .unsure
+    );
+    // The nearest example is 10 away from 10.0: unsure beyond 5, sure within 20.
+    let far = index
+        .clone()
+        .with_abstain(attrex::Abstain::new(0, Some(5.0)).unwrap());
+    assert!(far.classify(&[10.0]).unwrap().unsure);
+    assert!(!far.classify(&[0.05]).unwrap().unsure);
+    for bad in [f32::NAN, f32::INFINITY, -1.0] {
+        assert!(matches!(
+            attrex::Abstain::new(3, Some(bad)),
+            Err(IndexError::Threshold { .. })
+        ));
+    }
+}
+
+#[test]
+fn the_recipe_is_saved_with_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, path) = saved_index(dir.path());
+    assert_eq!(AttributeIndex::load(&path).unwrap().recipe(), None);
+    index.with_recipe("colour-v1").save(&path).unwrap();
+    assert_eq!(
+        AttributeIndex::load(&path).unwrap().recipe(),
+        Some("colour-v1")
+    );
+}
+
+#[test]
+fn accuracy_at_coverage_answers_the_surest_first() {
+    use attrex::eval::{Outcome, accuracy_at_coverage};
+    let o = |truth, predicted, votes, nearest| Outcome {
+        truth,
+        predicted,
+        votes,
+        nearest,
+    };
+    // Sorted surest first: 5 votes (right), 4 votes at 0.5 (right), 4 votes at 0.9 (wrong),
+    // 2 votes (wrong).
+    let outcomes = [
+        o(0, 1, 2, 0.1),
+        o(1, 0, 4, 0.9),
+        o(0, 0, 5, 3.0),
+        o(2, 2, 4, 0.5),
+    ];
+    assert_eq!(accuracy_at_coverage(&outcomes, 1.0), (1.0, 0.5));
+    assert_eq!(accuracy_at_coverage(&outcomes, 0.5), (0.5, 1.0));
+    assert_eq!(accuracy_at_coverage(&outcomes, 0.75), (0.75, 2.0 / 3.0));
+    assert_eq!(accuracy_at_coverage(&[], 0.8), (0.0, 0.0));
+}
