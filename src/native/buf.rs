@@ -17,13 +17,17 @@ pub(crate) struct AlignedBuf {
     cap: usize,
 }
 
-// SAFETY: `AlignedBuf` owns its allocation exclusively, like `Vec<f32>`.
+// SAFETY: `AlignedBuf` owns its allocation exclusively, like `Vec<f32>`: moving it to another
+// thread moves that ownership, and no other handle to the memory exists.
 unsafe impl Send for AlignedBuf {}
-// SAFETY: shared access only hands out `&[f32]`.
+// SAFETY: `&AlignedBuf` only hands out `&[f32]` (mutation needs `&mut`), like `Vec<f32>`.
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// `len` zeros.
+    ///
+    /// # Panics
+    /// If `len` floats exceed `isize::MAX` bytes.
     pub fn zeroed(len: usize) -> Self {
         if len == 0 {
             return Self {
@@ -48,9 +52,12 @@ impl AlignedBuf {
         buf
     }
 
+    /// # Panics
+    /// If `cap` floats exceed `isize::MAX` bytes.
     fn layout(cap: usize) -> Layout {
-        Layout::from_size_align(cap * size_of::<f32>(), ALIGN)
-            .expect("buffer sizes come from activation shapes that fit in memory")
+        cap.checked_mul(size_of::<f32>())
+            .and_then(|bytes| Layout::from_size_align(bytes, ALIGN).ok())
+            .expect("an aligned buffer of more than isize::MAX bytes")
     }
 
     /// Elements the buffer can hold.

@@ -1,4 +1,5 @@
-//! The convolution kernel: implicit GEMM over channels-last activations, AVX-512.
+//! The convolution driver: implicit GEMM over channels-last activations, generic over the
+//! instruction set's micro-kernel ([`Kernel`]).
 //!
 //! A convolution is a matrix product `out[m, o] = sum_k patch[m, k] * w[k, o]` where `m` runs over
 //! output pixels (all images of the batch), `o` over output channels and `k` over
@@ -6,32 +7,25 @@
 //! (one per tap, or per kernel row where pixels have no gaps), so the patch matrix is never
 //! built (no im2col).
 //!
-//! The micro-kernel keeps a 14 x 32 tile of the output in 28 of the 32 AVX-512 registers and
-//! does 28 fused multiply-adds per 2 weight loads and 14 broadcasts. Where the tile's 14 pixels
-//! are evenly spaced in the input (a stride-1 row, a 1x1 over an unpadded map, the stem) the
-//! broadcasts read the input in place, at constant offsets: the spacing is a compile-time
-//! parameter (the direct path). Elsewhere (rows 7 wide, the last partial tile) a block of tiles
-//! is first copied, `KC` values of `k` at a time, into a small buffer that stays in cache while
-//! every output-channel panel passes over it (the packed path).
+//! The micro-kernel keeps an `MR x NR` tile of the output in registers (14 x 32 for AVX-512,
+//! 14 x 8 for AVX2). Where the tile's 14 pixels are evenly spaced in the input (a stride-1 row,
+//! a 1x1 over an unpadded map, the stem) the kernel reads the input in place, at constant
+//! offsets: the spacing is a compile-time parameter (the direct path). Elsewhere (the last
+//! partial tile, odd map widths) a block of tiles is first copied, `KC` values of `k` at a
+//! time, into a small buffer that stays in cache while every output-channel panel passes over
+//! it (the packed path).
 //!
 //! Bias, the residual and ReLU are applied to the registers before the one store, so no
 //! separate pass reads the output again.
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::{
-    __m512, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
-    _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
-};
+use std::marker::PhantomData;
 
 use rayon::prelude::*;
 
 use super::act::{Act, Layout};
 use super::buf::AlignedBuf;
+use super::isa::{Epilogue, Kernel, MAX_MR};
 
-/// Output pixels per micro-tile.
-pub(crate) const MR: usize = 14;
-/// Output channels per weight panel (two AVX-512 vectors).
-pub(crate) const NR: usize = 32;
 /// Reduction values per packed block.
 const KC: usize = 256;
 /// Floats between two pixels' rows of a packed tile: one cache line more than `KC`, so that the
@@ -43,22 +37,10 @@ const TILE_OUTER_MAX_WEIGHTS: usize = 128 * 1024;
 /// Most micro-tiles one worker packs at once.
 const MAX_TILES_PER_BLOCK: usize = 8;
 
-/// Whether this CPU can run the kernel.
-pub(crate) fn supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// One convolution, weights repacked for the kernel: panel `p` holds output channels
+/// One convolution, weights repacked for kernel `K`: panel `p` holds output channels
 /// `p*NR..(p+1)*NR` as `[k][NR]` with `k = (kh * kernel + kw) * cin + ci`.
 #[derive(Debug)]
-pub(crate) struct PackedConv {
+pub(crate) struct PackedConv<K> {
     pub cin: usize,
     pub cout: usize,
     pub kernel: usize,
@@ -66,11 +48,15 @@ pub(crate) struct PackedConv {
     pub pad: usize,
     weights: AlignedBuf,
     bias: AlignedBuf,
+    packed_for: PhantomData<K>,
 }
 
-impl PackedConv {
+impl<K: Kernel> PackedConv<K> {
     /// Repacks an OIHW weight (`[cout, cin, kernel, kernel]`) and its bias. `None` when `cout`
-    /// is not a multiple of [`NR`].
+    /// is not a multiple of `K::NR`, a size is zero, or the weight's size overflows.
+    ///
+    /// # Panics
+    /// If `oihw` or `bias` does not have that shape's length.
     pub fn new(
         [cin, cout]: [usize; 2],
         kernel: usize,
@@ -79,19 +65,22 @@ impl PackedConv {
         oihw: &[f32],
         bias: &[f32],
     ) -> Option<Self> {
-        if cout % NR != 0 || cout == 0 || cin == 0 || kernel == 0 || stride == 0 {
+        if !cout.is_multiple_of(K::NR) || cout == 0 || cin == 0 || kernel == 0 || stride == 0 {
             return None;
         }
-        let k_len = kernel * kernel * cin;
-        debug_assert_eq!(oihw.len(), cout * k_len);
-        let mut weights = AlignedBuf::zeroed(cout * k_len);
+        let k_len = kernel.checked_mul(kernel)?.checked_mul(cin)?;
+        let len = cout.checked_mul(k_len)?;
+        assert_eq!(oihw.len(), len, "OIHW weight length");
+        assert_eq!(bias.len(), cout, "bias length");
+        let nr = K::NR;
+        let mut weights = AlignedBuf::zeroed(len);
         for o in 0..cout {
-            let panel = &mut weights[(o / NR) * k_len * NR..][..k_len * NR];
+            let panel = &mut weights[(o / nr) * k_len * nr..][..k_len * nr];
             for ci in 0..cin {
                 for kh in 0..kernel {
                     for kw in 0..kernel {
                         let k = (kh * kernel + kw) * cin + ci;
-                        panel[k * NR + o % NR] = oihw[((o * cin + ci) * kernel + kh) * kernel + kw];
+                        panel[k * nr + o % nr] = oihw[((o * cin + ci) * kernel + kh) * kernel + kw];
                     }
                 }
             }
@@ -104,6 +93,7 @@ impl PackedConv {
             pad,
             weights,
             bias: AlignedBuf::from_slice(bias),
+            packed_for: PhantomData,
         })
     }
 
@@ -112,7 +102,8 @@ impl PackedConv {
         (side + 2 * self.pad - self.kernel) / self.stride + 1
     }
 
-    fn k_len(&self) -> usize {
+    /// Reduction length: values per patch.
+    pub fn k_len(&self) -> usize {
         self.kernel * self.kernel * self.cin
     }
 }
@@ -120,8 +111,10 @@ impl PackedConv {
 /// Raw pointers that workers write through; each worker touches disjoint output pixels.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: the pointer is only dereferenced at pixels owned by one worker (see `conv`).
+// SAFETY: a `SendPtr` is only dereferenced at the output pixels of one block of tiles, which
+// one worker alone computes (see `run`), so moving it to that worker races with nothing.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: sharing it lets each worker write its own disjoint pixels only.
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
@@ -131,27 +124,42 @@ impl SendPtr {
     }
 }
 
-/// `out = act(conv(input) + bias [+ out])`, written into the interior of `out`.
+/// `out = act(conv(input) + bias [+ out])`, written into the interior of `out`, by the kernels
+/// that `isa` proves this CPU runs.
 ///
 /// With `accumulate`, `out` holds the residual on entry and the sum replaces it in place: the
 /// epilogue reads each output vector just before it overwrites it, so the residual costs no
 /// separate buffer and its cache lines are fetched once. `input` must carry at least the
 /// convolution's padding as a zero border; `out` must have the output's shape.
-pub(crate) fn conv(pc: &PackedConv, input: &Act, out: &mut Act, accumulate: bool, relu: bool) {
-    run(pc, input, out, accumulate, relu, None);
+///
+/// # Panics
+/// If the shapes do not fit together.
+pub(crate) fn conv<K: Kernel>(
+    isa: K,
+    pc: &PackedConv<K>,
+    input: &Act,
+    out: &mut Act,
+    accumulate: bool,
+    relu: bool,
+) {
+    run(isa, pc, input, out, accumulate, relu, None);
 }
 
 /// [`conv`], also returning the global average pool of the output (`[n][cout]`), summed in the
 /// epilogue from the registers instead of read back from memory.
-pub(crate) fn conv_pooled(
-    pc: &PackedConv,
+///
+/// # Panics
+/// As [`conv`].
+pub(crate) fn conv_pooled<K: Kernel>(
+    isa: K,
+    pc: &PackedConv<K>,
     input: &Act,
     out: &mut Act,
     accumulate: bool,
     relu: bool,
 ) -> Vec<f32> {
     let sums = std::sync::Mutex::new(vec![0f64; out.n * pc.cout]);
-    run(pc, input, out, accumulate, relu, Some(&sums));
+    run(isa, pc, input, out, accumulate, relu, Some(&sums));
     let count = (out.h * out.w) as f64;
     sums.into_inner()
         .unwrap_or_else(|e| e.into_inner())
@@ -160,16 +168,22 @@ pub(crate) fn conv_pooled(
         .collect()
 }
 
-fn run(
-    pc: &PackedConv,
+fn run<K: Kernel>(
+    isa: K,
+    pc: &PackedConv<K>,
     input: &Act,
     out: &mut Act,
     accumulate: bool,
     relu: bool,
     pool: Option<&std::sync::Mutex<Vec<f64>>>,
 ) {
+    // The bounds the kernels' raw reads and writes rely on: both buffers hold their layouts,
+    // the input's border covers the padding (so every patch lies inside its padded image),
+    // and the output has the convolution's shape.
+    input.assert_layout();
+    out.assert_layout();
     assert!(
-        input.pad >= pc.pad && input.c == pc.cin && out.cs.is_multiple_of(16),
+        input.pad >= pc.pad && input.c == pc.cin,
         "conv input layout"
     );
     let (oh, ow) = (pc.out_side(input.h), pc.out_side(input.w));
@@ -177,8 +191,9 @@ fn run(
         out.n == input.n && out.h == oh && out.w == ow && out.c == pc.cout,
         "conv output shape"
     );
+    let mr = K::MR;
     let m_total = input.n * oh * ow;
-    let tiles = m_total.div_ceil(MR);
+    let tiles = m_total.div_ceil(mr);
     let threads = rayon::current_num_threads().max(1);
     let blocks = tiles.div_ceil(MAX_TILES_PER_BLOCK).div_ceil(threads).max(1) * threads;
     let per_block = tiles.div_ceil(blocks).max(1);
@@ -191,6 +206,7 @@ fn run(
         .map(|b| patch_runs(pc, input, b * kc, ((b + 1) * kc).min(k_len)))
         .collect();
     let job = Job {
+        isa,
         pc,
         pool,
         input,
@@ -211,34 +227,19 @@ fn run(
             .map(|r| (r.src, r.len))
             .collect(),
     };
-    let start = std::time::Instant::now();
-    // SAFETY: `supported()` was checked when the network was built, and each block writes
-    // only the output pixels of its own tiles.
-    (0..blocks)
-        .into_par_iter()
-        .for_each(|b| unsafe { job.run_block(b) });
-    if *PROFILE {
-        let s = start.elapsed().as_secs_f64();
-        let macs = (m_total * k_len * pc.cout) as f64;
-        eprintln!(
-            "conv k{} s{} {}->{} {}x{} m={} ms={:.2} gmac/s={:.1}",
-            pc.kernel,
-            pc.stride,
-            pc.cin,
-            pc.cout,
-            oh,
-            ow,
-            m_total,
-            s * 1e3,
-            macs / s / 1e9
-        );
-    }
+    (0..blocks).into_par_iter().for_each(|b| {
+        isa.vectorize(|| {
+            // SAFETY: block `b` writes only the output pixels of its own tiles, which no other
+            // block touches; the layouts were checked above.
+            unsafe { job.run_block(b) }
+        })
+    });
 }
 
 /// Reduction values `k0..k1` of a patch as contiguous runs of the input, at the same offsets
 /// from every patch origin: one per tap, merged along a kernel row where the input's pixels
 /// are packed without gaps.
-fn patch_runs(pc: &PackedConv, input: &Act, k0: usize, k1: usize) -> Vec<Run> {
+fn patch_runs<K>(pc: &PackedConv<K>, input: &Act, k0: usize, k1: usize) -> Vec<Run> {
     let row_stride = input.row_stride();
     let mut runs: Vec<Run> = Vec::new();
     let mut k = k0;
@@ -267,13 +268,10 @@ struct Run {
     len: usize,
 }
 
-/// `ATTREX_PROFILE` set: print each convolution's shape, time and rate to stderr.
-pub(crate) static PROFILE: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::env::var_os("ATTREX_PROFILE").is_some());
-
 /// Everything a worker needs to compute some tiles of one convolution.
-struct Job<'a> {
-    pc: &'a PackedConv,
+struct Job<'a, K> {
+    isa: K,
+    pc: &'a PackedConv<K>,
     /// Channel sums per image (`[n][cout]`) of the output, when the convolution pools it.
     pool: Option<&'a std::sync::Mutex<Vec<f64>>>,
     input: &'a Act,
@@ -297,13 +295,13 @@ struct Job<'a> {
     direct_runs: Vec<(usize, usize)>,
 }
 
-// SAFETY: the raw output pointer is written at disjoint pixels by each block.
-unsafe impl Sync for Job<'_> {}
-
 thread_local! {
     /// Each worker's packed patch block, kept between calls.
     static APACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// Pixels per block, at most.
+const PIX: usize = MAX_MR * MAX_TILES_PER_BLOCK;
 
 /// The pixels of one block of tiles.
 struct BlockPixels {
@@ -327,18 +325,25 @@ impl BlockPixels {
     }
 }
 
-/// Pixels per block.
-const PIX: usize = MR * MAX_TILES_PER_BLOCK;
+/// The sums of panel `p` in a block's pooled sums (null when not pooling).
+fn pool_at(base: *mut f32, p: usize, nr: usize) -> *mut f32 {
+    if base.is_null() {
+        base
+    } else {
+        base.wrapping_add(p * nr)
+    }
+}
 
-impl Job<'_> {
+impl<K: Kernel> Job<'_, K> {
     /// For block `b`: each pixel's patch origin in the input and output offset, the number of
     /// tiles and of pixels.
     fn pixel_offsets(&self, b: usize) -> BlockPixels {
+        const { assert!(K::MR <= MAX_MR && K::MR.is_multiple_of(2)) };
         let pc = self.pc;
         let first_tile = b * self.per_block;
         let n_tiles = self.per_block.min(self.tiles - first_tile);
-        let m0 = first_tile * MR;
-        let pixels = (n_tiles * MR).min(self.m_total - m0);
+        let m0 = first_tile * K::MR;
+        let pixels = (n_tiles * K::MR).min(self.m_total - m0);
         let mut px = BlockPixels {
             src: [0; PIX],
             dst: [0; PIX],
@@ -382,12 +387,14 @@ impl Job<'_> {
         }
     }
 
-    /// Computes the tiles of block `b`.
+    /// Computes the tiles of block `b`. Inlined into [`Kernel::vectorize`]'s function, so that
+    /// the packing loops are compiled for the instruction set.
     ///
     /// # Safety
-    /// AVX-512F must be available, and no other thread may write the pixels of block `b`.
-    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    /// No other thread may access the output pixels of block `b`.
+    #[inline(always)]
     unsafe fn run_block(&self, b: usize) {
+        let (mr, nr) = (K::MR, K::NR);
         let pc = self.pc;
         let px = self.pixel_offsets(b);
         let (src, dst, n_tiles, pixels) = (&px.src, &px.dst, px.n_tiles, px.pixels);
@@ -407,48 +414,46 @@ impl Job<'_> {
             std::ptr::null_mut()
         };
         let k_len = pc.k_len();
-        let panels = pc.cout / NR;
+        let panels = pc.cout / nr;
         let data = &self.input.data;
         let step = pc.stride * self.input.cs;
         // Whether pixels `i..j` of every tile are evenly spaced in the input, one stride apart
         // (each step is at least that, so equal ends mean equal steps).
         let even = |i: usize, j: usize| {
-            (0..n_tiles).all(|t| src[t * MR + j - 1] - src[t * MR + i] == (j - 1 - i) * step)
+            (0..n_tiles).all(|t| src[t * mr + j - 1] - src[t * mr + i] == (j - 1 - i) * step)
         };
         // Whole tiles evenly spaced, or (maps 7 wide) both halves of every tile.
-        let seg = if pixels < n_tiles * MR {
+        let split = if pixels < n_tiles * mr {
             None
-        } else if even(0, MR) {
-            Some(MR)
-        } else if even(0, MR / 2) && even(MR / 2, MR) {
-            Some(MR / 2)
+        } else if even(0, mr) {
+            Some(false)
+        } else if even(0, mr / 2) && even(mr / 2, mr) {
+            Some(true)
         } else {
             None
         };
-        if let Some(seg) = seg {
-            // Then the kernel reads the pixels where they are, with no packing.
+        if let Some(split) = split
             // SAFETY: as this function's contract; each tile's pixels, at `src` and one stride
-            // apart within each segment, hold the patch runs (the zero border covers the
+            // apart within each half, hold the patch runs (the zero border covers the
             // padding).
-            let done = unsafe { self.direct_block(&px, pool_base, seg) };
-            if done {
-                self.add_sums(&px, &sums);
-                return;
-            }
+            && unsafe { self.direct_block(&px, pool_base, split) }
+        {
+            self.add_sums(&px, &sums);
+            return;
         }
         APACK.with_borrow_mut(|apack| {
-            apack.resize(n_tiles * MR * A_STRIDE, 0.0);
+            apack.resize(n_tiles * mr * A_STRIDE, 0.0);
             for (kb, runs) in self.runs.iter().enumerate() {
                 let k0 = kb * self.kc;
                 let kc = self.kc.min(k_len - k0);
                 let (first, last) = (kb == 0, k0 + kc == k_len);
                 let pack = |apack: &mut [f32], t: usize| {
-                    for i in t * MR..(t + 1) * MR {
+                    for i in t * mr..(t + 1) * mr {
                         let row = &mut apack[i * A_STRIDE..][..kc];
                         if i < pixels {
                             for run in runs {
                                 let from = src[i] + run.src;
-                                copy(
+                                self.isa.copy(
                                     &mut row[run.dst..run.dst + run.len],
                                     &data[from..from + run.len],
                                 );
@@ -459,34 +464,35 @@ impl Job<'_> {
                     }
                 };
                 let tile = |apack: &[f32], t: usize, p: usize| {
-                    let panel = &pc.weights[p * k_len * NR + k0 * NR..][..kc * NR];
-                    let rows = MR.min(pixels - t * MR);
+                    let panel = &pc.weights[p * k_len * nr + k0 * nr..][..kc * nr];
+                    let rows = mr.min(pixels - t * mr);
                     let epilogue = Epilogue {
                         first,
                         last,
                         relu: self.relu,
                         accumulate: self.accumulate,
-                        bias: &pc.bias[p * NR..][..NR],
-                        pool: pool_at(pool_base, p),
+                        bias: &pc.bias[p * nr..][..nr],
+                        pool: pool_at(pool_base, p, nr),
                         pool_stride: pc.cout,
-                        row_img: &px.img[t * MR..t * MR + rows],
+                        row_img: &px.img[t * mr..t * mr + rows],
                     };
-                    let mut outs = [std::ptr::null_mut::<f32>(); MR];
+                    let mut outs = [std::ptr::null_mut::<f32>(); MAX_MR];
                     for r in 0..rows {
                         // SAFETY: `dst` offsets are inside the output (its layout made them) and
                         // this block alone writes them.
-                        outs[r] = unsafe { self.out.get().add(dst[t * MR + r] + p * NR) };
+                        outs[r] = unsafe { self.out.get().add(dst[t * mr + r] + p * nr) };
                     }
-                    // SAFETY: as this function's contract; the A tile holds MR rows of A_STRIDE,
-                    // the panel kc rows of NR, and each pointer addresses NR floats.
+                    let a = &apack[t * mr * A_STRIDE..][..mr * A_STRIDE];
+                    // SAFETY: the A tile holds MR rows of A_STRIDE >= kc floats, the panel kc
+                    // rows of NR, each stored row's pointer NR floats of a pixel this block
+                    // alone writes, and the pooled sums every image of the block.
                     unsafe {
-                        tile_kernel::<A_STRIDE, MR>(
-                            apack[t * MR * A_STRIDE..].as_ptr(),
+                        self.isa.tile::<A_STRIDE, false>(
+                            a.as_ptr(),
                             0,
                             &[(0, kc)],
                             panel.as_ptr(),
                             &outs,
-                            rows,
                             &epilogue,
                         );
                     }
@@ -517,97 +523,34 @@ impl Job<'_> {
         });
         self.add_sums(&px, &sums);
     }
-}
 
-/// The epilogue of a tile: add the partial sums or residual held in the output, then (after
-/// the last reduction block) the bias and ReLU, and store `rows` rows. A macro, not a function:
-/// the accumulators must stay in registers, and a call would take their address.
-///
-/// Used inside `unsafe` AVX-512 functions whose contract makes `outs[..rows]` address `NR`
-/// floats each.
-macro_rules! store_tile {
-    ($acc:ident, $outs:expr, $rows:expr, $ep:expr) => {{
-        let (outs, rows, ep) = ($outs, $rows, $ep);
-        let from_out = !ep.first || ep.accumulate;
-        if from_out {
-            for r in 0..rows {
-                $acc[r][0] = _mm512_add_ps($acc[r][0], _mm512_loadu_ps(outs[r]));
-                $acc[r][1] = _mm512_add_ps($acc[r][1], _mm512_loadu_ps(outs[r].add(16)));
-            }
-        }
-        if ep.last {
-            let bias0 = _mm512_loadu_ps(ep.bias.as_ptr());
-            let bias1 = _mm512_loadu_ps(ep.bias.as_ptr().add(16));
-            let zero = _mm512_setzero_ps();
-            for r in 0..rows {
-                let mut v0 = _mm512_add_ps($acc[r][0], bias0);
-                let mut v1 = _mm512_add_ps($acc[r][1], bias1);
-                if ep.relu {
-                    v0 = _mm512_max_ps(v0, zero);
-                    v1 = _mm512_max_ps(v1, zero);
-                }
-                _mm512_storeu_ps(outs[r], v0);
-                _mm512_storeu_ps(outs[r].add(16), v1);
-            }
-            if !ep.pool.is_null() {
-                // Channel sums of the rows of each image, read back from L1 (indexing the
-                // accumulators here would make LLVM keep them in memory), added to that
-                // image's pooled sums when the image changes and at the end.
-                let (mut s0, mut s1, mut image) = (zero, zero, ep.row_img[0]);
-                for r in 0..rows {
-                    if ep.row_img[r] != image {
-                        let at = ep.pool.add(image * ep.pool_stride);
-                        _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
-                        _mm512_storeu_ps(
-                            at.add(16),
-                            _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1),
-                        );
-                        (s0, s1, image) = (zero, zero, ep.row_img[r]);
-                    }
-                    s0 = _mm512_add_ps(s0, _mm512_loadu_ps(outs[r]));
-                    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(outs[r].add(16)));
-                }
-                let at = ep.pool.add(image * ep.pool_stride);
-                _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
-                _mm512_storeu_ps(at.add(16), _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1));
-            }
-        } else {
-            for r in 0..rows {
-                _mm512_storeu_ps(outs[r], $acc[r][0]);
-                _mm512_storeu_ps(outs[r].add(16), $acc[r][1]);
-            }
-        }
-    }};
-}
-
-impl Job<'_> {
     /// The block's tiles straight from the input, without packing, when the distance between
     /// two output pixels' patches in the input (stride x channel stride) is one the direct
     /// kernel is compiled for: those of ResNet-50's stem and stride-1 and stride-2 layers.
     /// Returns whether it ran.
     ///
     /// # Safety
-    /// As [`Job::run_block`], and every tile's pixels one stride apart in the input.
-    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-    unsafe fn direct_block(&self, px: &BlockPixels, pool_base: *mut f32, seg: usize) -> bool {
-        type Tiles<'j> = unsafe fn(&Job<'j>, &BlockPixels, *mut f32);
-        let kernel: Tiles<'_> = match (self.pc.stride * self.input.cs, seg) {
-            (6, MR) => Self::direct_tiles::<6, MR>,
-            (64, MR) => Self::direct_tiles::<64, MR>,
-            (128, MR) => Self::direct_tiles::<128, MR>,
-            (256, MR) => Self::direct_tiles::<256, MR>,
-            (272, MR) => Self::direct_tiles::<272, MR>,
-            (528, MR) => Self::direct_tiles::<528, MR>,
-            (544, MR) => Self::direct_tiles::<544, MR>,
-            (1040, MR) => Self::direct_tiles::<1040, MR>,
-            (1056, MR) => Self::direct_tiles::<1056, MR>,
-            (2064, MR) => Self::direct_tiles::<2064, MR>,
-            (2080, MR) => Self::direct_tiles::<2080, MR>,
+    /// As [`Job::run_block`], and every tile's pixels one stride apart in the input (within
+    /// each half of the tile, with `split`).
+    unsafe fn direct_block(&self, px: &BlockPixels, pool_base: *mut f32, split: bool) -> bool {
+        type Tiles<'j, K> = unsafe fn(&Job<'j, K>, &BlockPixels, *mut f32);
+        let kernel: Tiles<'_, K> = match (self.pc.stride * self.input.cs, split) {
+            (6, false) => Self::direct_tiles::<6, false>,
+            (64, false) => Self::direct_tiles::<64, false>,
+            (128, false) => Self::direct_tiles::<128, false>,
+            (256, false) => Self::direct_tiles::<256, false>,
+            (272, false) => Self::direct_tiles::<272, false>,
+            (528, false) => Self::direct_tiles::<528, false>,
+            (544, false) => Self::direct_tiles::<544, false>,
+            (1040, false) => Self::direct_tiles::<1040, false>,
+            (1056, false) => Self::direct_tiles::<1056, false>,
+            (2064, false) => Self::direct_tiles::<2064, false>,
+            (2080, false) => Self::direct_tiles::<2080, false>,
             // Stage 4 (7-wide maps): the 3x3 (v1; 1056 for v1.5's stride 2) and the
             // stride-2 1x1s into it.
-            (528, 7) => Self::direct_tiles::<528, 7>,
-            (1056, 7) => Self::direct_tiles::<1056, 7>,
-            (2080, 7) => Self::direct_tiles::<2080, 7>,
+            (528, true) => Self::direct_tiles::<528, true>,
+            (1056, true) => Self::direct_tiles::<1056, true>,
+            (2080, true) => Self::direct_tiles::<2080, true>,
             _ => return false,
         };
         // SAFETY: passed on from the caller.
@@ -615,215 +558,77 @@ impl Job<'_> {
         true
     }
 
-    /// [`Job::direct_block`] for pixels `STEP` floats apart.
+    /// [`Job::direct_block`] for pixels `STEP` floats apart (in each half of a tile, with
+    /// `SPLIT`).
     ///
     /// # Safety
     /// As [`Job::direct_block`], with `STEP == self.pc.stride * self.input.cs`.
-    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-    unsafe fn direct_tiles<const STEP: usize, const SEG: usize>(
+    unsafe fn direct_tiles<const STEP: usize, const SPLIT: bool>(
         &self,
         px: &BlockPixels,
         pool_base: *mut f32,
     ) {
+        let (mr, nr) = (K::MR, K::NR);
         let pc = self.pc;
         let (src, dst, n_tiles) = (&px.src, &px.dst, px.n_tiles);
         let k_len = pc.k_len();
-        let panels = pc.cout / NR;
+        let panels = pc.cout / nr;
         let tile = |t: usize, p: usize| {
             let epilogue = Epilogue {
                 first: true,
                 last: true,
                 relu: self.relu,
                 accumulate: self.accumulate,
-                bias: &pc.bias[p * NR..][..NR],
-                pool: pool_at(pool_base, p),
+                bias: &pc.bias[p * nr..][..nr],
+                pool: pool_at(pool_base, p, nr),
                 pool_stride: pc.cout,
-                row_img: &px.img[t * MR..(t + 1) * MR],
+                row_img: &px.img[t * mr..(t + 1) * mr],
             };
-            let mut outs = [std::ptr::null_mut::<f32>(); MR];
-            for (r, out) in outs.iter_mut().enumerate() {
+            let mut outs = [std::ptr::null_mut::<f32>(); MAX_MR];
+            for (r, out) in outs.iter_mut().enumerate().take(mr) {
                 // SAFETY: `dst` offsets are inside the output and this block alone writes them.
-                *out = unsafe { self.out.get().add(dst[t * MR + r] + p * NR) };
+                *out = unsafe { self.out.get().add(dst[t * mr + r] + p * nr) };
             }
-            let origin = self.input.data[src[t * MR]..].as_ptr();
-            // Rows from SEG on start this far from the first (unused when SEG == MR).
-            let jump = if SEG < MR {
-                src[t * MR + SEG] - src[t * MR]
+            let origin = self.input.data[src[t * mr]..].as_ptr();
+            // Rows from the second half on start this far from the first (unused unless
+            // SPLIT).
+            let jump = if SPLIT {
+                src[t * mr + mr / 2] - src[t * mr]
             } else {
                 0
             };
-            let panel = &pc.weights[p * k_len * NR..][..k_len * NR];
-            // SAFETY: as this function's contract.
+            let panel = &pc.weights[p * k_len * nr..][..k_len * nr];
+            // SAFETY: as this function's contract: every row's patch runs lie inside the
+            // input's padded image, the panel holds k_len rows of NR, and each row's pointer
+            // NR floats of a pixel this block alone writes.
             unsafe {
-                tile_kernel::<STEP, SEG>(
+                self.isa.tile::<STEP, SPLIT>(
                     origin,
                     jump,
                     &self.direct_runs,
                     panel.as_ptr(),
                     &outs,
-                    MR,
                     &epilogue,
                 );
             }
         };
-        if k_len * pc.cout <= TILE_OUTER_MAX_WEIGHTS {
-            for t in 0..n_tiles {
-                for p in 0..panels {
-                    tile(t, p);
-                }
-            }
-        } else {
-            for p in 0..panels {
+        // In a function compiled for the instruction set, where the micro-kernel can be
+        // inlined.
+        self.isa.vectorize(|| {
+            if k_len * pc.cout <= TILE_OUTER_MAX_WEIGHTS {
                 for t in 0..n_tiles {
-                    tile(t, p);
+                    for p in 0..panels {
+                        tile(t, p);
+                    }
+                }
+            } else {
+                for p in 0..panels {
+                    for t in 0..n_tiles {
+                        tile(t, p);
+                    }
                 }
             }
-        }
-    }
-}
-
-/// One 14 x 32 output tile: the micro-kernel of both paths. Row `r`'s patch values are read
-/// at `r * STEP` from `a` (rows `SEG..` from `a + jump`, for two rows of a 7-wide map), one
-/// contiguous run `(offset, len)` after another; `STEP` is a compile-time constant, so every
-/// broadcast has a constant offset. The direct path passes the input itself and its patch
-/// runs; the packed path a packed tile (`STEP = A_STRIDE`) and one run. Only `rows` rows are
-/// stored.
-///
-/// # Safety
-/// AVX-512F must be available; for every run `(o, len)`, row `r`'s
-/// `a + o + r * STEP + i` (`r < SEG`) or `a + jump + o + (r - SEG) * STEP + i` must be readable
-/// for `r < MR`, `i < len`; `b` addresses (sum of the lengths) x `NR` floats and `outs[..rows]`
-/// `NR` floats each.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_kernel<const STEP: usize, const SEG: usize>(
-    a: *const f32,
-    jump: usize,
-    runs: &[(usize, usize)],
-    b: *const f32,
-    outs: &[*mut f32; MR],
-    rows: usize,
-    ep: &Epilogue<'_>,
-) {
-    // SAFETY: the caller's contract covers every access below.
-    unsafe {
-        // Partial sums of earlier reduction blocks, or the residual, are in the output and
-        // are added after the multiply-adds. Those rows are usually not in cache: start
-        // fetching them now.
-        if !ep.first || ep.accumulate {
-            for out in &outs[..rows] {
-                _mm_prefetch::<_MM_HINT_T0>(out.cast::<i8>());
-                _mm_prefetch::<_MM_HINT_T0>(out.add(16).cast::<i8>());
-            }
-        }
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        let mut bp = b;
-        for &(off, cin) in runs {
-            let ap = a.add(off);
-            let ap2 = a.wrapping_add(jump + off);
-            let step = |acc: &mut [[__m512; 2]; MR], ci: usize, bp: *const f32| {
-                let b0 = _mm512_loadu_ps(bp);
-                let b1 = _mm512_loadu_ps(bp.add(16));
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let at = if r < SEG {
-                        ap.add(r * STEP + ci)
-                    } else {
-                        ap2.add((r - SEG) * STEP + ci)
-                    };
-                    let av: __m512 = _mm512_set1_ps(*at);
-                    row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-                    row[1] = _mm512_fmadd_ps(av, b1, row[1]);
-                }
-            };
-            let mut ci = 0;
-            while ci + 4 <= cin {
-                step(&mut acc, ci, bp);
-                step(&mut acc, ci + 1, bp.add(NR));
-                step(&mut acc, ci + 2, bp.add(2 * NR));
-                step(&mut acc, ci + 3, bp.add(3 * NR));
-                ci += 4;
-                bp = bp.add(4 * NR);
-            }
-            while ci < cin {
-                step(&mut acc, ci, bp);
-                ci += 1;
-                bp = bp.add(NR);
-            }
-        }
-        store_tile!(acc, outs, rows, ep);
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_kernel<const STEP: usize, const SEG: usize>(
-    _a: *const f32,
-    _jump: usize,
-    _runs: &[(usize, usize)],
-    _b: *const f32,
-    _outs: &[*mut f32; MR],
-    _rows: usize,
-    _ep: &Epilogue<'_>,
-) {
-    unreachable!("the native engine is only built where `supported()` holds");
-}
-
-/// `dst.copy_from_slice(src)` in 64-byte vectors: the runs are short (21 floats in the stem, a
-/// few hundred elsewhere), where a call to `memcpy` per run costs more than the copy.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn copy(dst: &mut [f32], src: &[f32]) {
-    use std::arch::x86_64::{_mm512_mask_storeu_ps, _mm512_maskz_loadu_ps};
-    assert_eq!(dst.len(), src.len());
-    let mut d = dst.chunks_exact_mut(16);
-    let mut s = src.chunks_exact(16);
-    for (d, s) in (&mut d).zip(&mut s) {
-        // SAFETY: both chunks hold 16 floats.
-        unsafe { _mm512_storeu_ps(d.as_mut_ptr(), _mm512_loadu_ps(s.as_ptr())) };
-    }
-    let (d, s) = (d.into_remainder(), s.remainder());
-    if !d.is_empty() {
-        let mask = (1u16 << d.len()) - 1;
-        // SAFETY: the mask covers exactly the `d.len() < 16` floats both slices hold.
-        unsafe {
-            _mm512_mask_storeu_ps(
-                d.as_mut_ptr(),
-                mask,
-                _mm512_maskz_loadu_ps(mask, s.as_ptr()),
-            );
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn copy(dst: &mut [f32], src: &[f32]) {
-    dst.copy_from_slice(src);
-}
-
-struct Epilogue<'a> {
-    /// The first reduction block: start from zero, not from the partial sums in the output.
-    first: bool,
-    /// The last reduction block: apply bias, residual and ReLU.
-    last: bool,
-    relu: bool,
-    /// The output holds a residual to add (taken in with the first reduction block; later
-    /// blocks find it in the partial sums).
-    accumulate: bool,
-    bias: &'a [f32],
-    /// Where this panel's channel sums of image 0 of the block go (null: no pooling); image `i`
-    /// at `pool + i * pool_stride`.
-    pool: *mut f32,
-    pool_stride: usize,
-    /// Each row's image, counted from the block's first.
-    row_img: &'a [usize],
-}
-
-/// The sums of panel `p` in a block's pooled sums (null when not pooling).
-fn pool_at(base: *mut f32, p: usize) -> *mut f32 {
-    if base.is_null() {
-        base
-    } else {
-        base.wrapping_add(p * NR)
+        });
     }
 }
 
@@ -831,8 +636,10 @@ fn pool_at(base: *mut f32, p: usize) -> *mut f32 {
 mod tests {
     use super::*;
     use crate::native::act::Pool;
+    use crate::native::isa::each_kernel;
 
-    /// A direct, unoptimised convolution on NCHW data: the reference for the kernel.
+    /// A direct, unoptimised convolution on NCHW data, summed in f64: the reference for the
+    /// kernels.
     #[allow(clippy::too_many_arguments)]
     fn naive(
         x: &[f32],
@@ -887,18 +694,22 @@ mod tests {
             .collect()
     }
 
-    fn check(n: usize, cin: usize, cout: usize, hw: [usize; 2], k: usize, stride: usize) {
-        if !supported() {
-            eprintln!("no AVX-512F here: the native kernel is not used and not tested");
-            return;
-        }
+    /// Kernel `isa` against [`naive`] on one shape (`pad = k / 2`), without and with ReLU and
+    /// a residual.
+    fn check<K: Kernel>(
+        isa: K,
+        n: usize,
+        [cin, cout]: [usize; 2],
+        [h, w]: [usize; 2],
+        k: usize,
+        stride: usize,
+    ) {
         let pad = k / 2;
-        let [h, w] = hw;
         let x = values(n * cin * h * w, 1);
         let wt = values(cout * cin * k * k, 2);
         let bias = values(cout, 3);
         let residual = values(n * cout * h * w, 4);
-        let pc = PackedConv::new([cin, cout], k, stride, pad, &wt, &bias).unwrap();
+        let pc = PackedConv::<K>::new([cin, cout], k, stride, pad, &wt, &bias).unwrap();
         let pool = Pool::default();
         // An input border wider than the convolution needs must work too.
         let mut input = pool.take(n, h, w, cin, pad + 1);
@@ -909,7 +720,7 @@ mod tests {
             if accumulate {
                 out.fill_from_nchw(&residual[..n * cout * oh * ow]);
             }
-            conv(&pc, &input, &mut out, accumulate, relu);
+            conv(isa, &pc, &input, &mut out, accumulate, relu);
             let layout = out.layout();
             for b in 0..n {
                 for o in 0..cout {
@@ -923,64 +734,100 @@ mod tests {
                             let got = out.data[layout.offset(b, y, xx) + o];
                             assert!(
                                 (got - v).abs() <= 1e-4 * (1.0 + v.abs()),
-                                "k{k} s{stride} {cin}->{cout} at ({b},{o},{y},{xx}): {got} vs {v}"
+                                "{}: k{k} s{stride} {cin}->{cout} at ({b},{o},{y},{xx}): \
+                                 {got} vs {v}",
+                                K::ISA
                             );
                         }
                     }
                 }
             }
             // The border the next convolution relies on stays zero.
-            assert!((0..out.w + 2).all(|px| {
-                out.data[px * cout..(px + 1) * cout]
-                    .iter()
-                    .all(|&v| v == 0.0)
-            }));
+            let row = out.row_stride();
+            assert!(out.data[..row].iter().all(|&v| v == 0.0), "{}", K::ISA);
             pool.give(out);
         }
     }
 
     #[test]
     fn pointwise_with_pixel_tail_matches_naive() {
-        // 2 * 5 * 7 = 70 pixels: five full tiles, in blocks over both workers.
-        check(2, 24, 64, [5, 7], 1, 1);
-        // 3 * 3 * 3 = 27 pixels: a partial tile.
-        check(3, 8, 32, [3, 3], 1, 1);
+        each_kernel!(|isa| {
+            // 2 * 5 * 7 = 70 pixels: five full tiles, in blocks over both workers.
+            check(isa, 2, [24, 64], [5, 7], 1, 1);
+            // 3 * 3 * 3 = 27 pixels: a partial tile.
+            check(isa, 3, [8, 32], [3, 3], 1, 1);
+        });
     }
 
     #[test]
     fn reduction_split_into_blocks_matches_naive() {
-        // K = 300 and 3 * 3 * 40 = 360: two reduction blocks each, partial sums in between.
-        check(1, 300, 32, [4, 6], 1, 1);
-        check(2, 40, 64, [6, 5], 3, 1);
+        each_kernel!(|isa| {
+            // K = 300 and 3 * 3 * 40 = 360: two reduction blocks each, partial sums in between.
+            check(isa, 1, [300, 32], [4, 6], 1, 1);
+            check(isa, 2, [40, 64], [6, 5], 3, 1);
+        });
     }
 
     #[test]
     fn strided_and_padded_kernels_match_naive() {
-        check(2, 16, 32, [9, 8], 3, 2);
-        check(1, 3, 32, [15, 13], 7, 2);
-        check(2, 32, 64, [7, 7], 1, 2);
+        each_kernel!(|isa| {
+            check(isa, 2, [16, 32], [9, 8], 3, 2);
+            check(isa, 1, [3, 32], [15, 13], 7, 2);
+            check(isa, 2, [32, 64], [7, 7], 1, 2);
+        });
     }
 
     #[test]
     fn direct_path_matches_naive() {
-        // Output rows a multiple of 14 wide: the kernel reads the input in place. Pixels
-        // 272 floats apart (256 channels, padded stride), 544 (the same at stride 2), 6 (the
-        // stem's 3 channels at stride 2) and 64.
-        check(1, 256, 32, [3, 14], 3, 1);
-        check(2, 256, 64, [4, 28], 1, 2);
-        check(1, 3, 64, [6, 28], 7, 2);
-        check(2, 64, 32, [2, 14], 1, 1);
-        // 7-wide maps: each tile is two rows of 7 (of one image, or the last row of one and
-        // the first of the next), read as two evenly spaced segments.
-        check(2, 512, 32, [7, 7], 3, 1);
-        check(2, 1024, 32, [14, 14], 1, 2);
+        each_kernel!(|isa| {
+            // Output rows a multiple of 14 wide: the kernel reads the input in place. Pixels
+            // 272 floats apart (256 channels, padded stride), 544 (the same at stride 2), 6
+            // (the stem's 3 channels at stride 2) and 64.
+            check(isa, 1, [256, 32], [3, 14], 3, 1);
+            check(isa, 2, [256, 64], [4, 28], 1, 2);
+            check(isa, 1, [3, 64], [6, 28], 7, 2);
+            check(isa, 2, [64, 32], [2, 14], 1, 1);
+            // 7-wide maps: each tile is two rows of 7 (of one image, or the last row of one
+            // and the first of the next), read as two evenly spaced segments.
+            check(isa, 2, [512, 32], [7, 7], 3, 1);
+            check(isa, 2, [1024, 32], [14, 14], 1, 2);
+        });
+    }
+
+    #[test]
+    fn output_widths_of_whole_panels_match_naive() {
+        // 40 output channels: five AVX2 panels of 8; not a whole AVX-512 panel, refused.
+        each_kernel!(|isa| {
+            if 40 % isa_nr(isa) == 0 {
+                check(isa, 2, [24, 40], [5, 7], 1, 1);
+                check(isa, 1, [16, 40], [3, 14], 3, 1);
+            } else {
+                assert!(new_conv(isa, [8, 40]).is_none());
+            }
+        });
+    }
+
+    fn isa_nr<K: Kernel>(_: K) -> usize {
+        K::NR
+    }
+
+    fn new_conv<K: Kernel>(_: K, [cin, cout]: [usize; 2]) -> Option<PackedConv<K>> {
+        PackedConv::new(
+            [cin, cout],
+            1,
+            1,
+            0,
+            &vec![0.0; cin * cout],
+            &vec![0.0; cout],
+        )
     }
 
     #[test]
     fn pooling_in_the_epilogue_equals_pooling_the_output() {
-        if !supported() {
-            return;
-        }
+        each_kernel!(|isa| pooling_matches(isa));
+    }
+
+    fn pooling_matches<K: Kernel>(isa: K) {
         // Packed (5 x 7 maps, tiles across images) and direct (14-wide rows), with and without
         // a residual.
         for (n, cin, cout, [h, w], k, stride) in [
@@ -991,7 +838,7 @@ mod tests {
             let pool = Pool::default();
             let mut input = pool.take(n, h, w, cin, k / 2);
             input.fill_from_nchw(&values(n * cin * h * w, 5));
-            let pc = PackedConv::new(
+            let pc = PackedConv::<K>::new(
                 [cin, cout],
                 k,
                 stride,
@@ -1004,10 +851,14 @@ mod tests {
             for accumulate in [false, true] {
                 let mut out = pool.take(n, oh, ow, cout, 0);
                 out.fill_from_nchw(&values(n * cout * oh * ow, 8));
-                let means = conv_pooled(&pc, &input, &mut out, accumulate, true);
+                let means = conv_pooled(isa, &pc, &input, &mut out, accumulate, true);
                 let want = out.global_avg_pool();
                 for (i, (g, w)) in means.iter().zip(&want).enumerate() {
-                    assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{i}: {g} vs {w}");
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "{}: {i}: {g} vs {w}",
+                        K::ISA
+                    );
                 }
                 pool.give(out);
             }
@@ -1015,7 +866,12 @@ mod tests {
     }
 
     #[test]
-    fn output_widths_not_a_multiple_of_32_are_refused() {
-        assert!(PackedConv::new([8, 48], 1, 1, 0, &[0.0; 8 * 48], &[0.0; 48]).is_none());
+    fn output_widths_not_a_multiple_of_the_panel_are_refused() {
+        each_kernel!(|isa| {
+            let nr = isa_nr(isa);
+            assert!(new_conv(isa, [8, nr + nr / 2]).is_none());
+            assert!(new_conv(isa, [8, 0]).is_none());
+            assert!(new_conv(isa, [8, 2 * nr]).is_some());
+        });
     }
 }

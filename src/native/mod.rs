@@ -1,39 +1,117 @@
 //! The native CPU engine: the same folded ResNet as [`crate::resnet`], run by attrex's own
-//! channels-last AVX-512 kernels instead of Burn's tensor operations.
+//! channels-last kernels instead of Burn's tensor operations.
 //!
 //! Burn's `flex` backend runs each convolution as NCHW-to-NHWC conversion, im2col and a GEMM,
 //! then adds the bias, the residual and the ReLU in separate passes over the output. On
 //! ResNet-50 most of those passes are memory-bound. This engine keeps every activation
 //! channels-last with a zero border sized for the convolution that reads it, and fuses bias,
 //! residual, ReLU and the average pool of tapped blocks into the GEMM's register tile
-//! ([`kernel`]). `ATTREX_PROFILE=1` prints the time of every convolution and pass to stderr.
+//! ([`kernel`]). With [`BackboneBuilder::profile`](crate::BackboneBuilder::profile) it prints
+//! the time of every convolution and pass to stderr.
 //!
-//! It is chosen for the `flex` device on CPUs with AVX-512F (see [`crate::Engine`]); elsewhere
-//! Burn runs the network. Both compute the same function and are tested against the same
-//! reference outputs.
+//! The kernels exist for AVX-512F ([`avx512`]) and for AVX2 + FMA ([`avx2`]); [`isa`] holds the
+//! tokens that prove the CPU runs them, which every kernel entry point takes. The engine is
+//! chosen for the `flex` device where the CPU has one of them (see [`crate::Engine`]);
+//! elsewhere Burn runs the network. All compute the same function and are tested against the
+//! same reference outputs.
 
 mod act;
+mod avx2;
+mod avx512;
 mod buf;
+mod isa;
 mod kernel;
 
+use std::time::Instant;
+
 use act::{Act, Pool, max_pool_3x3_s2};
-use kernel::{PROFILE, PackedConv, conv, conv_pooled};
+use kernel::{PackedConv, conv, conv_pooled};
 
 use crate::arch::Bottleneck;
 use crate::weights::FoldedNet;
 
-pub(crate) use kernel::supported;
+pub use isa::Isa;
+use isa::{Avx2Fma, Avx512, Kernel};
 
-/// A folded ResNet packed for the native kernels.
+/// A folded ResNet packed for the native kernels of one instruction set.
+#[derive(Debug)]
 pub(crate) struct NativeNet {
-    stem: PackedConv,
-    stages: [Vec<Bottleneck<PackedConv>>; 4],
-    pool: Pool,
+    net: ByIsa,
 }
 
-impl std::fmt::Debug for NativeNet {
+/// The network packed for the kernels of the instruction set the CPU was found to run.
+#[derive(Debug)]
+enum ByIsa {
+    Avx512(Net<Avx512>),
+    Avx2(Net<Avx2Fma>),
+}
+
+impl NativeNet {
+    /// Packs the folded convolutions for the kernels of `isa`; with `profile`, every pass
+    /// prints the time of each convolution and layer to stderr.
+    ///
+    /// # Errors
+    /// Why the engine cannot run: the CPU lacks `isa`, or an output width is not a multiple of
+    /// the kernel's panel.
+    pub fn new(net: &FoldedNet, isa: Isa, profile: bool) -> Result<Self, &'static str> {
+        let net = match isa {
+            Isa::Avx512 => ByIsa::Avx512(Net::new(
+                Avx512::detect().ok_or(isa.missing())?,
+                net,
+                profile,
+            )?),
+            Isa::Avx2 => ByIsa::Avx2(Net::new(
+                Avx2Fma::detect().ok_or(isa.missing())?,
+                net,
+                profile,
+            )?),
+        };
+        Ok(Self { net })
+    }
+
+    /// The instruction set the kernels use.
+    pub fn isa(&self) -> Isa {
+        match &self.net {
+            ByIsa::Avx512(_) => Isa::Avx512,
+            ByIsa::Avx2(_) => Isa::Avx2,
+        }
+    }
+
+    /// The pooled outputs (`[n][dim]`, row-major) of each block in `wanted`, in block order,
+    /// for a preprocessed NCHW batch `[n, 3, h, w]`; and of each `(block index, weights)` of
+    /// `weighted`, in that order, pooled under the weights (`h * w` per image of the block's
+    /// map, see [`Act::weighted_pool`]). Stages past the deepest block asked for never run.
+    ///
+    /// # Panics
+    /// If `dims` does not describe `nchw`, the input does not have the stem's channels, or a
+    /// weight map does not match its block's map.
+    pub fn pooled(
+        &self,
+        nchw: &[f32],
+        dims: [usize; 4],
+        wanted: [bool; 5],
+        weighted: &[(usize, &[f32])],
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        match &self.net {
+            ByIsa::Avx512(net) => net.pooled(nchw, dims, wanted, weighted),
+            ByIsa::Avx2(net) => net.pooled(nchw, dims, wanted, weighted),
+        }
+    }
+}
+
+/// The network packed for kernel `K`, with the token that lets it run them.
+struct Net<K> {
+    isa: K,
+    stem: PackedConv<K>,
+    stages: [Vec<Bottleneck<PackedConv<K>>>; 4],
+    pool: Pool,
+    profile: bool,
+}
+
+impl<K: Kernel> std::fmt::Debug for Net<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NativeNet")
+        f.debug_struct("Net")
+            .field("isa", &K::ISA)
             .field("stem", &self.stem)
             .field(
                 "blocks",
@@ -43,45 +121,85 @@ impl std::fmt::Debug for NativeNet {
     }
 }
 
-/// Runs `f`, printing its time under `ATTREX_PROFILE`.
-fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
-    let start = std::time::Instant::now();
-    let out = f();
-    if *PROFILE {
-        eprintln!("op {label} ms={:.2}", start.elapsed().as_secs_f64() * 1e3);
-    }
-    out
-}
-
-impl NativeNet {
-    /// Packs the folded convolutions. `None` when a shape does not suit the kernel (an output
-    /// width not a multiple of 32) or the CPU lacks AVX-512F.
-    pub fn new(net: &FoldedNet) -> Option<Self> {
-        if !supported() {
-            return None;
-        }
-        let packed = net
-            .convs
-            .try_map(|c| {
-                let s = &c.spec;
-                PackedConv::new(
-                    s.channels, s.kernel, s.stride, s.padding, &c.weight, &c.bias,
-                )
-                .ok_or(())
+impl<K: Kernel> Net<K> {
+    fn new(isa: K, net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
+        let packed = net.convs.try_map(|c| {
+            let s = &c.spec;
+            PackedConv::new(
+                s.channels, s.kernel, s.stride, s.padding, &c.weight, &c.bias,
+            )
+            .ok_or(match K::ISA {
+                Isa::Avx512 => "an output width is not a multiple of 32 (the AVX-512 panel)",
+                Isa::Avx2 => "an output width is not a multiple of 8 (the AVX2 panel)",
             })
-            .ok()?;
-        Some(Self {
+        })?;
+        Ok(Self {
+            isa,
             stem: packed.stem,
             stages: packed.stages,
             pool: Pool::default(),
+            profile,
         })
     }
 
-    /// The pooled outputs (`[n][dim]`, row-major) of each block in `wanted`, in block order,
-    /// for a preprocessed NCHW batch `[n, 3, h, w]`; and of each `(block index, weights)` of
-    /// `weighted`, in that order, pooled under the weights (`h * w` per image of the block's
-    /// map, see [`Act::weighted_pool`]). Stages past the deepest block asked for never run.
-    pub fn pooled(
+    /// Runs `f`, printing its time under `profile`.
+    fn timed<T>(&self, label: &str, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        if self.profile {
+            eprintln!("op {label} ms={:.2}", start.elapsed().as_secs_f64() * 1e3);
+        }
+        out
+    }
+
+    /// Runs `f`, a convolution by `pc` into an output of `[n, h, w]` pixels, printing its
+    /// shape, time and rate under `profile`.
+    fn timed_conv<T>(&self, pc: &PackedConv<K>, [n, h, w]: [usize; 3], f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let result = f();
+        if self.profile {
+            let s = start.elapsed().as_secs_f64();
+            let m = n * h * w;
+            let macs = (m * pc.k_len() * pc.cout) as f64;
+            eprintln!(
+                "conv {} k{} s{} {}->{} {}x{} m={m} ms={:.2} gmac/s={:.1}",
+                K::ISA,
+                pc.kernel,
+                pc.stride,
+                pc.cin,
+                pc.cout,
+                h,
+                w,
+                s * 1e3,
+                macs / s / 1e9
+            );
+        }
+        result
+    }
+
+    /// [`conv`] with this network's kernel, timed.
+    fn conv(&self, pc: &PackedConv<K>, input: &Act, out: &mut Act, accumulate: bool, relu: bool) {
+        self.timed_conv(pc, [out.n, out.h, out.w], || {
+            conv(self.isa, pc, input, out, accumulate, relu);
+        });
+    }
+
+    /// [`conv_pooled`] with this network's kernel, timed.
+    fn conv_pooled(
+        &self,
+        pc: &PackedConv<K>,
+        input: &Act,
+        out: &mut Act,
+        accumulate: bool,
+        relu: bool,
+    ) -> Vec<f32> {
+        self.timed_conv(pc, [out.n, out.h, out.w], || {
+            conv_pooled(self.isa, pc, input, out, accumulate, relu)
+        })
+    }
+
+    /// See [`NativeNet::pooled`].
+    fn pooled(
         &self,
         nchw: &[f32],
         [n, c, h, w]: [usize; 4],
@@ -106,8 +224,9 @@ impl NativeNet {
             return (out, Vec::new());
         }
         assert_eq!(c, self.stem.cin, "input channels");
-        let t_all = std::time::Instant::now();
-        let input = timed("take+fill", || {
+        assert_eq!(Some(nchw.len()), n.checked_mul(c * h * w), "input length");
+        let t_all = Instant::now();
+        let input = self.timed("take+fill", || {
             let mut input = self.pool.take(n, h, w, c, self.stem.pad);
             input.fill_from_nchw(nchw);
             input
@@ -118,17 +237,17 @@ impl NativeNet {
         // A tapped block's average pool is summed in the epilogue of the convolution that
         // writes it.
         if wanted[0] {
-            out.push(conv_pooled(&self.stem, &input, &mut stem, false, true));
+            out.push(self.conv_pooled(&self.stem, &input, &mut stem, false, true));
         } else {
-            conv(&self.stem, &input, &mut stem, false, true);
+            self.conv(&self.stem, &input, &mut stem, false, true);
         }
         pool_weighted(0, &stem);
         self.pool.give(input);
-        let mut x = timed("maxpool", || {
+        let mut x = self.timed("maxpool", || {
             let mut x = self
                 .pool
                 .take(n, (sh - 1) / 2 + 1, (sw - 1) / 2 + 1, stem.c, 0);
-            max_pool_3x3_s2(&stem, &mut x);
+            max_pool_3x3_s2(self.isa, &stem, &mut x);
             x
         });
         self.pool.give(stem);
@@ -141,7 +260,7 @@ impl NativeNet {
             pool_weighted(i + 1, &x);
         }
         self.pool.give(x);
-        if *PROFILE {
+        if self.profile {
             eprintln!("op pooled ms={:.2}", t_all.elapsed().as_secs_f64() * 1e3);
         }
         let weighted = out_weighted
@@ -154,7 +273,7 @@ impl NativeNet {
     /// One bottleneck; with `pool`, also the average pool of its output.
     fn bottleneck(
         &self,
-        b: &Bottleneck<PackedConv>,
+        b: &Bottleneck<PackedConv<K>>,
         x: Act,
         pool: bool,
     ) -> (Act, Option<Vec<f32>>) {
@@ -164,7 +283,7 @@ impl NativeNet {
                 let mut s = self
                     .pool
                     .take(x.n, d.out_side(x.h), d.out_side(x.w), d.cout, 0);
-                conv(d, &x, &mut s, false, false);
+                self.conv(d, &x, &mut s, false, false);
                 (Some(x), s)
             }
             None => (None, x),
@@ -172,18 +291,18 @@ impl NativeNet {
         let input = x.as_ref().unwrap_or(&out);
         let (h1, w1) = (b.conv1.out_side(input.h), b.conv1.out_side(input.w));
         let mut y1 = self.pool.take(input.n, h1, w1, b.conv1.cout, b.conv2.pad);
-        conv(&b.conv1, input, &mut y1, false, true);
+        self.conv(&b.conv1, input, &mut y1, false, true);
         if let Some(x) = x {
             self.pool.give(x);
         }
         let (h2, w2) = (b.conv2.out_side(h1), b.conv2.out_side(w1));
         let mut y2 = self.pool.take(y1.n, h2, w2, b.conv2.cout, b.conv3.pad);
-        conv(&b.conv2, &y1, &mut y2, false, true);
+        self.conv(&b.conv2, &y1, &mut y2, false, true);
         self.pool.give(y1);
         let pooled = if pool {
-            Some(conv_pooled(&b.conv3, &y2, &mut out, true, true))
+            Some(self.conv_pooled(&b.conv3, &y2, &mut out, true, true))
         } else {
-            conv(&b.conv3, &y2, &mut out, true, true);
+            self.conv(&b.conv3, &y2, &mut out, true, true);
             None
         };
         self.pool.give(y2);

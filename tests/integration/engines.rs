@@ -1,98 +1,150 @@
-//! The two engines that run the network on the CPU: Burn's tensor operations and attrex's native
-//! kernels. Each is checked against the reference outputs of the real weights, and against the
-//! other on shapes the real input never has.
+//! The engines that run the network on the CPU: Burn's tensor operations and attrex's native
+//! kernels, for each instruction set. The native engine is checked against Burn on shapes the
+//! real input never has; `parity.rs` checks every engine against the reference outputs of the
+//! real weights.
 //!
-//! Expected values: `../shared/fixtures/reference_chelsea.safetensors` (an independent NumPy
-//! forward pass, see `parity.rs`), and for random weights Burn's own convolutions.
+//! The native engine is tested with every instruction set this CPU has (on an AVX-512 machine
+//! the AVX2 kernels too, forced through the builder). One the CPU lacks is skipped, unless
+//! `ATTREX_EXPECT_ISA` (comma-separated, set by `.ci/run`) names it: then the tests fail.
+//!
+//! Expected values: for random weights, Burn's own convolutions (themselves checked against the
+//! reference in `parity.rs`).
 
 use std::sync::Arc;
 
-use attrex::burn::tensor::{Distribution, Tensor, TensorData};
-use attrex::{Backbone, Block, BlockTap, Engine, Preprocessing, ResNetConfig, TapError};
+use attrex::burn::tensor::{Distribution, Tensor};
+use attrex::{Backbone, Block, BlockTap, Engine, Isa, Preprocessing, ResNetConfig, TapError};
 
-use crate::{device, read_safetensors, rel_l2, shared};
+use crate::{device, rel_l2, shared};
 
-/// Whether this machine runs the native engine by default.
-fn native_expected() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx512 = false;
-    avx512 && cfg!(feature = "flex")
+/// The instruction sets whose native engine the tests run here: every one this CPU has, on the
+/// `flex` device.
+///
+/// # Panics
+/// When `ATTREX_EXPECT_ISA` names an instruction set that cannot be tested here.
+pub fn native_isas() -> Vec<Isa> {
+    let expected: Vec<Isa> = std::env::var("ATTREX_EXPECT_ISA")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            Isa::from_name(n)
+                .unwrap_or_else(|| panic!("ATTREX_EXPECT_ISA: unknown instruction set {n:?}"))
+        })
+        .collect();
+    let mut isas = Vec::new();
+    for isa in Isa::ALL {
+        let testable = isa.is_available() && cfg!(feature = "flex");
+        if testable {
+            isas.push(isa);
+        } else {
+            assert!(
+                !expected.contains(&isa),
+                "ATTREX_EXPECT_ISA names {isa}, but its native engine cannot run here \
+                 (CPU lacks it, or no `flex` feature)"
+            );
+            eprintln!("the native engine with {isa} cannot run here: not tested");
+        }
+    }
+    isas
+}
+
+/// A ResNet-50 with seeded random weights, run by `engine` (the default one with `None`).
+fn random_backbone(config: &ResNetConfig, seed: u64, engine: Option<Engine>) -> Backbone {
+    let builder = Backbone::builder()
+        .config(config.clone())
+        .random_weights(seed, Preprocessing::Caffe)
+        .device(device());
+    match engine {
+        Some(e) => builder.engine(e),
+        None => builder,
+    }
+    .build()
+    .unwrap_or_else(|e| panic!("{engine:?}: {e}"))
 }
 
 #[test]
-fn flex_uses_the_native_engine_where_the_cpu_has_avx512() {
-    let backbone = Backbone::random(
-        ResNetConfig::keras_resnet50(),
-        Preprocessing::Caffe,
-        1,
-        &device(),
-    );
-    let want = if native_expected() {
-        Engine::Native
-    } else {
-        Engine::Burn
+fn flex_uses_the_fastest_native_isa_the_cpu_has() {
+    let backbone = random_backbone(&ResNetConfig::keras_resnet50(), 1, None);
+    let want = match (cfg!(feature = "flex"), Isa::detect()) {
+        (true, Some(isa)) => Engine::Native(isa),
+        _ => Engine::Burn,
     };
     assert_eq!(backbone.engine(), want);
     let burn = backbone.with_engine(Engine::Burn).unwrap();
     assert_eq!(burn.engine(), Engine::Burn);
     // Once dropped, the native engine cannot come back: that is a typed error, not a panic.
-    assert!(matches!(
-        burn.with_engine(Engine::Native),
-        Err(TapError::EngineUnavailable { .. })
-    ));
+    if let Engine::Native(isa) = want {
+        assert!(matches!(
+            burn.with_engine(Engine::Native(isa)),
+            Err(TapError::EngineUnavailable { .. })
+        ));
+    }
 }
 
 #[test]
-fn burn_engine_matches_the_reference_of_the_real_weights() {
-    let r = read_safetensors(&shared().join("fixtures/reference_chelsea.safetensors"));
-    let backbone = Backbone::load(None, &device())
-        .unwrap_or_else(|e| panic!("the real weights are needed: {e}"))
-        .with_engine(Engine::Burn)
-        .unwrap();
-    let x = Tensor::<4>::from_data(
-        TensorData::new(r["input_chw_caffe_rgb"].1.clone(), [1, 3, 224, 224]),
-        backbone.device(),
-    );
-    let features = BlockTap::all(Arc::new(backbone)).extract_tensor(x).unwrap();
-    for (i, got) in features[0].blocks.iter().enumerate() {
-        let err = rel_l2(got, &r[&format!("pooled_{i}")].1);
-        eprintln!("burn engine, block{}: relative L2 error {err:.2e}", i + 1);
-        assert!(err < 1e-4, "block{}: {err:.3e}", i + 1);
-    }
-}
-
-/// Both engines on the same random weights and an odd-sized batch: pixel counts that fill no
-/// whole tile, and (for v1.5) the stride on the 3x3 convolution.
-fn engines_agree(config: ResNetConfig) {
-    if !native_expected() {
-        eprintln!("the native engine does not run here; nothing to compare");
-        return;
-    }
-    let make = || Backbone::random(config.clone(), Preprocessing::Caffe, 7, &device());
-    let native = Arc::new(make());
-    let burn = Arc::new(make().with_engine(Engine::Burn).unwrap());
-    assert_eq!(native.engine(), Engine::Native);
-    let x = Tensor::<4>::random([3, 3, 67, 45], Distribution::Normal(0.0, 50.0), &device());
-    let got = BlockTap::all(native).extract_tensor(x.clone()).unwrap();
-    let want = BlockTap::all(burn).extract_tensor(x).unwrap();
-    for (image, (g, w)) in got.iter().zip(&want).enumerate() {
-        for (b, (g, w)) in g.blocks.iter().zip(&w.blocks).enumerate() {
-            let err = rel_l2(g, w);
-            assert!(
-                err < 1e-5,
-                "image {image} block{}: native vs burn relative L2 error {err:.3e}",
-                b + 1
-            );
+fn every_isa_can_be_forced_where_the_cpu_has_it() {
+    let config = ResNetConfig::keras_resnet50();
+    let testable = native_isas();
+    for isa in Isa::ALL {
+        let built = Backbone::builder()
+            .config(config.clone())
+            .random_weights(1, Preprocessing::Caffe)
+            .device(device())
+            .engine(Engine::Native(isa))
+            .build();
+        if testable.contains(&isa) {
+            let backbone = built.unwrap();
+            assert_eq!(backbone.engine(), Engine::Native(isa));
+            assert_eq!(backbone.engine().to_string(), format!("native-{isa}"));
+            // The weights are packed for one instruction set: no switching to another.
+            for other in Isa::ALL.into_iter().filter(|o| *o != isa) {
+                let err = random_backbone(&config, 1, Some(Engine::Native(isa)))
+                    .with_engine(Engine::Native(other))
+                    .unwrap_err();
+                assert!(matches!(err, TapError::EngineUnavailable { .. }), "{err}");
+            }
+        } else {
+            let err = built.unwrap_err();
+            assert!(matches!(err, TapError::EngineUnavailable { .. }), "{err}");
+            eprintln!("{isa} refused as it should be: {err}");
         }
     }
-    // The early exit of the native engine gives the same block 2 as the full pass.
-    let shallow = BlockTap::new(make().into(), &[Block::B2]).unwrap();
-    let x = Tensor::<4>::random([2, 3, 64, 64], Distribution::Default, &device());
-    let a = shallow.extract_tensor(x.clone()).unwrap();
-    let b = BlockTap::all(make().into()).extract_tensor(x).unwrap();
-    assert_eq!(a[1].blocks[0], b[1].blocks[1]);
+    assert_eq!(Engine::Native(Isa::Avx2).to_string(), "native-avx2");
+    assert_eq!(Engine::Native(Isa::Avx512).to_string(), "native-avx512");
+    assert_eq!(Engine::Burn.to_string(), "burn");
+}
+
+/// The native engine with each instruction set and Burn, on the same random weights and an
+/// odd-sized batch: pixel counts that fill no whole tile, and (for v1.5) the stride on the 3x3
+/// convolution.
+fn engines_agree(config: ResNetConfig) {
+    let burn = Arc::new(random_backbone(&config, 7, Some(Engine::Burn)));
+    let x = Tensor::<4>::random([3, 3, 67, 45], Distribution::Normal(0.0, 50.0), &device());
+    let want = BlockTap::all(burn).extract_tensor(x.clone()).unwrap();
+    for isa in native_isas() {
+        let make = || random_backbone(&config, 7, Some(Engine::Native(isa)));
+        let got = BlockTap::all(Arc::new(make()))
+            .extract_tensor(x.clone())
+            .unwrap();
+        for (image, (g, w)) in got.iter().zip(&want).enumerate() {
+            for (b, (g, w)) in g.blocks.iter().zip(&w.blocks).enumerate() {
+                let err = rel_l2(g, w);
+                assert!(
+                    err < 1e-5,
+                    "{isa}: image {image} block{}: native vs burn relative L2 error {err:.3e}",
+                    b + 1
+                );
+            }
+        }
+        // The early exit of the native engine gives the same block 2 as the full pass.
+        let shallow = BlockTap::new(make().into(), &[Block::B2]).unwrap();
+        let x = Tensor::<4>::random([2, 3, 64, 64], Distribution::Default, &device());
+        let a = shallow.extract_tensor(x.clone()).unwrap();
+        let b = BlockTap::all(make().into()).extract_tensor(x).unwrap();
+        assert_eq!(a[1].blocks[0], b[1].blocks[1], "{isa}");
+    }
 }
 
 #[test]
@@ -103,6 +155,45 @@ fn engines_agree_on_random_weights_v1() {
 #[test]
 fn engines_agree_on_random_weights_v1_5() {
     engines_agree(ResNetConfig::torchvision_resnet50());
+}
+
+#[test]
+fn avx2_engine_takes_widths_the_avx512_panel_does_not() {
+    // Widths that are multiples of 8 but not of 32: the AVX2 kernels (panels of 8) run them,
+    // AVX-512 (panels of 32) is refused, and the default falls back to Burn.
+    let config = ResNetConfig::new()
+        .with_layers([1, 1, 1, 1])
+        .with_stem_width(24)
+        .with_widths([8, 16, 24, 40])
+        .with_num_classes(0);
+    let burn = Arc::new(random_backbone(&config, 5, Some(Engine::Burn)));
+    let x = Tensor::<4>::random([2, 3, 45, 38], Distribution::Normal(0.0, 50.0), &device());
+    let want = BlockTap::all(burn).extract_tensor(x.clone()).unwrap();
+    for isa in native_isas() {
+        let built = Backbone::builder()
+            .config(config.clone())
+            .random_weights(5, Preprocessing::Caffe)
+            .device(device())
+            .engine(Engine::Native(isa))
+            .build();
+        if isa == Isa::Avx512 {
+            assert!(matches!(built, Err(TapError::EngineUnavailable { .. })));
+            continue;
+        }
+        let got = BlockTap::all(Arc::new(built.unwrap()))
+            .extract_tensor(x.clone())
+            .unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            for (b, (g, w)) in g.blocks.iter().zip(&w.blocks).enumerate() {
+                let err = rel_l2(g, w);
+                assert!(err < 1e-5, "{isa}: block{}: {err:.3e}", b + 1);
+            }
+        }
+    }
+    let default = random_backbone(&config, 5, None);
+    if Isa::detect() == Some(Isa::Avx512) {
+        assert_eq!(default.engine(), Engine::Burn);
+    }
 }
 
 #[cfg(feature = "ndarray")]
@@ -116,8 +207,17 @@ fn native_engine_is_refused_for_another_device() {
         &device,
     );
     assert_eq!(backbone.engine(), Engine::Burn);
-    let err = backbone.with_engine(Engine::Native).unwrap_err();
-    assert!(err.to_string().contains("flex"), "{err}");
+    for isa in Isa::ALL {
+        let err = Backbone::random(
+            ResNetConfig::keras_resnet50(),
+            Preprocessing::Caffe,
+            1,
+            &device,
+        )
+        .with_engine(Engine::Native(isa))
+        .unwrap_err();
+        assert!(err.to_string().contains("flex"), "{err}");
+    }
 }
 
 #[test]

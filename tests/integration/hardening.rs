@@ -142,17 +142,18 @@ fn a_16384_by_1_png_is_cropped_without_a_huge_intermediate() {
 
 #[test]
 fn non_finite_input_is_refused_alike_by_both_engines() {
-    let make = || {
-        Backbone::random(
-            ResNetConfig::new().with_layers([1, 1, 1, 1]),
-            Preprocessing::Caffe,
-            3,
-            &device(),
-        )
+    let make = |engine| {
+        Backbone::builder()
+            .config(ResNetConfig::new().with_layers([1, 1, 1, 1]))
+            .random_weights(3, Preprocessing::Caffe)
+            .device(device())
+            .engine(engine)
+            .build()
+            .unwrap()
     };
-    let mut engines = vec![make().with_engine(Engine::Burn).unwrap()];
-    if make().engine() == Engine::Native {
-        engines.push(make());
+    let mut engines = vec![make(Engine::Burn)];
+    for isa in crate::engines::native_isas() {
+        engines.push(make(Engine::Native(isa)));
     }
     for backbone in engines {
         let engine = backbone.engine();

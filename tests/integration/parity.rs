@@ -1,22 +1,27 @@
-//! Parity with the real Keras ImageNet weights.
+//! Parity with the real Keras ImageNet weights, for every engine: Burn's, and the native one
+//! with each instruction set this CPU has (see `engines.rs`).
 //!
 //! Expected values: `../shared/fixtures/reference_chelsea.safetensors`, computed by an
 //! independent NumPy forward pass of the same weights and checked against PyTorch
 //! (see `../shared/fixtures/README.md`).
 
-use attrex::burn::tensor::{Tensor, TensorData};
-use attrex::{Block, BlockTap};
+use std::sync::Arc;
 
-use crate::{keras, read_safetensors, rel_l2, shared};
+use attrex::burn::tensor::{Tensor, TensorData};
+use attrex::{Backbone, Block, BlockTap, Engine};
+
+use crate::engines::native_isas;
+use crate::{device, keras, read_safetensors, rel_l2, shared};
 
 fn reference() -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     read_safetensors(&shared().join("fixtures/reference_chelsea.safetensors"))
 }
 
-#[test]
-fn pooled_blocks_match_reference_from_preprocessed_input() {
+/// The five pooled blocks of `backbone` for the reference's preprocessed input are within
+/// 1e-4 (relative L2) of the reference's.
+fn pooled_blocks_match_reference(backbone: Arc<Backbone>) {
     let r = reference();
-    let backbone = keras();
+    let engine = backbone.engine();
     let (shape, input) = &r["input_chw_caffe_rgb"];
     assert_eq!(shape, &[3, 224, 224]);
     let x = Tensor::<4>::from_data(
@@ -27,12 +32,39 @@ fn pooled_blocks_match_reference_from_preprocessed_input() {
     for (i, got) in features[0].blocks.iter().enumerate() {
         let want = &r[&format!("pooled_{i}")].1;
         let err = rel_l2(got, want);
-        eprintln!("block{}: relative L2 error {err:.2e}", i + 1);
+        eprintln!("{engine}, block{}: relative L2 error {err:.2e}", i + 1);
         assert!(
             err < 1e-4,
-            "block{}: relative L2 error {err:.3e} >= 1e-4",
+            "{engine}, block{}: relative L2 error {err:.3e} >= 1e-4",
             i + 1
         );
+    }
+}
+
+#[test]
+fn pooled_blocks_match_reference_from_preprocessed_input() {
+    pooled_blocks_match_reference(keras());
+}
+
+#[test]
+fn pooled_blocks_match_reference_with_the_burn_engine() {
+    let backbone = Backbone::builder()
+        .device(device())
+        .engine(Engine::Burn)
+        .build()
+        .unwrap_or_else(|e| panic!("the real weights are needed: {e}"));
+    pooled_blocks_match_reference(Arc::new(backbone));
+}
+
+#[test]
+fn pooled_blocks_match_reference_with_every_native_isa() {
+    for isa in native_isas() {
+        let backbone = Backbone::builder()
+            .device(device())
+            .engine(Engine::Native(isa))
+            .build()
+            .unwrap_or_else(|e| panic!("the real weights are needed: {e}"));
+        pooled_blocks_match_reference(Arc::new(backbone));
     }
 }
 

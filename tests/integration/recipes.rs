@@ -66,18 +66,15 @@ fn the_texture_recipe_beats_block_4_by_a_tenth() {
 #[test]
 fn both_engines_compute_the_same_recipes() {
     use attrex::{Backbone, Engine, Preprocessing, ResNetConfig};
-    let make = || {
-        Backbone::random(
-            ResNetConfig::keras_resnet50(),
-            Preprocessing::Caffe,
-            11,
-            &crate::device(),
-        )
+    let make = |engine| {
+        Backbone::builder()
+            .config(ResNetConfig::keras_resnet50())
+            .random_weights(11, Preprocessing::Caffe)
+            .device(crate::device())
+            .engine(engine)
+            .build()
+            .unwrap()
     };
-    if make().engine() != Engine::Native {
-        eprintln!("the native engine does not run here: nothing to compare");
-        return;
-    }
     let images: Vec<image::DynamicImage> = (0..3u32)
         .map(|k| {
             image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(120 + 30 * k, 160, |x, y| {
@@ -90,20 +87,16 @@ fn both_engines_compute_the_same_recipes() {
         })
         .collect();
     let recipes = [Recipe::Colour, Recipe::Texture, Recipe::Paper(Block::B3)];
-    let native = BlockTap::with_recipes(Arc::new(make()), &recipes).unwrap();
-    let burn = BlockTap::with_recipes(
-        Arc::new(make().with_engine(Engine::Burn).unwrap()),
-        &recipes,
-    )
-    .unwrap();
-    let (a, b) = (
-        native.extract_images(&images).unwrap(),
-        burn.extract_images(&images).unwrap(),
-    );
-    for (fa, fb) in a.iter().zip(&b) {
-        for (r, (va, vb)) in recipes.iter().zip(fa.blocks.iter().zip(&fb.blocks)) {
-            let e = crate::rel_l2(va, vb);
-            assert!(e < 1e-5, "{r}: relative error {e:e}");
+    let burn = BlockTap::with_recipes(Arc::new(make(Engine::Burn)), &recipes).unwrap();
+    let b = burn.extract_images(&images).unwrap();
+    for isa in crate::engines::native_isas() {
+        let native = BlockTap::with_recipes(Arc::new(make(Engine::Native(isa))), &recipes).unwrap();
+        let a = native.extract_images(&images).unwrap();
+        for (fa, fb) in a.iter().zip(&b) {
+            for (r, (va, vb)) in recipes.iter().zip(fa.blocks.iter().zip(&fb.blocks)) {
+                let e = crate::rel_l2(va, vb);
+                assert!(e < 1e-5, "{isa} {r}: relative error {e:e}");
+            }
         }
     }
 }

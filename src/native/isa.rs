@@ -1,0 +1,303 @@
+//! The instruction sets the native kernels are written for, and the proof that the CPU has one.
+//!
+//! A kernel compiled for an instruction set (`#[target_feature]`) is undefined behaviour on a
+//! CPU without it. Each instruction set therefore has a zero-sized token ([`Avx512`],
+//! [`Avx2Fma`]) with a private field: only its `detect`, after checking the CPU's features at
+//! run time, can make one. Every kernel entry point takes a token, so no kernel is reachable
+//! without its feature check; [`Kernel`] is what the convolution driver is generic over.
+//!
+//! An int8 kernel (AVX512-VNNI, AVX-VNNI) slots in as another token with its own `detect`, a
+//! [`Kernel`] implementation (its tile's `MR` x `NR`) and a variant of [`Isa`].
+
+use std::fmt;
+
+/// The instruction set the native engine's kernels use.
+///
+/// [`Isa::detect`] picks the fastest one the CPU runs; the `flex` device uses it unless
+/// [`BackboneBuilder::engine`](crate::BackboneBuilder::engine) names another
+/// ([`Engine::Native`](crate::Engine::Native)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Isa {
+    /// AVX-512F (Intel since Skylake-SP / Ice Lake, AMD since Zen 4): a 14 x 32 register tile
+    /// in 28 of the 32 512-bit registers.
+    Avx512,
+    /// AVX2 and FMA (Intel since Haswell, AMD since Zen), for CPUs without AVX-512: a 14 x 8
+    /// register tile in 14 of the 16 256-bit registers.
+    Avx2,
+}
+
+impl Isa {
+    /// Every instruction set, fastest first.
+    pub const ALL: [Isa; 2] = [Isa::Avx512, Isa::Avx2];
+
+    /// The fastest instruction set this CPU runs, or `None` (not x86-64, or no AVX2 and FMA).
+    pub fn detect() -> Option<Isa> {
+        Self::ALL.into_iter().find(|isa| isa.is_available())
+    }
+
+    /// Whether this CPU runs the instruction set.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Avx512 => Avx512::detect().is_some(),
+            Isa::Avx2 => Avx2Fma::detect().is_some(),
+        }
+    }
+
+    /// The instruction set named `name` as [`Display`](fmt::Display) writes it (`avx512`,
+    /// `avx2`), or `None`.
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Self::ALL.into_iter().find(|isa| isa.name() == name)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+        }
+    }
+
+    /// Why the CPU cannot run it, for [`TapError::EngineUnavailable`](crate::TapError).
+    pub(crate) fn missing(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "this CPU lacks AVX-512F",
+            Isa::Avx2 => "this CPU lacks AVX2 and FMA",
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The private field of the tokens: a unit where the tokens can exist (x86-64), uninhabited
+/// elsewhere, so that code there can prove a token-taking path unreachable (`never`). Private
+/// to this module: no other code can make a token, or turn one token into another.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Proof(());
+
+/// See the x86-64 definition.
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Proof {}
+
+/// Proof that the CPU has AVX-512F. Only [`Avx512::detect`] creates one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx512(Proof);
+
+/// Proof that the CPU has AVX2 and FMA. Only [`Avx2Fma::detect`] creates one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx2Fma(Proof);
+
+impl Avx512 {
+    /// The token, when the CPU has AVX-512F.
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f").then_some(Self(Proof(())))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Avx512 {
+    /// A token cannot exist here: code that holds one is unreachable.
+    pub fn never(self) -> ! {
+        match self.0 {}
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Avx2Fma {
+    /// A token cannot exist here: code that holds one is unreachable.
+    pub fn never(self) -> ! {
+        match self.0 {}
+    }
+}
+
+impl Avx2Fma {
+    /// The token, when the CPU has AVX2 and FMA.
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            (std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"))
+            .then_some(Self(Proof(())))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+}
+
+/// The work a convolution's epilogue does on a tile before and after its one store.
+pub(crate) struct Epilogue<'a> {
+    /// The first reduction block: start from zero, not from the partial sums in the output.
+    pub first: bool,
+    /// The last reduction block: apply bias, residual and ReLU.
+    pub last: bool,
+    pub relu: bool,
+    /// The output holds a residual to add (taken in with the first reduction block; later
+    /// blocks find it in the partial sums).
+    pub accumulate: bool,
+    /// The panel's `NR` biases.
+    pub bias: &'a [f32],
+    /// Where this panel's channel sums of image 0 of the block go (null: no pooling); image `i`
+    /// at `pool + i * pool_stride`.
+    pub pool: *mut f32,
+    pub pool_stride: usize,
+    /// Each stored row's image, counted from the block's first: its length is the number of
+    /// rows stored.
+    pub row_img: &'a [usize],
+}
+
+/// Most rows of any kernel's tile: the driver's per-tile arrays have this length.
+pub(crate) const MAX_MR: usize = 14;
+
+/// The micro-kernels of one instruction set, implemented by its token: a value of `Self`
+/// proves that the CPU runs them.
+///
+/// A tile is `MR` output pixels by `NR` output channels held in registers. The driver
+/// ([`super::kernel`]) splits a convolution into tiles, and calls [`Kernel::tile`] on each,
+/// inside [`Kernel::vectorize`].
+pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
+    /// The instruction set, as the public API names it.
+    const ISA: Isa;
+    /// Output pixels per tile (at most [`MAX_MR`], even: a tile of a 7-wide map is two rows).
+    const MR: usize;
+    /// Output channels per tile and weight panel; an output width must be a multiple of it.
+    const NR: usize;
+
+    /// Runs `f` in a function compiled for this instruction set, so that what is inlined into
+    /// it (the driver's loops, the pooling layers) is vectorised with it and can inline the
+    /// micro-kernels.
+    fn vectorize<R>(self, f: impl FnOnce() -> R) -> R;
+
+    /// One tile: `out[r][0..NR] = epilogue(sum_k a_r[k] * b[k][0..NR])` for rows `r <
+    /// ep.row_img.len()`. Row `r`'s patch values are read at `r * STEP` from `a` (rows from
+    /// `MR / 2` on from `a + jump` when `SPLIT`, for two rows of a 7-wide map), one contiguous
+    /// run `(offset, len)` after another; `STEP` is a compile-time constant, so every read has
+    /// a constant offset. `b` holds the panel's weights, `[sum of the run lengths][NR]`.
+    ///
+    /// # Safety
+    /// For every run `(o, len)`, `a + o + r * STEP + i` (rows below the split) or
+    /// `a + jump + o + (r - MR / 2) * STEP + i` (rows from it, when `SPLIT`) must be readable
+    /// for `r < MR`, `i < len`; `b` must address (sum of the lengths) x `NR` floats;
+    /// `outs[r]` must address `NR` floats that no other thread accesses, for every stored row;
+    /// `ep.bias` must hold `NR` floats and, unless null, `ep.pool + i * ep.pool_stride` `NR`
+    /// floats for every image `i` in `ep.row_img`.
+    unsafe fn tile<const STEP: usize, const SPLIT: bool>(
+        self,
+        a: *const f32,
+        jump: usize,
+        runs: &[(usize, usize)],
+        b: *const f32,
+        outs: &[*mut f32; MAX_MR],
+        ep: &Epilogue<'_>,
+    );
+
+    /// `dst.copy_from_slice(src)` for the short runs of a patch, where a call to `memcpy` per
+    /// run costs more than the copy.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    fn copy(self, dst: &mut [f32], src: &[f32]);
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Isa;
+
+    /// The instruction sets that CI says this machine has: `ATTREX_EXPECT_ISA`, names as
+    /// [`Isa`] displays them, separated by commas (`.ci/run` sets `avx512,avx2`). Read by the
+    /// tests only, never by the library.
+    ///
+    /// # Panics
+    /// On a name that is not an instruction set.
+    pub fn expected() -> Vec<Isa> {
+        let Some(names) = std::env::var_os("ATTREX_EXPECT_ISA") else {
+            return Vec::new();
+        };
+        let names = names.to_string_lossy();
+        names
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                Isa::from_name(n)
+                    .unwrap_or_else(|| panic!("ATTREX_EXPECT_ISA: unknown instruction set {n:?}"))
+            })
+            .collect()
+    }
+
+    /// Says that the tests of `isa` do not run on this CPU, or fails when CI expects it.
+    ///
+    /// # Panics
+    /// When `ATTREX_EXPECT_ISA` names `isa`.
+    pub fn skip(isa: Isa) {
+        assert!(
+            !expected().contains(&isa),
+            "ATTREX_EXPECT_ISA names {isa}, but this CPU lacks it: its kernels are not tested"
+        );
+        eprintln!("this CPU lacks {isa}: its kernels are not tested here");
+    }
+}
+
+/// Runs `$body` once for each kernel, with its token bound to `$isa` (a different type each
+/// time); a kernel the CPU lacks is skipped, or fails the test when CI expects it
+/// ([`testing::expected`]).
+#[cfg(test)]
+macro_rules! each_kernel {
+    (|$isa:ident| $body:expr) => {{
+        use $crate::native::isa::{Avx2Fma, Avx512, Isa, testing::skip};
+        match Avx512::detect() {
+            Some($isa) => $body,
+            None => skip(Isa::Avx512),
+        }
+        match Avx2Fma::detect() {
+            Some($isa) => $body,
+            None => skip(Isa::Avx2),
+        }
+    }};
+}
+#[cfg(test)]
+pub(crate) use each_kernel;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instruction_sets_ci_expects_are_detected() {
+        for isa in testing::expected() {
+            assert!(
+                isa.is_available(),
+                "ATTREX_EXPECT_ISA names {isa}: not on this CPU"
+            );
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_detection_picks_the_fastest() {
+        for isa in Isa::ALL {
+            assert_eq!(Isa::from_name(&isa.to_string()), Some(isa));
+        }
+        assert_eq!(Isa::from_name("sse2"), None);
+        assert_eq!(
+            Isa::detect(),
+            Isa::ALL.into_iter().find(|i| i.is_available())
+        );
+        // Every CPU with AVX-512F has AVX2 and FMA.
+        if Isa::Avx512.is_available() {
+            assert!(Isa::Avx2.is_available());
+        }
+    }
+}
