@@ -48,7 +48,7 @@ pub mod plot;
 mod preprocess;
 mod recipe;
 pub mod reduce;
-pub mod resnet;
+mod resnet;
 mod retriever;
 mod rng;
 mod tagger;
@@ -84,7 +84,6 @@ pub use retriever::{
 };
 pub use tagger::{Tagger, TaggerError};
 pub use tap::{BlockTap, Features, TapInfo};
-pub use weights::WeightsFormat;
 
 /// Re-export of the Burn version attrex is built on, so that users name the same types.
 pub use burn;

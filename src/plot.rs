@@ -227,7 +227,7 @@ pub fn line_chart(
 }
 
 /// Ten distinguishable colours (matplotlib's tab10), reused cyclically.
-pub const PALETTE: [[u8; 3]; 10] = [
+pub(crate) const PALETTE: [[u8; 3]; 10] = [
     [31, 119, 180],
     [255, 127, 14],
     [44, 160, 44],

@@ -23,6 +23,11 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// A uniform float in `[-1, 1)`, from the top 24 bits.
+    pub(crate) fn signed_unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
     /// A uniform integer in `0..n`, without modulo bias.
     ///
     /// # Panics
@@ -49,6 +54,16 @@ mod tests {
         let mut r = SplitMix64::new(1_234_567);
         assert_eq!(r.next_u64(), 6_457_827_717_110_365_317);
         assert_eq!(r.next_u64(), 3_203_168_211_198_807_973);
+    }
+
+    #[test]
+    fn signed_unit_covers_minus_one_to_one() {
+        let mut r = SplitMix64::new(5);
+        let v: Vec<f32> = (0..10_000).map(|_| r.signed_unit()).collect();
+        assert!(v.iter().all(|x| (-1.0..1.0).contains(x)));
+        let mean = v.iter().sum::<f32>() / v.len() as f32;
+        assert!(mean.abs() < 0.03, "mean {mean}");
+        assert!(v.iter().any(|&x| x < -0.99) && v.iter().any(|&x| x > 0.99));
     }
 
     #[test]

@@ -683,15 +683,8 @@ mod tests {
 
     /// Deterministic values in [-1, 1).
     pub(super) fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        (0..len).map(|_| rng.signed_unit()).collect()
     }
 
     /// Kernel `isa` against [`naive`] on one shape (`pad = k / 2`), without and with ReLU and

@@ -69,16 +69,11 @@ impl StateDict {
 }
 
 impl StateDict {
-    /// Random weights (He-scaled, from a seeded xorshift) and identity BatchNorm statistics for
+    /// Random weights (He-scaled, from a seeded SplitMix64) and identity BatchNorm statistics for
     /// `config`: for timing and tests, where the values do not matter.
     fn random(config: &ResNetConfig, seed: u64) -> Self {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut uniform = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-        };
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let mut uniform = move || rng.signed_unit();
         let mut tensors = BTreeMap::new();
         for spec in config.topology().iter() {
             let shape = spec.weight_shape();
