@@ -233,7 +233,7 @@ impl ResNetConfig {
     /// halves it (7x7/2, padding 3), the max-pool halves it again (3x3/2, padding 1), and each
     /// stage after the first halves it once more (224: 112, 56, 28, 14, 7).
     pub fn map_side(&self, block: Block, input: usize) -> usize {
-        let half = |s: usize| (s + 1) / 2;
+        let half = |s: usize| s.div_ceil(2);
         let stem = (input + 2 * 3 - 7) / 2 + 1;
         match block {
             Block::B1 => stem,

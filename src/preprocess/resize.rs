@@ -203,7 +203,8 @@ mod tests {
     fn the_crop_is_pils_byte_for_byte() {
         // (width, height, sha256 of PIL's 224x224x3 crop, pixel (0, 0), pixel (row 111, col
         // 200)), printed by tests/fixtures/make_resize_digests.py with Pillow 13.0.
-        let cases: [(u32, u32, &str, [u8; 3], [u8; 3]); 7] = [
+        type Case = (u32, u32, &'static str, [u8; 3], [u8; 3]);
+        let cases: [Case; 7] = [
             (
                 60,
                 80,

@@ -1,23 +1,4 @@
 //! [`Recipe`]: how an image becomes the vector that an index or a catalogue stores.
-//!
-//! The paper's recipe is the global average of one block's feature map. On catalogue photos
-//! (a model wearing the garment on a studio background) that average mixes the product with
-//! skin, hair, other garments and the background. The product-aware recipes look where the
-//! product is, still without training anything; their few constants were chosen on the
-//! shared dev data (see the ablation in the README):
-//!
-//! - [`Recipe::Colour`] (640-d): the background is estimated from the crop itself (pixels
-//!   within 24 levels of the border's median colour in every channel), a Gaussian centre prior
-//!   (sigma 0.2 of the side) weights the rest; a soft HSV histogram (24 x 4 x 4 tent bins) of
-//!   those weighted pixels, square-rooted and L2-normalised, is joined with block 2 pooled
-//!   under the same weights (square-rooted, L2-normalised) at 8 times its weight:
-//!   `[hist / 3, block2 * sqrt(8 / 9)]`, a unit vector.
-//! - [`Recipe::Texture`] (1024-d): block 4 pooled under the same centre prior, L2-normalised.
-//!
-//! One forward pass serves any set of recipes: the colour recipe reads block 2 and the input
-//! pixels, the texture recipe block 4, so a tap on both runs the network to block 4 once.
-//! Recipes are named ([`Recipe::name`]) in index and catalogue files, so that vectors of
-//! different recipes are never compared.
 
 mod colour;
 
@@ -28,7 +9,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::{Block, ResNetConfig};
 
-/// How an image becomes a vector. See the [module docs](self) for each recipe's definition.
+/// How an image becomes a vector.
+///
+/// The paper's recipe is the global average of one block's feature map. On catalogue photos
+/// (a model wearing the garment on a studio background) that average mixes the product with
+/// skin, hair, other garments and the background. The product-aware recipes look where the
+/// product is, still without training anything; their few constants were chosen on the
+/// shared dev data (see the ablation in the README):
+///
+/// - [`Recipe::Colour`] (640-d): the background is estimated from the crop itself (pixels
+///   within 24 levels of the border's median colour in every channel), a Gaussian centre prior
+///   (sigma 0.2 of the side) weights the rest; a soft HSV histogram (24 x 4 x 4 tent bins) of
+///   those weighted pixels, square-rooted and L2-normalised, is joined with block 2 pooled
+///   under the same weights (square-rooted, L2-normalised) at 8 times its weight:
+///   `[hist / 3, block2 * sqrt(8 / 9)]`, a unit vector.
+/// - [`Recipe::Texture`] (1024-d): block 4 pooled under the same centre prior, L2-normalised.
+///
+/// One forward pass serves any set of recipes: the colour recipe reads block 2 and the input
+/// pixels, the texture recipe block 4, so a tap on both runs the network to block 4 once.
+/// Recipes are named ([`Recipe::name`]) in index and catalogue files, so that vectors of
+/// different recipes are never compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Recipe {
