@@ -37,7 +37,7 @@ use attrex::cluster::{HdbscanParams, adjusted_mutual_information, adjusted_rand_
 use attrex::eval::{CvParams, Reduced, cross_validate, cross_validate_inductive};
 use attrex::reduce::{Umap, UmapParams};
 use attrex::{
-    Backbone, Block, BlockTap, Dataset, ExtractOptions, FeatureCache, OnUnreadable, Rows, TieBreak,
+    Backbone, Block, BlockTap, Dataset, ExtractOptions, OnUnreadable, Rows, TieBreak,
     extract_dataset,
 };
 
@@ -143,7 +143,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         } else {
             OnUnreadable::Fail
         },
-        cache: args.cache.then(FeatureCache::default_location),
+        cache: args.cache.then(common::feature_cache),
         progress: common::progress("features"),
     };
     let start = Instant::now();
@@ -310,7 +310,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         let head: Vec<String> = dataset
             .classes
             .iter()
-            .map(|c| format!("{:>5}", &c[..c.len().min(5)]))
+            .map(|c| format!("{:>5}", c.chars().take(5).collect::<String>()))
             .collect();
         out!("{:width$} {}", "", head.join(""));
         for (c, row) in dataset.classes.iter().zip(&r.confusion) {

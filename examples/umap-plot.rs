@@ -18,7 +18,7 @@ mod common;
 
 use attrex::eval::{CvParams, cross_validate};
 use attrex::reduce::{Umap, UmapParams};
-use attrex::{Backbone, BlockTap, Dataset, ExtractOptions, FeatureCache, extract_dataset};
+use attrex::{Backbone, BlockTap, Dataset, ExtractOptions, extract_dataset};
 
 fn main() {
     if let Err(e) = run() {
@@ -50,7 +50,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let backbone = Arc::new(Backbone::load(None, &attrex::default_device()?)?);
     let tap = BlockTap::all(backbone);
     let options = ExtractOptions {
-        cache: Some(FeatureCache::default_location()),
+        cache: Some(common::feature_cache()),
         progress: common::progress("features"),
         ..ExtractOptions::default()
     };

@@ -331,14 +331,13 @@ impl FeatureCache {
         Self { dir: dir.into() }
     }
 
-    /// `$ATTREX_CACHE`, else `$XDG_CACHE_HOME/attrex/features`, else `~/.cache/attrex/features`,
-    /// else `./.attrex-cache`.
+    /// `$XDG_CACHE_HOME/attrex/features`, else `~/.cache/attrex/features`, else `./.attrex-cache`.
+    ///
+    /// The library reads no `ATTREX_CACHE` variable: a program that wants one reads it itself and
+    /// calls [`FeatureCache::new`] (the examples do, through their `--cache-dir`/`ATTREX_CACHE`).
     pub fn default_location() -> Self {
-        let dir = std::env::var_os("ATTREX_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("attrex/features"))
-            })
+        let dir = std::env::var_os("XDG_CACHE_HOME")
+            .map(|d| PathBuf::from(d).join("attrex/features"))
             .or_else(|| {
                 std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/attrex/features"))
             })

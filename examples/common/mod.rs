@@ -43,3 +43,12 @@ pub fn progress(message: &str) -> Option<attrex::Progress> {
         None
     }
 }
+
+/// The feature cache the examples use: `$ATTREX_CACHE` when set (read here, not by the library),
+/// else [`attrex::FeatureCache::default_location`].
+pub fn feature_cache() -> attrex::FeatureCache {
+    match std::env::var_os("ATTREX_CACHE") {
+        Some(dir) => attrex::FeatureCache::new(dir),
+        None => attrex::FeatureCache::default_location(),
+    }
+}
