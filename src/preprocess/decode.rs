@@ -290,4 +290,26 @@ mod tests {
         assert!(Reserved::take(decode_budget() + 1).is_none());
         assert!(Reserved::take(1).is_some());
     }
+
+    #[test]
+    fn concurrent_decodes_wait_rather_than_exceed_the_budget() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        // Two reservations of just over half the budget cannot be held at once: the second
+        // waits until the first is returned (other tests' decodes only make it wait longer).
+        let half = decode_budget() / 2 + 1;
+        let first = Reserved::take(half).expect("fits an idle budget");
+        let (tx, rx) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let r = Reserved::take(half);
+            tx.send(r.is_some()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the second reservation did not wait"
+        );
+        drop(first);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        waiter.join().unwrap();
+    }
 }
