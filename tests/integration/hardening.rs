@@ -206,6 +206,10 @@ fn peak_memory_of_huge_images_through_extract_paths() {
             &encode(&DynamicImage::ImageLuma8(img), ImageFormat::Png),
         )
     };
+    println!(
+        "grey PNG file: {:.1} MiB",
+        std::fs::metadata(&grey).unwrap().len() as f64 / 1048576.0
+    );
     let tap = BlockTap::new(crate::keras(), &[Block::B5]).unwrap();
     // Warm up: the weights and the engine's buffers at batch 8.
     tap.extract_paths(&vec![strip.clone(); 8]).unwrap();
@@ -230,9 +234,9 @@ fn peak_memory_of_huge_images_through_extract_paths() {
         );
         peaks.push(extra);
     }
-    // The decode budget (1 GiB) plus the batch's crops and activations; measured 737 MiB with
-    // 2 threads and 1371 MiB with 8 (README `## Limits`).
-    assert!(peaks.iter().all(|&p| p < 1536 * 1024), "{peaks:?}");
+    // The decode budget (1 GiB) plus the batch's crops and activations, whatever the thread
+    // count: measured 762 MiB with 8 threads (1371 MiB before the files counted in the budget).
+    assert!(peaks.iter().all(|&p| p < 1024 * 1024), "{peaks:?}");
 }
 
 /// CRC-32 (ISO-HDLC, as PNG chunks use it), bit by bit: the reference is the PNG
