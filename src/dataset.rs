@@ -31,7 +31,8 @@ pub struct Item {
 pub struct Dataset {
     /// The folder the dataset was read from.
     pub root: PathBuf,
-    /// Class names (the sub-folder names), sorted.
+    /// Class names (the sub-folder names), sorted by folder name. A name that is not UTF-8 is
+    /// written with `\xNN` escapes for its other bytes, so that every class has its own name.
     pub classes: Vec<String>,
     /// The images, grouped by class, each group sorted by path.
     pub items: Vec<Item>,
@@ -44,6 +45,32 @@ fn is_image(path: &Path) -> bool {
     path.extension()
         .map(|e| e.to_string_lossy().to_lowercase())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// A folder name as a class name: the name itself when it is UTF-8; otherwise its UTF-8 parts
+/// with each other byte written as `\xNN` (and `\` as `\\`), so that two folders whose names are
+/// not UTF-8 keep distinct class names (a lossy conversion turned both into "\u{fffd}").
+fn class_name(name: &std::ffi::OsStr) -> String {
+    if let Some(s) = name.to_str() {
+        return s.to_owned();
+    }
+    #[cfg(unix)]
+    {
+        use std::fmt::Write;
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = String::new();
+        for chunk in name.as_bytes().utf8_chunks() {
+            out.push_str(&chunk.valid().replace('\\', "\\\\"));
+            for b in chunk.invalid() {
+                write!(out, "\\x{b:02x}").expect("writing to a String cannot fail");
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    {
+        name.to_string_lossy().into_owned()
+    }
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
@@ -106,13 +133,7 @@ impl Dataset {
             if items.len() == before {
                 return Err(DatasetError::EmptyClass { folder: entry });
             }
-            classes.push(
-                entry
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            classes.push(class_name(entry.file_name().unwrap_or_default()));
         }
         if classes.is_empty() {
             return Err(DatasetError::NoClasses { root });
@@ -143,5 +164,30 @@ impl Dataset {
             counts[i.label] += 1;
         }
         counts
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+
+    #[test]
+    fn class_folders_whose_names_are_not_utf8_keep_distinct_names() {
+        // Issue #12: both 0xfe and 0xff folders were named "\u{fffd}".
+        let dir = tempfile::tempdir().unwrap();
+        for name in [&b"caf\xe9"[..], b"\xff", b"\xfe", b"plain"] {
+            let class = dir.path().join(OsStr::from_bytes(name));
+            std::fs::create_dir(&class).unwrap();
+            std::fs::write(class.join("a.png"), b"").unwrap();
+        }
+        let data = Dataset::open(dir.path()).unwrap();
+        // Sorted by raw bytes: "caf\xe9" < "plain" < 0xfe < 0xff.
+        assert_eq!(data.classes, [r"caf\xe9", "plain", r"\xfe", r"\xff"]);
+        // A backslash in a name that is not UTF-8 is doubled, so it cannot pose as an escape.
+        assert_eq!(class_name(OsStr::from_bytes(b"a\\\x80")), r"a\\\x80");
+        assert_eq!(class_name(OsStr::new(r"a\b")), r"a\b");
     }
 }

@@ -422,6 +422,19 @@ pub enum IndexError {
         /// Its position in the vector.
         position: usize,
     },
+    /// A finite value so large that squared distances would overflow to infinity
+    /// ([`knn::max_magnitude`](crate::knn::max_magnitude) of the index's dimension).
+    #[error(
+        "vector holds {value:e} at position {position}, beyond the largest magnitude {limit:e}"
+    )]
+    TooLarge {
+        /// Its position in the vector.
+        position: usize,
+        /// The value.
+        value: f32,
+        /// The largest magnitude the index takes.
+        limit: f32,
+    },
     /// A query against an index without examples.
     #[error("the index holds no examples")]
     Empty,

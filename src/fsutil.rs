@@ -257,3 +257,108 @@ pub(crate) fn bytes_f32(bytes: &[u8]) -> Vec<f32> {
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
         .collect()
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// This process's umask, as Linux reports it in `/proc/self/status` (read, not set: setting
+    /// it would race with the other tests that create files).
+    fn umask() -> Option<u32> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+        u32::from_str_radix(line.split_whitespace().nth(1)?, 8).ok()
+    }
+
+    #[test]
+    fn an_existing_file_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kept");
+        for m in [0o644, 0o600, 0o640] {
+            std::fs::write(&p, b"old").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+            write_atomic(&p, b"new").unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), b"new");
+            assert_eq!(mode(&p), m, "{m:o}");
+        }
+    }
+
+    #[test]
+    fn a_new_file_follows_the_umask() {
+        let Some(mask) = umask() else {
+            panic!("no Umask line in /proc/self/status: this test needs Linux 4.7 or later");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("new");
+        write_atomic(&p, b"x").unwrap();
+        // open(2) with 0o666: with the usual umask 022 that is 0o644, not tempfile's 0o600.
+        assert_eq!(mode(&p), 0o666 & !mask, "umask {mask:o}");
+    }
+
+    #[test]
+    fn a_symlink_stays_a_symlink_and_its_target_gets_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link");
+        symlink("target", &link).unwrap(); // relative, as most links are
+        let chain = dir.path().join("chain");
+        symlink(&link, &chain).unwrap();
+        write_atomic(&chain, b"through two links").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(
+            std::fs::symlink_metadata(&chain)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"through two links");
+        // A dangling link gets its target created.
+        let dangling = dir.path().join("dangling");
+        symlink("made", &dangling).unwrap();
+        write_atomic(&dangling, b"made").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("made")).unwrap(), b"made");
+        // A loop is an error, not a hang.
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        symlink("b", &a).unwrap();
+        symlink("a", &b).unwrap();
+        assert!(write_atomic(&a, b"x").is_err());
+    }
+
+    #[test]
+    fn stale_temps_of_dead_writers_are_removed_and_live_ones_kept() {
+        assert!(Path::new("/proc/self").exists(), "needs /proc");
+        let dir = tempfile::tempdir().unwrap();
+        // No process has pid 4294967294: Linux pids stop at 2^22.
+        let dead = dir.path().join(".attrex-4294967294-abc.tmp");
+        // pid 1 always runs; so does this test.
+        let init = dir.path().join(".attrex-1-abc.tmp");
+        let own = dir
+            .path()
+            .join(format!(".attrex-{}-abc.tmp", std::process::id()));
+        let other = dir.path().join(".other-4294967294-abc.tmp");
+        for p in [&dead, &init, &own, &other] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        write_atomic(&dir.path().join("file"), b"x").unwrap();
+        assert!(!dead.exists());
+        assert!(init.exists() && own.exists() && other.exists());
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 4, "{left:?}"); // no temp of this write is left either
+    }
+}

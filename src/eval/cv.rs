@@ -23,8 +23,8 @@ pub struct Reduced {
 /// (0..classes, one per row).
 ///
 /// # Errors
-/// [`EvalError::LabelCount`], the fold errors of [`stratified_folds`], or the index's error for
-/// a NaN.
+/// [`EvalError::LabelCount`], [`EvalError::TooFewClasses`] for fewer than two distinct labels,
+/// the fold errors of [`stratified_folds`], or the index's error for a NaN.
 pub fn cross_validate(
     features: Rows<'_>,
     labels: &[usize],
@@ -61,6 +61,12 @@ where
         return Err(EvalError::LabelCount {
             labels: n,
             rows: features.len(),
+        });
+    }
+    let distinct: std::collections::BTreeSet<usize> = labels.iter().copied().collect();
+    if distinct.len() < 2 {
+        return Err(EvalError::TooFewClasses {
+            classes: distinct.len(),
         });
     }
     let dim = features.dim();
@@ -184,6 +190,50 @@ mod tests {
         assert_eq!(
             std::error::Error::source(&err).map(|s| s.to_string()),
             Some("no luck".to_string())
+        );
+    }
+
+    #[test]
+    fn one_class_is_an_error_not_a_perfect_score() {
+        // Before: every vote among one class is right, and the accuracy came out 1.000.
+        let features: Vec<f32> = (0..20).map(|i| i as f32).collect();
+        let err = cross_validate(
+            Rows::new(&features, 2).unwrap(),
+            &[3; 10],
+            &CvParams::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, EvalError::TooFewClasses { classes: 1 }),
+            "{err:?}"
+        );
+        let err =
+            cross_validate(Rows::new(&[], 2).unwrap(), &[], &CvParams::default()).unwrap_err();
+        assert!(
+            matches!(err, EvalError::TooFewClasses { classes: 0 }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_class_too_small_for_the_folds_is_named() {
+        // Class 1 ("blue") has 3 samples for 5 folds.
+        let labels = [0, 0, 0, 0, 0, 1, 1, 1];
+        let features: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let err = cross_validate(
+            Rows::new(&features, 1).unwrap(),
+            &labels,
+            &CvParams::default(),
+        )
+        .unwrap_err()
+        .with_class_names(&["red", "blue"]);
+        assert!(
+            matches!(&err, EvalError::SmallClass { class: 1, name: Some(n), samples: 3, folds: 5 } if n == "blue"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot split into 5 folds: class \"blue\" (1) has only 3 samples"
         );
     }
 }

@@ -77,7 +77,7 @@ impl Mt19937 {
 ///
 /// # Errors
 /// [`EvalError::TooFewFolds`] when `folds < 2`, [`EvalError::SmallClass`] when a class has
-/// fewer samples than folds.
+/// fewer samples than folds (numbered; [`EvalError::with_class_names`] names it).
 pub fn stratified_folds(
     labels: &[usize],
     folds: usize,
@@ -106,6 +106,7 @@ pub fn stratified_folds(
     if let Some((c, &n)) = counts.iter().enumerate().find(|(_, n)| **n < folds) {
         return Err(EvalError::SmallClass {
             class: order[c],
+            name: None,
             samples: n,
             folds,
         });

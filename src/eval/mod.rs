@@ -40,11 +40,23 @@ pub enum EvalError {
         /// The folds asked for.
         folds: usize,
     },
+    /// Fewer than two classes: cross-validating a vote among one class scores 1.0 whatever the
+    /// features, which measures nothing.
+    #[error("cross-validation needs at least 2 classes, the labels hold {classes}")]
+    TooFewClasses {
+        /// The distinct labels given.
+        classes: usize,
+    },
     /// A class with fewer samples than folds.
-    #[error("cannot split into {folds} folds: class {class} has only {samples} samples")]
+    #[error(
+        "cannot split into {folds} folds: class {} has only {samples} samples",
+        name.as_deref().map_or_else(|| class.to_string(), |n| format!("{n:?} ({class})"))
+    )]
     SmallClass {
         /// The class label.
         class: usize,
+        /// The class's name, once [`EvalError::with_class_names`] has given it.
+        name: Option<String>,
         /// Its samples.
         samples: usize,
         /// The folds asked for.
@@ -80,6 +92,35 @@ pub enum EvalError {
         /// The dimension the reducer named.
         dim: usize,
     },
+}
+
+impl EvalError {
+    /// Names the class of a [`EvalError::SmallClass`] by `names[class]` (e.g.
+    /// [`Dataset::classes`](crate::Dataset::classes)); other errors are returned as they are.
+    ///
+    /// ```
+    /// use attrex::eval::stratified_folds;
+    ///
+    /// let err = stratified_folds(&[0, 0, 0, 1], 2, 0).unwrap_err();
+    /// let named = err.with_class_names(&["red", "blue"]);
+    /// assert!(named.to_string().contains("class \"blue\" (1) has only 1 samples"));
+    /// ```
+    pub fn with_class_names<S: AsRef<str>>(self, names: &[S]) -> Self {
+        match self {
+            EvalError::SmallClass {
+                class,
+                name: None,
+                samples,
+                folds,
+            } => EvalError::SmallClass {
+                class,
+                name: names.get(class).map(|n| n.as_ref().to_owned()),
+                samples,
+                folds,
+            },
+            other => other,
+        }
+    }
 }
 
 /// The settings of a cross-validation. The default is the paper's reference: 5 neighbours,

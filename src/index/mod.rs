@@ -344,10 +344,7 @@ impl<L: Label> AttributeIndex<L> {
                 got: vector.len(),
             });
         }
-        if let Some(i) = vector.iter().position(|v| !v.is_finite()) {
-            return Err(IndexError::NotFinite { position: i });
-        }
-        Ok(())
+        check_values(vector, self.dim())
     }
 
     fn changed(&mut self) {
@@ -501,10 +498,8 @@ impl<L: Label> AttributeIndex<L> {
                 got: queries.dim(),
             });
         }
-        if let Some(i) = queries.as_slice().iter().position(|v| !v.is_finite()) {
-            return Err(IndexError::NotFinite {
-                position: i % self.dim(),
-            });
+        for q in queries.iter() {
+            check_values(q, self.dim())?;
         }
         if self.is_empty() {
             return Err(IndexError::Empty);
@@ -549,6 +544,26 @@ impl<L: Label> AttributeIndex<L> {
     }
 }
 
+/// Refuses a NaN, an infinity, or a value beyond [`knn::max_magnitude`] of `dim`: squared
+/// distances to such a value overflow to infinity, where every neighbour ties and the vote no
+/// longer follows the distances (issue #12). Refusing them, rather than computing in `f64`,
+/// keeps the scan's `f32` SIMD lanes and kiddo's `f32` tree, and the limit (above 1e17 for 2048
+/// dimensions) is far beyond any feature vector.
+fn check_values(vector: &[f32], dim: usize) -> Result<(), IndexError> {
+    if let Some(i) = vector.iter().position(|v| !v.is_finite()) {
+        return Err(IndexError::NotFinite { position: i });
+    }
+    let limit = knn::max_magnitude(dim);
+    if let Some(i) = vector.iter().position(|v| v.abs() > limit) {
+        return Err(IndexError::TooLarge {
+            position: i,
+            value: vector[i],
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Persistence, for labels that serde can write and read (`String`, numbers...).
 impl<L: Label + Serialize + serde::de::DeserializeOwned> AttributeIndex<L> {
     /// Saves the index to `path` atomically (a temporary file in the same folder, then a
@@ -579,5 +594,80 @@ impl AttributeIndex<String> {
     /// As [`load_labels`](Self::load_labels).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, IndexError> {
         Self::load_labels(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: NonZeroUsize = NonZeroUsize::MAX;
+
+    #[test]
+    fn values_whose_squared_distances_overflow_are_a_typed_error() {
+        // Issue #12: with 1e30 and 1e20 stored, the query 0 was at distance^2 inf from both
+        // (1e40 > f32::MAX = 3.4e38), and the older, farther example won the tie.
+        let mut index = AttributeIndex::<String>::with_dim(2).unwrap();
+        let err = index.add("far", &[1e30, 0.0]).unwrap_err();
+        assert!(
+            matches!(err, IndexError::TooLarge { position: 0, value, .. } if value == 1e30),
+            "{err:?}"
+        );
+        let err = index.add("far", &[0.0, -3e38]).unwrap_err();
+        assert!(
+            matches!(err, IndexError::TooLarge { position: 1, .. }),
+            "{err:?}"
+        );
+        assert!(index.is_empty());
+        // At the limit, the answer follows the distances: 2m = 1.3e19 vs 1e18 from the query.
+        let m = knn::max_magnitude(2);
+        index.add("far", &[m, m]).unwrap();
+        index.add("near", &[-m, -m + 1e18]).unwrap();
+        let p = index.with_k(NonZeroUsize::MIN).classify(&[-m, -m]).unwrap();
+        assert_eq!(p.attribute, "near");
+        assert!(p.neighbours[0].distance.is_finite());
+    }
+
+    #[test]
+    fn queries_beyond_the_limit_are_a_typed_error() {
+        let mut index = AttributeIndex::<String>::with_dim(3).unwrap();
+        index.add("a", &[0.0, 0.0, 0.0]).unwrap();
+        assert!(matches!(
+            index.classify(&[0.0, 0.0, 3e38]),
+            Err(IndexError::TooLarge { position: 2, .. })
+        ));
+        let q = [0.0, 1e30, 0.0];
+        assert!(matches!(
+            index.classify_many(Rows::new(&q, 3).unwrap()),
+            Err(IndexError::TooLarge { position: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn a_k_of_usize_max_votes_with_every_example_in_both_engines() {
+        // Issue #12: the k-d tree asked kiddo for k + 1 neighbours, which overflowed.
+        for search in [Search::Auto, Search::Scan] {
+            let mut index = AttributeIndex::<String>::with_dim(2)
+                .unwrap()
+                .with_search(search)
+                .with_k(ALL);
+            for (name, v) in [("a", [0.0, 0.0]), ("b", [1.0, 0.0]), ("a", [0.0, 0.0])] {
+                index.add(name, &v).unwrap();
+            }
+            assert_eq!(index.uses_tree(), search == Search::Auto);
+            let p = index.classify(&[0.9, 0.0]).unwrap();
+            assert_eq!(
+                p.votes,
+                [("a".to_owned(), 2), ("b".to_owned(), 1)],
+                "{search:?}"
+            );
+            let rows: Vec<u64> = p.neighbours.iter().map(|n| n.id.0).collect();
+            assert_eq!(rows, [1, 0, 2], "{search:?}");
+            assert_eq!(index.nearest(&[0.0, 0.0], ALL).unwrap().len(), 3);
+            let many = index
+                .classify_many(Rows::new(&[0.9, 0.0, 0.0, 0.0], 2).unwrap())
+                .unwrap();
+            assert_eq!(many[0], p);
+        }
     }
 }

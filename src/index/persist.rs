@@ -98,6 +98,12 @@ pub(super) fn load<L: Label + serde::de::DeserializeOwned>(
     if data.iter().any(|v| !v.is_finite()) {
         return Err(corrupt("a vector value is not finite").into());
     }
+    if data
+        .iter()
+        .any(|v| v.abs() > crate::knn::max_magnitude(dim.get()))
+    {
+        return Err(corrupt("a vector value is too large to search").into());
+    }
     Ok(AttributeIndex {
         dim,
         k,

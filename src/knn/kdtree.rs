@@ -86,7 +86,8 @@ fn query<const K: usize>(tree: &ImmutableKdTree<f32, K>, q: &[f32], n: usize) ->
     if size == 0 {
         return Vec::new();
     }
-    let want = (n + 1).min(size);
+    // n may be usize::MAX (a k of "every example"): no overflow, at most every point.
+    let want = n.saturating_add(1).min(size);
     let res = tree
         .query(q)
         .nearest_n::<SquaredEuclidean<f32>>(NonZero::new(want).expect("want >= 1"))

@@ -68,6 +68,42 @@ pub enum RowsError {
         /// The position in the row.
         column: usize,
     },
+    /// A finite value so large that a squared distance between rows of this dimension could
+    /// overflow to infinity (see [`max_magnitude`]).
+    #[error(
+        "row {row} holds a value at position {column} beyond the largest magnitude {limit:e} \
+         that rows of {dim} values can be searched with",
+        limit = max_magnitude(*dim)
+    )]
+    TooLarge {
+        /// The row.
+        row: usize,
+        /// The position in the row.
+        column: usize,
+        /// The row length, which sets the limit.
+        dim: usize,
+    },
+}
+
+/// The largest magnitude a value may have in rows of `dim` values for every squared distance
+/// between two such rows to stay finite in `f32`.
+///
+/// Two values of magnitude at most `m` differ by at most `2m`, so a squared distance is at most
+/// `4 m² dim`; the limit keeps that at or below `f32::MAX / 2`, which leaves room for the
+/// rounding of the sum. Beyond it, distances overflow to infinity, every such neighbour ties,
+/// and the nearest can no longer be told apart (issue #12). The limit is about `6.5e18` for one
+/// dimension and `1.4e17` for 2048, far beyond any feature a network or a reducer produces.
+///
+/// ```
+/// use attrex::knn::max_magnitude;
+///
+/// let m = max_magnitude(2048);
+/// // Two opposite corners at the limit still have a finite squared distance.
+/// let d2: f32 = (0..2048).map(|_| (2.0 * m) * (2.0 * m)).sum();
+/// assert!(d2.is_finite());
+/// ```
+pub fn max_magnitude(dim: usize) -> f32 {
+    (f64::from(f32::MAX) / 8.0 / dim.max(1) as f64).sqrt() as f32
 }
 
 impl<'a> Rows<'a> {
@@ -154,6 +190,27 @@ impl<'a> Rows<'a> {
     }
 }
 
+impl Rows<'_> {
+    /// The first value a search cannot use: a NaN or an infinity ([`RowsError::NotFinite`]),
+    /// or a value beyond [`max_magnitude`] ([`RowsError::TooLarge`]), naming its row and
+    /// position.
+    ///
+    /// # Errors
+    /// [`RowsError::NotFinite`] or [`RowsError::TooLarge`].
+    pub fn check_searchable(&self) -> Result<(), RowsError> {
+        self.check_finite()?;
+        let limit = max_magnitude(self.dim());
+        match self.data.iter().position(|v| v.abs() > limit) {
+            None => Ok(()),
+            Some(i) => Err(RowsError::TooLarge {
+                row: i / self.dim.get(),
+                column: i % self.dim.get(),
+                dim: self.dim.get(),
+            }),
+        }
+    }
+}
+
 impl<'a> IntoIterator for Rows<'a> {
     type Item = &'a [f32];
     type IntoIter = std::slice::ChunksExact<'a, f32>;
@@ -184,5 +241,28 @@ mod tests {
                 .check_finite(),
             Err(RowsError::NotFinite { row: 1, column: 0 })
         );
+    }
+
+    #[test]
+    fn values_whose_squared_distances_overflow_are_refused() {
+        // 3e38 is finite, but (3e38 - 0)^2 is not: f32::MAX is about 3.4e38.
+        let rows = Rows::new(&[0.0, 1.0, 2.0, 3e38], 2).unwrap();
+        assert_eq!(rows.check_finite(), Ok(()));
+        assert_eq!(
+            rows.check_searchable(),
+            Err(RowsError::TooLarge {
+                row: 1,
+                column: 1,
+                dim: 2
+            })
+        );
+        // At the limit, opposite corners are still at a finite distance.
+        for dim in [1, 2, 12, 13, 2048] {
+            let m = max_magnitude(dim);
+            let (a, b) = (vec![m; dim], vec![-m; dim]);
+            assert!(scan::squared_l2(&a, &b).is_finite(), "dim {dim}");
+            let both = [a, b].concat();
+            assert_eq!(Rows::new(&both, dim).unwrap().check_searchable(), Ok(()));
+        }
     }
 }

@@ -106,8 +106,7 @@ pub fn read_image_with_limits(
     path: &Path,
     limits: DecodeLimits,
 ) -> Result<DynamicImage, ImageError> {
-    let bytes = decode::read_file(path, &limits)?;
-    decode::decode_with(&bytes, path, &limits, |image| image)
+    decode::read_and_decode(path, &limits, |image| image)
 }
 
 /// Decodes an image file's bytes held in memory under the default [`DecodeLimits`]; `name`
@@ -140,7 +139,7 @@ pub(crate) fn decode_image(
 
 /// Reads and decodes the file at `path` into the network's input square.
 pub(crate) fn crop_from_file(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
-    crop_from_bytes(&decode::read_file(path, limits)?, path, limits)
+    decode::read_and_decode(path, limits, |image| centre_crop(&image))
 }
 
 #[cfg(test)]

@@ -170,3 +170,120 @@ fn non_finite_input_is_refused_alike_by_both_engines() {
         }
     }
 }
+
+/// `VmHWM` (peak resident set) and `VmRSS` of this process in KiB, from `/proc/self/status`.
+fn vm(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Resets `VmHWM` to the current RSS (Linux: writing 5 to `clear_refs`).
+fn reset_peak() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
+/// The figures in README's `## Limits`: peak resident memory over the resident memory before,
+/// through `BlockTap::extract_paths` (whole network, batch 8). Run alone, since other tests in
+/// the process would add their own memory:
+/// `cargo test --release --all-features --test integration -- --ignored --nocapture peak_memory`
+#[test]
+#[ignore = "a measurement: about a minute, and meaningful only alone"]
+fn peak_memory_of_huge_images_through_extract_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let strip = write(
+        dir.path(),
+        "strip.png",
+        &encode(
+            &DynamicImage::ImageLuma8(image::GrayImage::new(16_384, 1)),
+            ImageFormat::Png,
+        ),
+    );
+    let grey = {
+        let img = image::GrayImage::from_fn(16_384, 16_384, |x, y| image::Luma([(x ^ y) as u8]));
+        write(
+            dir.path(),
+            "grey.png",
+            &encode(&DynamicImage::ImageLuma8(img), ImageFormat::Png),
+        )
+    };
+    println!(
+        "grey PNG file: {:.1} MiB",
+        std::fs::metadata(&grey).unwrap().len() as f64 / 1048576.0
+    );
+    let tap = BlockTap::new(crate::keras(), &[Block::B5]).unwrap();
+    // Warm up: the weights and the engine's buffers at batch 8.
+    tap.extract_paths(&vec![strip.clone(); 8]).unwrap();
+    let threads = rayon::current_num_threads();
+    let mut peaks = Vec::new();
+    for (name, paths) in [
+        ("8 x 16384x1 PNG", vec![strip.clone(); 8]),
+        ("1 x 16384x16384 grey PNG", vec![grey.clone()]),
+        ("8 x 16384x16384 grey PNG", vec![grey.clone(); 8]),
+    ] {
+        reset_peak();
+        let before = vm("VmRSS:");
+        let t = std::time::Instant::now();
+        let f = tap.extract_paths(&paths).unwrap();
+        assert_eq!(f.len(), paths.len());
+        let extra = vm("VmHWM:").saturating_sub(before);
+        println!(
+            "{name}: peak {:.0} MiB over {:.0} MiB before, {:.1} s, {threads} threads",
+            extra as f64 / 1024.0,
+            before as f64 / 1024.0,
+            t.elapsed().as_secs_f64()
+        );
+        peaks.push(extra);
+    }
+    // The decode budget (1 GiB) plus the batch's crops and activations, whatever the thread
+    // count: measured 762 MiB with 8 threads (1371 MiB before the files counted in the budget).
+    assert!(peaks.iter().all(|&p| p < 1024 * 1024), "{peaks:?}");
+}
+
+/// CRC-32 (ISO-HDLC, as PNG chunks use it), bit by bit: the reference is the PNG
+/// specification's sample code.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+#[test]
+fn an_image_that_can_never_fit_the_decode_budget_is_over_budget_before_decoding() {
+    // A small PNG whose header claims 16384 x 16384 RGB: 768 MiB decoded, 1.5 GiB reserved
+    // (twice, for the decoder's buffers), over the 1 GiB default budget. The decoder's own
+    // max_alloc is lifted so that the budget is what refuses it.
+    let mut png = encode(&photo(), ImageFormat::Png);
+    assert_eq!(crc32(b"IEND"), 0xae42_6082); // the CRC every PNG ends with
+    // IHDR: 8-byte signature, length, "IHDR", width, height at 16..24, CRC at 29..33.
+    png[16..20].copy_from_slice(&16_384u32.to_be_bytes());
+    png[20..24].copy_from_slice(&16_384u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "huge.png", &png);
+    let limits = DecodeLimits {
+        max_alloc: u64::MAX,
+        ..DecodeLimits::default()
+    };
+    let t = std::time::Instant::now();
+    let err = read_image_with_limits(&p, limits).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::OverBudget { needed, budget, .. }
+                if needed == 2 * 3 * 16_384 * 16_384 && budget == attrex::decode_budget()
+        ),
+        "{err:?}"
+    );
+    assert!(t.elapsed().as_secs() < 5, "refused before decoding");
+}

@@ -11,6 +11,7 @@ mod engines;
 mod hardening;
 mod index;
 mod parity;
+mod proptests;
 mod recipes;
 mod retriever;
 mod rng;
