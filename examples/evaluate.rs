@@ -2,9 +2,15 @@
 //!
 //! ```text
 //! cargo run --release --example evaluate -- DATASET_DIR [--blocks 1,2,3,4,5] [--k 5] [--folds 5]
-//!     [--seed N] [--cluster] [--reduce umap:D|umap:sweep] [--out DIR] [--device flex]
-//!     [--weights PATH] [--no-cache] [--skip-unreadable]
+//!     [--recipe paper|colour|texture] [--seed N] [--cluster] [--reduce umap:D|umap:sweep]
+//!     [--out DIR] [--device flex] [--weights PATH] [--engine auto] [--cache-dir DIR]
+//!     [--no-cache] [--skip-unreadable]
 //! ```
+//!
+//! With `--recipe colour` (or `texture`) the one recipe is evaluated instead of the blocks:
+//! `recipe=colour-v1 dim=640 accuracy=.. accuracy_nearest=..`, the same folds and tie rules,
+//! then accuracy against coverage (`coverage=0.80 accuracy=..`: the surest 80 % answered, most
+//! votes first, then the nearest example) and the share answered at 3 of 5 votes.
 //!
 //! Prints one line per block, `block=2 dim=256 accuracy=0.581 accuracy_nearest=0.590 ...`, then
 //! a table and each block's confusion matrix. `accuracy` breaks a tied vote as scikit-learn does
@@ -34,84 +40,77 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use attrex::cluster::{HdbscanParams, adjusted_mutual_information, adjusted_rand_index};
-use attrex::eval::{CvParams, Reduced, cross_validate, cross_validate_inductive};
+use attrex::eval::{
+    CvParams, Reduced, accuracy_at_coverage, cross_validate, cross_validate_inductive,
+};
 use attrex::reduce::{Umap, UmapParams};
 use attrex::{
-    Backbone, Block, BlockTap, Dataset, ExtractOptions, OnUnreadable, Rows, TieBreak,
-    extract_dataset,
+    Block, BlockTap, Dataset, ExtractOptions, OnUnreadable, Recipe, Rows, TieBreak, extract_dataset,
 };
+use clap::Parser;
 
+/// The paper's Table 1: kNN accuracy of each block (or a recipe) under stratified k-fold
+/// cross-validation.
+#[derive(Parser, Debug)]
+#[command(version, about)]
 struct Args {
+    /// A folder of class folders of images.
     dir: PathBuf,
+    /// The blocks to evaluate, under `--recipe paper`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_block, default_value = "1,2,3,4,5")]
     blocks: Vec<Block>,
+    /// `paper` (each block's global average, Table 1), `colour`, `texture`, or `paper:N`.
+    #[arg(long, default_value = "paper")]
+    recipe: String,
+    /// Neighbours that vote.
+    #[arg(long, default_value = "5")]
     k: NonZeroUsize,
+    /// Cross-validation folds.
+    #[arg(long, default_value_t = 5)]
     folds: usize,
+    /// The folds' seed (scikit-learn's `random_state`).
+    #[arg(long, default_value_t = 0)]
     seed: u32,
+    /// Where the PNGs go (default target/attrex-eval/<dataset folder name>).
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    device: Option<String>,
-    weights: Option<PathBuf>,
-    cache: bool,
-    skip: bool,
+    /// Skip unreadable images instead of stopping.
+    #[arg(long)]
+    skip_unreadable: bool,
+    /// Also cluster each block's features with HDBSCAN and score them against the classes.
+    #[arg(long)]
     cluster: bool,
-    reduce: Vec<usize>,
+    /// UMAP: `umap:D`, `umap:D1,D2,...` or `umap:sweep` (2, 4, 8, ... up to the dimension).
+    #[arg(long, value_parser = parse_reduce, default_value = "")]
+    reduce: Reduce,
+    #[command(flatten)]
+    setup: common::Setup,
 }
 
-fn parse() -> Result<Args, Box<dyn Error>> {
-    let mut it = std::env::args().skip(1);
-    let mut a = Args {
-        dir: PathBuf::new(),
-        blocks: Block::ALL.to_vec(),
-        k: NonZeroUsize::new(5).expect("5 > 0"),
-        folds: 5,
-        seed: 0,
-        out: None,
-        device: None,
-        weights: None,
-        cache: true,
-        skip: false,
-        cluster: false,
-        reduce: Vec::new(),
-    };
-    let mut dir = None;
-    while let Some(arg) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--blocks" => {
-                a.blocks = val()?
-                    .split(',')
-                    .map(|s| Ok(Block::new(s.trim().parse()?)?))
-                    .collect::<Result<_, Box<dyn Error>>>()?
-            }
-            "--k" => a.k = val()?.parse()?,
-            "--folds" => a.folds = val()?.parse()?,
-            "--seed" => a.seed = val()?.parse()?,
-            "--out" => a.out = Some(val()?.into()),
-            "--device" => a.device = Some(val()?),
-            "--weights" => a.weights = Some(val()?.into()),
-            "--no-cache" => a.cache = false,
-            "--skip-unreadable" => a.skip = true,
-            "--cluster" => a.cluster = true,
-            "--reduce" => {
-                let v = val()?;
-                let dims = v
-                    .strip_prefix("umap:")
-                    .ok_or("--reduce takes umap:D, umap:D1,D2,... or umap:sweep")?;
-                a.reduce = if dims == "sweep" {
-                    // Table 2: 2, 4, 8, ... up to the block's dimension (capped per block below).
-                    (1..=11).map(|p| 1usize << p).collect()
-                } else {
-                    dims.split(',')
-                        .map(|d| d.trim().parse())
-                        .collect::<Result<_, _>>()?
-                };
-            }
-            s if s.starts_with("--") => return Err(format!("unknown option {s}").into()),
-            _ => dir = Some(PathBuf::from(&arg)),
-        }
+/// UMAP target dimensions.
+#[derive(Debug, Clone, Default)]
+struct Reduce(Vec<usize>);
+
+fn parse_block(s: &str) -> Result<Block, String> {
+    let n: u8 = s.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Block::new(n).map_err(|e| e.to_string())
+}
+
+fn parse_reduce(v: &str) -> Result<Reduce, String> {
+    if v.is_empty() {
+        return Ok(Reduce::default());
     }
-    a.dir = dir
-        .ok_or("usage: evaluate DATASET_DIR [--blocks 1,2,3,4,5] [--k 5] [--folds 5] [--seed N]")?;
-    Ok(a)
+    let dims = v
+        .strip_prefix("umap:")
+        .ok_or("--reduce takes umap:D, umap:D1,D2,... or umap:sweep")?;
+    Ok(Reduce(if dims == "sweep" {
+        // Table 2: 2, 4, 8, ... up to the block's dimension (capped per block below).
+        (1..=11).map(|p| 1usize << p).collect()
+    } else {
+        dims.split(',')
+            .map(|d| d.trim().parse().map_err(|e| format!("{d:?}: {e}")))
+            .collect::<Result<_, _>>()?
+    }))
 }
 
 fn main() {
@@ -121,11 +120,14 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
-    let args = parse()?;
-    let device = match &args.device {
-        Some(n) => attrex::device_from_name(n)?,
-        None => attrex::default_device()?,
+    let args = Args::parse();
+    // `paper` evaluates each of --blocks; another recipe is evaluated alone.
+    let recipes: Vec<Recipe> = if args.recipe.trim().eq_ignore_ascii_case("paper") {
+        args.blocks.iter().map(|&b| Recipe::Paper(b)).collect()
+    } else {
+        vec![Recipe::from_name(&args.recipe)?]
     };
+    let product = !matches!(recipes[..], [Recipe::Paper(_), ..]);
     let dataset = Dataset::open(&args.dir)?;
     eprintln!(
         "{}: {} images in {} classes ({}); {} non-image files ignored",
@@ -135,15 +137,15 @@ fn run() -> Result<(), Box<dyn Error>> {
         dataset.classes.join(", "),
         dataset.non_images.len()
     );
-    let backbone = Arc::new(Backbone::load(args.weights.as_deref(), &device)?);
-    let tap = BlockTap::new(backbone, &args.blocks)?;
+    let backbone = Arc::new(args.setup.backbone()?);
+    let tap = BlockTap::with_recipes(backbone, &recipes)?;
     let options = ExtractOptions {
-        on_unreadable: if args.skip {
+        on_unreadable: if args.skip_unreadable {
             OnUnreadable::Skip
         } else {
             OnUnreadable::Fail
         },
-        cache: args.cache.then(common::feature_cache),
+        cache: args.setup.cache(),
         progress: common::progress("features"),
     };
     let start = Instant::now();
@@ -180,7 +182,10 @@ fn run() -> Result<(), Box<dyn Error>> {
     for (info, matrix) in features.iter() {
         // `accuracy`: scikit-learn's rule (a tie goes to the first class), as the reference;
         // `accuracy_nearest`: attrex's default rule (a tie goes to the nearest example).
-        let cv = |tie| cross_validate(matrix, &labels, &cv_params(tie));
+        let cv = |tie| {
+            cross_validate(matrix, &labels, &cv_params(tie))
+                .map_err(|e| e.with_class_names(&dataset.classes))
+        };
         let (r, nearest) = (cv(TieBreak::SmallestLabel)?, cv(TieBreak::Nearest)?);
         let clusters = if args.cluster {
             let c = cluster_scores(matrix, &labels)?;
@@ -192,9 +197,13 @@ fn run() -> Result<(), Box<dyn Error>> {
         } else {
             String::new()
         };
+        let head = if product {
+            format!("recipe={}", info.recipe)
+        } else {
+            format!("block={}", info.block.number())
+        };
         out!(
-            "block={} dim={} accuracy={:.3} accuracy_nearest={:.3} k={} folds={} seed={} n={}{clusters}",
-            info.block.number(),
+            "{head} dim={} accuracy={:.3} accuracy_nearest={:.3} k={} folds={} seed={} n={}{clusters}",
             info.dim,
             r.accuracy,
             nearest.accuracy,
@@ -203,11 +212,27 @@ fn run() -> Result<(), Box<dyn Error>> {
             args.seed,
             labels.len()
         );
-        let png = out_dir.join(format!("confusion_block{}.png", info.block.number()));
+        if product {
+            // Accuracy against coverage: the surest predictions answered first (most votes,
+            // then the nearest example), with attrex's tie rule; and the default abstention.
+            for coverage in [1.0, 0.9, 0.8, 0.7, 0.5] {
+                let (answered, accuracy) = accuracy_at_coverage(&nearest.outcomes, coverage);
+                out!("{head} coverage={answered:.2} accuracy={accuracy:.3}");
+            }
+            let sure: Vec<_> = nearest.outcomes.iter().filter(|o| o.votes >= 3).collect();
+            let right = sure.iter().filter(|o| o.correct()).count();
+            out!(
+                "{head} min_votes=3 answered={:.3} accuracy={:.3}",
+                sure.len() as f64 / nearest.outcomes.len().max(1) as f64,
+                right as f64 / sure.len().max(1) as f64
+            );
+        }
+        let png = out_dir.join(format!("confusion_{}.png", info.name));
         // An embedding needs fewer dimensions than the block has, and than the points allow.
         let n_points = labels.len();
         for &d in args
             .reduce
+            .0
             .iter()
             .filter(|&&d| d < info.dim && d < n_points / 2)
         {
@@ -247,11 +272,7 @@ fn run() -> Result<(), Box<dyn Error>> {
             );
         }
         let name = args.dir.file_name().unwrap_or_default().to_string_lossy();
-        let title = format!(
-            "{name}: block {} (accuracy {:.3})",
-            info.block.number(),
-            r.accuracy
-        );
+        let title = format!("{name}: {} (accuracy {:.3})", info.recipe, r.accuracy);
         attrex::plot::confusion_matrix(&r.confusion, &dataset.classes, &title).save_png(&png)?;
         rows.push((info.clone(), r, nearest.accuracy, png));
     }
@@ -288,7 +309,11 @@ fn run() -> Result<(), Box<dyn Error>> {
         let folds: Vec<String> = r.fold_accuracy.iter().map(|a| format!("{a:.3}")).collect();
         out!(
             "| {:5} | {:4} | {:8.3} | {nearest:17.3} | {}",
-            info.block.number(),
+            if product {
+                info.name.clone()
+            } else {
+                info.block.number().to_string()
+            },
             info.dim,
             r.accuracy,
             folds.join(" ")
@@ -297,7 +322,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let width = dataset
         .classes
         .iter()
-        .map(|c| c.len())
+        .map(|c| c.chars().count())
         .max()
         .unwrap_or(4)
         .max(4);

