@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::catalogue::{ItemRecord, Scored};
 use crate::knn::{Rows, squared_l2};
 use crate::rng::SplitMix64;
 
@@ -122,6 +123,33 @@ impl Ranking {
             })
         }
     }
+}
+
+/// Ranks candidates whose distances `[colour, texture]` are known by `ranking` under `scales`
+/// and keeps the `k` best, best first, ties by id: how a store that gets candidates from
+/// indexes ranks them, with the same [`Ranking::score`] as the memory store's full scan.
+pub(crate) fn rank_candidates(
+    candidates: Vec<(ItemRecord, [f32; 2])>,
+    ranking: Ranking,
+    scales: [f32; 2],
+    k: usize,
+) -> Vec<Scored> {
+    let mut scored: Vec<Scored> = candidates
+        .into_iter()
+        .map(|(record, distances)| Scored {
+            score: ranking.score(distances, scales),
+            record,
+            distances,
+        })
+        .collect();
+    scored.sort_by(|a, b| {
+        a.score
+            .total_cmp(&b.score)
+            .then(a.record.id.cmp(&b.record.id))
+    });
+    scored.dedup_by_key(|s| s.record.id);
+    scored.truncate(k);
+    scored
 }
 
 /// The pairs of items whose distances estimate the scales of a catalogue of `n` items: all

@@ -12,6 +12,8 @@ mod hardening;
 mod index;
 mod parity;
 mod recipes;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod retriever;
 mod rng;
 mod table1;
