@@ -201,14 +201,22 @@ fn run() -> Result<(), Box<dyn Error>> {
         colour.extend(c);
         texture.extend(t);
     }
-    let paths: Vec<PathBuf> = (0..items).map(|i| PathBuf::from(format!("bench/{i:07}.jpg"))).collect();
-    let qs: Vec<[Vec<f32>; 2]> = (0..queries as u64).map(|q| seeds.item(1_000_000_000 + q)).collect();
+    let paths: Vec<PathBuf> = (0..items)
+        .map(|i| PathBuf::from(format!("bench/{i:07}.jpg")))
+        .collect();
+    let qs: Vec<[Vec<f32>; 2]> = (0..queries as u64)
+        .map(|q| seeds.item(1_000_000_000 + q))
+        .collect();
     eprintln!("{items} items made in {:.1}s", t.elapsed().as_secs_f64());
     let rows = |v: &[f32], d: usize| Rows::new(v, d);
 
     // The reference: the memory store's exact ranking.
     let mut memory = Retriever::new(backbone.clone(), config)?;
-    memory.extend_vectors(paths.clone(), rows(&colour, seeds.dims[0])?, rows(&texture, seeds.dims[1])?)?;
+    memory.extend_vectors(
+        paths.clone(),
+        rows(&colour, seeds.dims[0])?,
+        rows(&texture, seeds.dims[1])?,
+    )?;
     let kinds = [
         ("colour", Ranking::Colour),
         ("texture", Ranking::Texture),
@@ -221,8 +229,17 @@ fn run() -> Result<(), Box<dyn Error>> {
         .map(|(_, ranking)| {
             qs.iter()
                 .map(|[c, t]| {
-                    let by = By::Features { colour: c, texture: t };
-                    Ok(memory.query(by).rank(*ranking).top(k)?.into_iter().map(|h| h.path).collect())
+                    let by = By::Features {
+                        colour: c,
+                        texture: t,
+                    };
+                    Ok(memory
+                        .query(by)
+                        .rank(*ranking)
+                        .top(k)?
+                        .into_iter()
+                        .map(|h| h.path)
+                        .collect())
                 })
                 .collect::<Result<_, attrex::RetrieverError>>()
         })
@@ -238,25 +255,40 @@ fn run() -> Result<(), Box<dyn Error>> {
     store.drop_catalogue()?;
     let mut pg = Retriever::with_store(backbone, config, store)?;
     let t = Instant::now();
-    pg.extend_vectors(paths, rows(&colour, seeds.dims[0])?, rows(&texture, seeds.dims[1])?)?;
+    pg.extend_vectors(
+        paths,
+        rows(&colour, seeds.dims[0])?,
+        rows(&texture, seeds.dims[1])?,
+    )?;
     let total = t.elapsed().as_secs_f64();
-    let settle = pg.store().last_settle_time().map_or(0.0, |d| d.as_secs_f64());
+    let settle = pg
+        .store()
+        .last_settle_time()
+        .map_or(0.0, |d| d.as_secs_f64());
     out!(
         "ingest items={items} norm={norm:?} rows_s={:.1} rows_per_s={:.0} scales_and_indexes_s={settle:.1} total_s={total:.1} total_per_s={:.0}",
         total - settle,
         items as f64 / (total - settle),
         items as f64 / total
     );
-    eprintln!("scales memory {:?}, postgres {:?}", memory.scales()?, pg.scales()?);
+    eprintln!(
+        "scales memory {:?}, postgres {:?}",
+        memory.scales()?,
+        pg.scales()?
+    );
     drop(memory);
 
     for ef in efs {
-        pg.store().execute_sql(&format!("SET hnsw.ef_search = {ef}"))?;
+        pg.store()
+            .execute_sql(&format!("SET hnsw.ef_search = {ef}"))?;
         for ((name, ranking), truth) in kinds.iter().zip(&truth) {
             let mut latency = Vec::with_capacity(qs.len());
             let mut found = 0usize;
             for ([c, t], want) in qs.iter().zip(truth) {
-                let by = By::Features { colour: c, texture: t };
+                let by = By::Features {
+                    colour: c,
+                    texture: t,
+                };
                 let start = Instant::now();
                 let hits = pg.query(by).rank(*ranking).top(k)?;
                 latency.push(start.elapsed().as_secs_f64() * 1e3);
@@ -265,7 +297,11 @@ fn run() -> Result<(), Box<dyn Error>> {
             let recall = found as f64 / (qs.len() * k.get()) as f64;
             out!(
                 "query kind={name} items={items} ef_search={ef} depth={} recall@10={recall:.3} p50_ms={:.2} p99_ms={:.2}",
-                if *name == "both" { depth.to_string() } else { "-".into() },
+                if *name == "both" {
+                    depth.to_string()
+                } else {
+                    "-".into()
+                },
                 percentile(&mut latency, 0.5),
                 percentile(&mut latency, 0.99)
             );

@@ -76,8 +76,13 @@ fn precision<S: CatalogueStore>(
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let (mut dir, mut k, mut sheet, mut queries, mut store) =
-        (None, NonZeroUsize::new(10).expect("10 > 0"), None, 5usize, None);
+    let (mut dir, mut k, mut sheet, mut queries, mut store) = (
+        None,
+        NonZeroUsize::new(10).expect("10 > 0"),
+        None,
+        5usize,
+        None,
+    );
     while let Some(a) = args.next() {
         match a.as_str() {
             "--k" => k = args.next().ok_or("--k needs a value")?.parse()?,
@@ -88,9 +93,16 @@ fn main() -> Result<(), Box<dyn Error>> {
             _ => dir = Some(PathBuf::from(a)),
         }
     }
-    let dir = dir
-        .ok_or("usage: retrieve DIR [--k 10] [--sheet OUT.png] [--queries 5] [--store URL]")?;
+    let dir =
+        dir.ok_or("usage: retrieve DIR [--k 10] [--sheet OUT.png] [--queries 5] [--store URL]")?;
     let rows = read_csv(&dir)?;
+    if rows.is_empty() {
+        return Err(format!(
+            "{}: no items (only a header or blank lines): nothing to evaluate",
+            dir.join("retrieval.csv").display()
+        )
+        .into());
+    }
     let device = attrex::default_device()?;
     let backbone = Arc::new(Backbone::load(None, &device)?);
     let paths: Vec<&Path> = rows.iter().map(|r| r.path.as_path()).collect();
@@ -101,8 +113,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let sheet = sheet.unwrap_or_else(|| PathBuf::from("target/attrex-retrieval/contact_sheet.png"));
     if let Some(url) = store {
-        let variants = postgres_catalogues(&url, &dir, &backbone, &paths, &options)?;
-        return evaluate(&variants, &rows, k, queries, &sheet);
+        let (variants, product) = postgres_catalogues(&url, &dir, &backbone, &paths, &options)?;
+        return evaluate(&variants, &product, &rows, k, queries, &sheet);
     }
     let mut variants = Vec::new();
     for norm in NORMS {
@@ -116,7 +128,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         r.ingest(&paths, &options)?;
         variants.push((norm, r));
     }
-    evaluate(&variants, &rows, k, queries, &sheet)
+    let mut product = Retriever::new(backbone.clone(), RetrieverConfig::product())?;
+    product.ingest(&paths, &options)?;
+    evaluate(&variants, &product, &rows, k, queries, &sheet)
 }
 
 const NORMS: [FeatureNorm; 4] = [
@@ -135,21 +149,16 @@ fn postgres_catalogues(
     backbone: &Arc<Backbone>,
     paths: &[&Path],
     options: &ExtractOptions,
-) -> Result<Vec<(FeatureNorm, Retriever<attrex::PgStore>)>, Box<dyn Error>> {
+) -> Result<PgCatalogues, Box<dyn Error>> {
     use sha2::{Digest, Sha256};
     let canonical = std::fs::canonicalize(dir)?;
     let tag: String = Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..4]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut variants = Vec::new();
-    for norm in NORMS {
-        let schema = format!("retrieve_{tag}_{}", format!("{norm:?}").to_lowercase());
+    let open = |name: String, config: RetrieverConfig| -> Result<_, Box<dyn Error>> {
+        let schema = format!("retrieve_{tag}_{name}");
         let store = attrex::PgStore::connect(url, attrex::PgConfig::with_schema(&schema))?;
-        let config = RetrieverConfig {
-            norm,
-            ..RetrieverConfig::default()
-        };
         let mut r = Retriever::with_store(backbone.clone(), config, store)?;
         let added = r.ingest(paths, options)?;
         eprintln!(
@@ -157,10 +166,26 @@ fn postgres_catalogues(
             added.ids.len(),
             added.unchanged
         );
-        variants.push((norm, r));
+        Ok(r)
+    };
+    let mut variants = Vec::new();
+    for norm in NORMS {
+        let config = RetrieverConfig {
+            norm,
+            ..RetrieverConfig::default()
+        };
+        variants.push((norm, open(format!("{norm:?}").to_lowercase(), config)?));
     }
-    Ok(variants)
+    let product = open("product".into(), RetrieverConfig::product())?;
+    Ok((variants, product))
 }
+
+/// One Postgres catalogue per transform (paper recipes), and one of the product preset.
+#[cfg(feature = "postgres")]
+type PgCatalogues = (
+    Vec<(FeatureNorm, Retriever<attrex::PgStore>)>,
+    Retriever<attrex::PgStore>,
+);
 
 #[cfg(not(feature = "postgres"))]
 fn postgres_catalogues(
@@ -169,7 +194,7 @@ fn postgres_catalogues(
     _: &Arc<Backbone>,
     _: &[&Path],
     _: &ExtractOptions,
-) -> Result<Vec<(FeatureNorm, Retriever)>, Box<dyn Error>> {
+) -> Result<(Vec<(FeatureNorm, Retriever)>, Retriever), Box<dyn Error>> {
     Err("--store needs attrex built with the `postgres` feature".into())
 }
 
@@ -177,6 +202,7 @@ fn postgres_catalogues(
 /// (one catalogue per transform, in the order of `NORMS`).
 fn evaluate<S: CatalogueStore>(
     variants: &[(FeatureNorm, Retriever<S>)],
+    product: &Retriever<S>,
     rows: &[Row],
     k: NonZeroUsize,
     queries: usize,
@@ -199,6 +225,12 @@ fn evaluate<S: CatalogueStore>(
     }
     let [c, p, b] = precision(&variants[3].1, rows, Ranking::BOTH, k)?;
     out!("ranking=combined_centred p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}");
+    // The product preset: colour recipe for colour, texture recipe for texture, fused as
+    // `Ranking::BOTH`.
+    let [c, _, _] = precision(product, rows, Ranking::Colour, k)?;
+    let [_, p, _] = precision(product, rows, Ranking::Texture, k)?;
+    let [_, _, b] = precision(product, rows, Ranking::BOTH, k)?;
+    out!("ranking=product p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}");
     out!("# training-free variants: feature normalisation x fusion x colour:texture weight");
     for (norm, r) in variants {
         for fusion in [Fusion::Sum, Fusion::Max, Fusion::Product] {
@@ -311,7 +343,7 @@ fn contact_sheet<S: CatalogueStore>(
                     &format!(
                         "{} {}",
                         &rows[h.item].colour,
-                        &rows[h.item].pattern[..4.min(rows[h.item].pattern.len())]
+                        rows[h.item].pattern.chars().take(4).collect::<String>()
                     ),
                     1,
                     ink,

@@ -511,6 +511,18 @@ pub enum RetrieverError {
         /// What the backbone has.
         backbone: String,
     },
+    /// An attribute index whose vectors were made by another recipe than the facet's.
+    #[error(
+        "the index was made with recipe {index}, but the catalogue's {facet} vectors with {catalogue}"
+    )]
+    RecipeMismatch {
+        /// `"colour"` or `"texture"`.
+        facet: &'static str,
+        /// The index's recipe name.
+        index: String,
+        /// The facet's recipe name.
+        catalogue: String,
+    },
     /// Reading images failed.
     #[error(transparent)]
     Tap(Box<TapError>),

@@ -215,7 +215,12 @@ impl CatalogueStore for MemoryStore {
         colour: Rows<'_>,
         texture: Rows<'_>,
     ) -> Result<Vec<ItemId>, RetrieverError> {
-        check_rows([self.taps[0].dim, self.taps[1].dim], items.len(), colour, texture)?;
+        check_rows(
+            [self.taps[0].dim, self.taps[1].dim],
+            items.len(),
+            colour,
+            texture,
+        )?;
         let mut ids = Vec::with_capacity(items.len());
         for (row, item) in items.into_iter().enumerate() {
             let i = match self.by_path.get(&item.path) {

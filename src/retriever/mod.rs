@@ -39,6 +39,7 @@ use rayon::prelude::*;
 use crate::error::{ImageError, RetrieverError, TapError};
 use crate::extract::{ExtractOptions, Progress, extract_dataset, sha256_file};
 use crate::knn::Rows;
+use crate::recipe::Recipe;
 use crate::tap::BlockTap;
 
 pub use catalogue::{
@@ -52,13 +53,13 @@ pub use postgres::{PG_SCHEMA_VERSION, PgConfig, PgError, PgStore};
 pub use query::{By, Facet, Filter, Query};
 pub use rank::{Fusion, Ranking};
 
-/// Which taps a [`Retriever`] uses.
+/// Which recipes a [`Retriever`] uses for its two vectors, and how they are normalised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetrieverConfig {
-    /// The colour tap (default block 2).
-    pub colour: Block,
-    /// The texture tap (default block 4).
-    pub texture: Block,
+    /// The colour recipe (default the paper's, block 2).
+    pub colour: Recipe,
+    /// The texture recipe (default the paper's, block 4).
+    pub texture: Recipe,
     /// Transform of the vectors (default none).
     pub norm: FeatureNorm,
 }
@@ -66,9 +67,21 @@ pub struct RetrieverConfig {
 impl Default for RetrieverConfig {
     fn default() -> Self {
         Self {
-            colour: Block::B2,
-            texture: Block::B4,
+            colour: Recipe::Paper(Block::B2),
+            texture: Recipe::Paper(Block::B4),
             norm: FeatureNorm::None,
+        }
+    }
+}
+
+impl RetrieverConfig {
+    /// The product preset: [`Recipe::Colour`] (640-d) and [`Recipe::Texture`] (1024-d),
+    /// centred and L2-normalised ([`FeatureNorm::CenterL2`]).
+    pub fn product() -> Self {
+        Self {
+            colour: Recipe::Colour,
+            texture: Recipe::Texture,
+            norm: FeatureNorm::CenterL2,
         }
     }
 }
@@ -124,8 +137,10 @@ impl Origin {
             norm: self.config.norm,
             weights_id: self.weights_id.clone(),
             recipe: format!(
-                "colour {:?}, texture {:?}, preprocessing {}",
-                self.config.colour, self.config.texture, self.preprocessing
+                "colour {}, texture {}, preprocessing {}",
+                self.config.colour.name(),
+                self.config.texture.name(),
+                self.preprocessing
             ),
         }
     }
@@ -181,10 +196,10 @@ impl<S: CatalogueStore> Retriever<S> {
         backbone: Arc<Backbone>,
         config: RetrieverConfig,
     ) -> Result<(BlockTap, Origin), RetrieverError> {
-        let tap = BlockTap::new(backbone, &[config.colour, config.texture])?;
-        let dim = |b: Block| {
+        let tap = BlockTap::with_recipes(backbone, &[config.colour, config.texture])?;
+        let dim = |r: Recipe| {
             let taps = tap.taps();
-            taps.iter().find(|t| t.block == b).expect("tapped").dim
+            taps.iter().find(|t| t.recipe == r).expect("tapped").dim
         };
         let origin = Origin {
             config,
@@ -321,15 +336,16 @@ impl<S: CatalogueStore> Retriever<S> {
             out.unchanged += part.len() - todo.len();
             let done = b * batch + part.len() - todo.len();
             let inner = ExtractOptions {
-                progress: options.progress.clone().map(|p| {
-                    Progress::new(move |d, _| p.report((done + d).min(total), total))
-                }),
+                progress: options
+                    .progress
+                    .clone()
+                    .map(|p| Progress::new(move |d, _| p.report((done + d).min(total), total))),
                 ..options.clone()
             };
             let mut f = extract_dataset(&self.tap, todo, &inner)?;
             out.skipped.append(&mut f.skipped);
             if !f.is_empty() {
-                let rows = |b: Block| f.block(b).expect("tapped");
+                let rows = |r: Recipe| f.recipe(r).expect("tapped");
                 let items = f
                     .paths
                     .iter()
@@ -357,7 +373,7 @@ impl<S: CatalogueStore> Retriever<S> {
     /// The colour and texture vectors among a tap's `blocks`.
     fn split<'a>(&self, blocks: &'a [Vec<f32>]) -> (&'a [f32], &'a [f32]) {
         let taps = self.tap.taps();
-        let pos = |b: Block| taps.iter().position(|t| t.block == b).expect("tapped");
+        let pos = |r: Recipe| taps.iter().position(|t| t.recipe == r).expect("tapped");
         (
             &blocks[pos(self.origin.config.colour)],
             &blocks[pos(self.origin.config.texture)],

@@ -59,10 +59,7 @@ impl FeatureNorm {
             Self::None => {}
             Self::L2 => v.iter_mut().for_each(|x| *x *= len),
             Self::SqrtL2 => v.iter_mut().for_each(|x| *x = (*x * len) * (*x * len)),
-            Self::CenterL2 => v
-                .iter_mut()
-                .zip(mean)
-                .for_each(|(x, m)| *x = *x * len + m),
+            Self::CenterL2 => v.iter_mut().zip(mean).for_each(|(x, m)| *x = *x * len + m),
         }
     }
 

@@ -178,7 +178,11 @@ impl<S: CatalogueStore> Retriever<S> {
         }
         let norm = self.origin.config.norm;
         let mut vectors = [colour.to_vec(), texture.to_vec()];
-        for ((facet, v), mean) in Facet::BOTH.into_iter().zip(&mut vectors).zip(&summary.means) {
+        for ((facet, v), mean) in Facet::BOTH
+            .into_iter()
+            .zip(&mut vectors)
+            .zip(&summary.means)
+        {
             if let Some(column) = v.iter().position(|x| !x.is_finite()) {
                 return Err(RetrieverError::NotFinite {
                     facet: facet.name(),

@@ -11,9 +11,9 @@ mod engines;
 mod hardening;
 mod index;
 mod parity;
-mod recipes;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod recipes;
 mod retriever;
 mod rng;
 mod table1;

@@ -132,7 +132,11 @@ fn paths(rows: &[Row]) -> Vec<PathBuf> {
     rows.iter().map(|r| r.path.clone()).collect()
 }
 
-fn precision<S: attrex::CatalogueStore>(r: &Retriever<S>, rows: &[Row], ranking: Ranking) -> [f64; 3] {
+fn precision<S: attrex::CatalogueStore>(
+    r: &Retriever<S>,
+    rows: &[Row],
+    ranking: Ranking,
+) -> [f64; 3] {
     let colours: Vec<&str> = rows.iter().map(|r| r.colour.as_str()).collect();
     let patterns: Vec<&str> = rows.iter().map(|r| r.pattern.as_str()).collect();
     attrex::eval::retrieval_precision(r, &colours, &patterns, ranking, k(10)).unwrap()
@@ -165,10 +169,16 @@ fn postgres_precision_at_10_matches_the_memory_store() {
             _ => &[("combined_centred", Ranking::BOTH)],
         };
         for (name, ranking) in rankings {
-            let (m, p) = (precision(&memory, &rows, *ranking), precision(&pg, &rows, *ranking));
+            let (m, p) = (
+                precision(&memory, &rows, *ranking),
+                precision(&pg, &rows, *ranking),
+            );
             eprintln!("{name}: p10 colour/pattern/both memory {m:.3?}, postgres {p:.3?}");
             for (a, b) in m.iter().zip(p) {
-                assert!((a - b).abs() <= 0.01, "{name}: memory {m:?} vs postgres {p:?}");
+                assert!(
+                    (a - b).abs() <= 0.01,
+                    "{name}: memory {m:?} vs postgres {p:?}"
+                );
             }
         }
         pg.store().drop_catalogue().unwrap();
@@ -202,8 +212,19 @@ fn postgres_ingestion_is_idempotent_and_filters_match_memory() {
     let paths_of = |hits: Vec<attrex::Hit>| hits.into_iter().map(|h| h.path).collect::<Vec<_>>();
     for i in [0, 7, 20] {
         assert_eq!(
-            paths_of(pg.query(By::Item(i)).rank(Ranking::Colour).top(k(5)).unwrap()),
-            paths_of(memory.query(By::Item(i)).rank(Ranking::Colour).top(k(5)).unwrap()),
+            paths_of(
+                pg.query(By::Item(i))
+                    .rank(Ranking::Colour)
+                    .top(k(5))
+                    .unwrap()
+            ),
+            paths_of(
+                memory
+                    .query(By::Item(i))
+                    .rank(Ranking::Colour)
+                    .top(k(5))
+                    .unwrap()
+            ),
         );
     }
     // Stored attributes and masks filter as in memory.
@@ -211,7 +232,10 @@ fn postgres_ingestion_is_idempotent_and_filters_match_memory() {
     let mut index = AttributeIndex::new(256).unwrap();
     let picks: Vec<&Row> = rows.iter().step_by(3).collect();
     let pick_paths: Vec<&PathBuf> = picks.iter().map(|r| &r.path).collect();
-    for (row, f) in picks.iter().zip(colour_tap.extract_paths(&pick_paths).unwrap()) {
+    for (row, f) in picks
+        .iter()
+        .zip(colour_tap.extract_paths(&pick_paths).unwrap())
+    {
         index.add(&row.colour, &f.blocks[0]).unwrap();
     }
     let red = Filter::attribute(Facet::Colour, ["red", "pink"]);
@@ -221,7 +245,8 @@ fn postgres_ingestion_is_idempotent_and_filters_match_memory() {
     ));
     pg.tag(Facet::Colour, &index).unwrap();
     memory.tag(Facet::Colour, &index).unwrap();
-    let attributes = |p: Vec<attrex::Prediction>| p.into_iter().map(|p| p.attribute).collect::<Vec<_>>();
+    let attributes =
+        |p: Vec<attrex::Prediction>| p.into_iter().map(|p| p.attribute).collect::<Vec<_>>();
     assert_eq!(
         attributes(pg.predict(&index, Facet::Colour).unwrap()),
         attributes(memory.predict(&index, Facet::Colour).unwrap()),
@@ -229,8 +254,23 @@ fn postgres_ingestion_is_idempotent_and_filters_match_memory() {
     );
     let mask: Vec<bool> = (0..some.len()).map(|i| i % 3 != 1).collect();
     for ranking in [Ranking::BOTH, Ranking::Texture] {
-        let p = paths_of(pg.query(By::Item(2)).rank(ranking).filter(red.clone()).filter(&mask).top(k(5)).unwrap());
-        let m = paths_of(memory.query(By::Item(2)).rank(ranking).filter(red.clone()).filter(&mask).top(k(5)).unwrap());
+        let p = paths_of(
+            pg.query(By::Item(2))
+                .rank(ranking)
+                .filter(red.clone())
+                .filter(&mask)
+                .top(k(5))
+                .unwrap(),
+        );
+        let m = paths_of(
+            memory
+                .query(By::Item(2))
+                .rank(ranking)
+                .filter(red.clone())
+                .filter(&mask)
+                .top(k(5))
+                .unwrap(),
+        );
         assert!(!p.is_empty());
         assert_eq!(p, m, "{ranking:?}");
     }
@@ -239,7 +279,11 @@ fn postgres_ingestion_is_idempotent_and_filters_match_memory() {
     assert_eq!(pg.remove(&[gone]).unwrap(), 1);
     assert_eq!(pg.len().unwrap(), some.len() - 1);
     assert!(
-        pg.query(By::Item(0)).top(k(50)).unwrap().iter().all(|h| h.id != gone)
+        pg.query(By::Item(0))
+            .top(k(50))
+            .unwrap()
+            .iter()
+            .all(|h| h.id != gone)
     );
     assert_eq!(pg.items().unwrap()[3].path, some[4]);
 }
@@ -270,12 +314,14 @@ fn postgres_typed_errors() {
     // A catalogue made with blocks 2 and 4 refuses other dimensions and other weights.
     drop(scratch.retriever(FeatureNorm::None));
     let other_dims = RetrieverConfig {
-        colour: Block::B1,
+        colour: attrex::Recipe::Paper(Block::B1),
         ..RetrieverConfig::default()
     };
     let store = scratch.store(scratch.config()).unwrap();
     match Retriever::with_store(keras(), other_dims, store) {
-        Err(RetrieverError::Postgres(PgError::Dimension { stored, expected, .. })) => {
+        Err(RetrieverError::Postgres(PgError::Dimension {
+            stored, expected, ..
+        })) => {
             assert_eq!((stored, expected), ([256, 1024], [64, 1024]));
         }
         other => panic!("{:?}", other.err()),
@@ -289,12 +335,18 @@ fn postgres_typed_errors() {
     let store = scratch.store(scratch.config()).unwrap();
     assert!(matches!(
         Retriever::with_store(random, RetrieverConfig::default(), store).err(),
-        Some(RetrieverError::Postgres(PgError::Mismatch { field: "weights_id", .. }))
+        Some(RetrieverError::Postgres(PgError::Mismatch {
+            field: "weights_id",
+            ..
+        }))
     ));
     let store = scratch.store(scratch.config()).unwrap();
     assert!(matches!(
         Retriever::with_store(keras(), config(FeatureNorm::L2), store).err(),
-        Some(RetrieverError::Postgres(PgError::Mismatch { field: "norm", .. }))
+        Some(RetrieverError::Postgres(PgError::Mismatch {
+            field: "norm",
+            ..
+        }))
     ));
     // A catalogue of another schema version.
     scratch.sql(&format!(
@@ -304,7 +356,11 @@ fn postgres_typed_errors() {
     let store = scratch.store(scratch.config()).unwrap();
     assert!(matches!(
         Retriever::with_store(keras(), RetrieverConfig::default(), store).err(),
-        Some(RetrieverError::Postgres(PgError::SchemaVersion { found: 99, expected: 1, .. }))
+        Some(RetrieverError::Postgres(PgError::SchemaVersion {
+            found: 99,
+            expected: 1,
+            ..
+        }))
     ));
     // A database without the vector extension, for a role that may not create it.
     let (role, db) = (
@@ -312,9 +368,13 @@ fn postgres_typed_errors() {
         format!("t_novector_{}", std::process::id()),
     );
     let admin = scratch.store(scratch.config()).unwrap();
-    let _ = admin.execute_sql(&format!("DROP DATABASE IF EXISTS {db}; DROP ROLE IF EXISTS {role}"));
+    let _ = admin.execute_sql(&format!(
+        "DROP DATABASE IF EXISTS {db}; DROP ROLE IF EXISTS {role}"
+    ));
     admin
-        .execute_sql(&format!("CREATE ROLE {role} LOGIN; CREATE DATABASE {db} OWNER {role}"))
+        .execute_sql(&format!(
+            "CREATE ROLE {role} LOGIN; CREATE DATABASE {db} OWNER {role}"
+        ))
         .unwrap();
     let (head, _) = scratch.url.rsplit_once('/').unwrap();
     let host = head.rsplit_once('@').map_or(head, |(_, h)| h);
@@ -322,10 +382,14 @@ fn postgres_typed_errors() {
     let as_role = format!("{scheme}://{role}@{host}/{db}");
     let got = PgStore::connect(&as_role, PgConfig::default());
     admin
-        .execute_sql(&format!("DROP DATABASE IF EXISTS {db}; DROP ROLE IF EXISTS {role}"))
+        .execute_sql(&format!(
+            "DROP DATABASE IF EXISTS {db}; DROP ROLE IF EXISTS {role}"
+        ))
         .unwrap();
     match got {
-        Err(e @ PgError::NoVectorExtension { .. }) => eprintln!("{e}: {:?}", std::error::Error::source(&e)),
+        Err(e @ PgError::NoVectorExtension { .. }) => {
+            eprintln!("{e}: {:?}", std::error::Error::source(&e))
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -362,7 +426,12 @@ fn postgres_ingestion_survives_kill_9() {
     let mut before = 0;
     for round in 1..=2 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["postgres::postgres_kill_9_child", "--exact", "--ignored", "--nocapture"])
+            .args([
+                "postgres::postgres_kill_9_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
             .env(CHILD_VAR, s)
             .env(URL_VAR, &scratch.url)
             .stdout(std::process::Stdio::null())
@@ -371,8 +440,14 @@ fn postgres_ingestion_survives_kill_9() {
         // Wait for a few more committed batches, then for a batch written but not committed.
         let deadline = Instant::now() + Duration::from_secs(300);
         let items = |x: &Scratch| {
-            let made = x.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{s}'"));
-            if made == 2 { x.count(&format!("SELECT count(*) FROM {s}.items")) } else { 0 }
+            let made = x.count(&format!(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = '{s}'"
+            ));
+            if made == 2 {
+                x.count(&format!("SELECT count(*) FROM {s}.items"))
+            } else {
+                0
+            }
         };
         while items(&scratch) < before + 32 {
             assert!(Instant::now() < deadline, "the child did not ingest");
@@ -408,14 +483,24 @@ fn postgres_ingestion_survives_kill_9() {
     assert_eq!(rerun.ids.len() as i64, rows.len() as i64 - before);
     let n = Some(rows.len().to_string());
     assert_eq!(
-        scratch.sql(&format!("SELECT count(*), count(DISTINCT path) FROM {s}.items"))[0],
+        scratch.sql(&format!(
+            "SELECT count(*), count(DISTINCT path) FROM {s}.items"
+        ))[0],
         [n.clone(), n],
         "nothing lost, nothing twice"
     );
     assert_eq!(pg.scales().unwrap(), warm.scales().unwrap());
     let top = |hits: Vec<attrex::Hit>| hits.into_iter().map(|h| h.path).collect::<Vec<_>>();
     assert_eq!(
-        top(pg.query(By::Item(9)).rank(Ranking::BOTH).top(k(10)).unwrap()),
-        top(warm.query(By::Item(9)).rank(Ranking::BOTH).top(k(10)).unwrap())
+        top(pg
+            .query(By::Item(9))
+            .rank(Ranking::BOTH)
+            .top(k(10))
+            .unwrap()),
+        top(warm
+            .query(By::Item(9))
+            .rank(Ranking::BOTH)
+            .top(k(10))
+            .unwrap())
     );
 }

@@ -64,8 +64,7 @@ impl PgConfig {
         let ident = !s.is_empty()
             && s.len() <= 63
             && (s[0].is_ascii_lowercase() || s[0] == b'_')
-            && s
-                .iter()
+            && s.iter()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_');
         if !ident {
             return Err(PgError::Config {

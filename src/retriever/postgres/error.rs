@@ -46,7 +46,9 @@ pub enum PgError {
         expected: i64,
     },
     /// The catalogue holds vectors of other dimensions than the retriever makes.
-    #[error("catalogue {schema} holds vectors of {stored:?}, the retriever makes {expected:?} (colour, texture)")]
+    #[error(
+        "catalogue {schema} holds vectors of {stored:?}, the retriever makes {expected:?} (colour, texture)"
+    )]
     Dimension {
         /// The Postgres schema of the catalogue.
         schema: String,

@@ -27,8 +27,8 @@ use postgres::{Client, NoTls, SimpleQueryMessage, Statement, Transaction};
 pub use config::PgConfig;
 use error::Context;
 pub use error::PgError;
-use schema::{Meta, create_sql, index_name, opclass, order_operator};
 pub use schema::PG_SCHEMA_VERSION;
+use schema::{Meta, create_sql, index_name, opclass, order_operator};
 
 use super::catalogue::{
     CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored, StoreSpec, Summary,
@@ -172,7 +172,9 @@ impl PgStore {
             .get(0);
         if !have {
             client
-                .batch_execute("SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS vector")
+                .batch_execute(
+                    "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS vector",
+                )
                 .map_err(|source| PgError::NoVectorExtension { source })?;
         }
         // Session settings. The planner underrates HNSW scans against a sequential scan (it
@@ -306,7 +308,10 @@ impl PgStore {
                     &[],
                 )
                 .ctx("read the item ids")?;
-            let ids = rows.iter().map(|r| ItemId(r.get::<_, i64>(0) as u64)).collect();
+            let ids = rows
+                .iter()
+                .map(|r| ItemId(r.get::<_, i64>(0) as u64))
+                .collect();
             inner.cache.as_mut().expect("fresh").directory = Some(ids);
         }
         Ok(inner
@@ -365,7 +370,12 @@ impl PgStore {
     /// [`settle_store`](Self::settle_store); true when there was work to do.
     fn settle_inner(&self, force: bool) -> Result<bool, PgError> {
         let mut inner = self.lock();
-        let norm = inner.attached.as_ref().ok_or(PgError::NotAttached)?.spec.norm;
+        let norm = inner
+            .attached
+            .as_ref()
+            .ok_or(PgError::NotAttached)?
+            .spec
+            .norm;
         let vector = inner.attached.as_ref().expect("attached").vector.clone();
         let (mut tx, mut meta) = self.begin_write(&mut inner)?;
         let s = self.schema().to_owned();
@@ -440,20 +450,26 @@ fn recentre_vectors(
          WHERE id > $1 ORDER BY id LIMIT {PAGE}"
     );
     let old = meta.means.clone();
-    let raw_page = |tx: &mut Transaction<'_>, after: i64| -> Result<Vec<(i64, [Vec<f32>; 2])>, PgError> {
-        let rows = tx.query(&page_sql, &[&after]).ctx("read a page of vectors")?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let lens: [f32; 2] = [r.get(1), r.get(2)];
-                let mut v: [Vec<f32>; 2] = [r.get::<_, Vector>(3).to_vec(), r.get::<_, Vector>(4).to_vec()];
-                for f in 0..2 {
-                    norm.invert(&mut v[f], lens[f], &old[f]);
-                }
-                (r.get(0), v)
-            })
-            .collect())
-    };
+    let raw_page =
+        |tx: &mut Transaction<'_>, after: i64| -> Result<Vec<(i64, [Vec<f32>; 2])>, PgError> {
+            let rows = tx
+                .query(&page_sql, &[&after])
+                .ctx("read a page of vectors")?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let lens: [f32; 2] = [r.get(1), r.get(2)];
+                    let mut v: [Vec<f32>; 2] = [
+                        r.get::<_, Vector>(3).to_vec(),
+                        r.get::<_, Vector>(4).to_vec(),
+                    ];
+                    for f in 0..2 {
+                        norm.invert(&mut v[f], lens[f], &old[f]);
+                    }
+                    (r.get(0), v)
+                })
+                .collect())
+        };
     let mut sums = [vec![0f64; meta.dims[0]], vec![0f64; meta.dims[1]]];
     let (mut after, mut n) = (0i64, 0usize);
     loop {
@@ -462,13 +478,23 @@ fn recentre_vectors(
         after = last.0;
         for (_, v) in &page {
             for f in 0..2 {
-                sums[f].iter_mut().zip(&v[f]).for_each(|(s, x)| *s += f64::from(*x));
+                sums[f]
+                    .iter_mut()
+                    .zip(&v[f])
+                    .for_each(|(s, x)| *s += f64::from(*x));
             }
             n += 1;
         }
     }
-    let means: [Vec<f32>; 2] = sums.map(|s| s.iter().map(|x| (x / n.max(1) as f64) as f32).collect());
-    let types = [Type::INT8, Type::FLOAT4, Type::FLOAT4, vector.clone(), vector.clone()];
+    let means: [Vec<f32>; 2] =
+        sums.map(|s| s.iter().map(|x| (x / n.max(1) as f64) as f32).collect());
+    let types = [
+        Type::INT8,
+        Type::FLOAT4,
+        Type::FLOAT4,
+        vector.clone(),
+        vector.clone(),
+    ];
     let mut after = 0i64;
     loop {
         let page = raw_page(tx, after)?;
@@ -528,7 +554,10 @@ fn scales(tx: &mut Transaction<'_>, s: &str, count: i64) -> Result<[f32; 2], PgE
 
 impl CatalogueStore for PgStore {
     fn attach(&mut self, spec: &StoreSpec) -> Result<(), RetrieverError> {
-        let hnsw = [self.config.hnsw_m.get(), self.config.hnsw_ef_construction.get()];
+        let hnsw = [
+            self.config.hnsw_m.get(),
+            self.config.hnsw_ef_construction.get(),
+        ];
         let s = self.schema().to_owned();
         let mut inner = self.lock();
         inner.cache = None;
@@ -618,7 +647,10 @@ impl CatalogueStore for PgStore {
     }
 
     fn lookup(&self, paths: &[PathBuf]) -> Result<Vec<Option<ItemRecord>>, RetrieverError> {
-        let texts = paths.iter().map(|p| text(p)).collect::<Result<Vec<_>, _>>()?;
+        let texts = paths
+            .iter()
+            .map(|p| text(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut inner = self.lock();
         let sql = format!(
             "SELECT id, path, sha256 FROM {}.items WHERE path = ANY($1)",
@@ -669,7 +701,9 @@ impl CatalogueStore for PgStore {
             meta.means = [(colour, spec.dims[0]), (texture, spec.dims[1])].map(|(r, d)| {
                 let mut m = vec![0f64; d];
                 for &i in &rows {
-                    m.iter_mut().zip(r.row(i)).for_each(|(m, x)| *m += f64::from(*x));
+                    m.iter_mut()
+                        .zip(r.row(i))
+                        .for_each(|(m, x)| *m += f64::from(*x));
                 }
                 m.iter().map(|x| (x / rows.len() as f64) as f32).collect()
             });
@@ -823,13 +857,21 @@ impl CatalogueStore for PgStore {
 
     fn raw(&self, facet: Facet) -> Result<Cow<'_, [f32]>, RetrieverError> {
         let mut inner = self.lock();
-        let norm = inner.attached.as_ref().ok_or(PgError::NotAttached)?.spec.norm;
+        let norm = inner
+            .attached
+            .as_ref()
+            .ok_or(PgError::NotAttached)?
+            .spec
+            .norm;
         let mean = self.fresh(&mut inner)?.meta.means[facet.index()].clone();
         let f = facet.name();
         let rows = inner
             .client
             .query(
-                &format!("SELECT {f}_len, {f} FROM {}.items ORDER BY id", self.schema()),
+                &format!(
+                    "SELECT {f}_len, {f} FROM {}.items ORDER BY id",
+                    self.schema()
+                ),
                 &[],
             )
             .ctx("read raw vectors")?;
@@ -921,7 +963,11 @@ impl CatalogueStore for PgStore {
             match f {
                 Filter::Attribute { facet, any_of } => {
                     params.push(Box::new(any_of.clone()));
-                    clauses.push(format!("{}_attribute = ANY(${})", facet.name(), params.len() + 2));
+                    clauses.push(format!(
+                        "{}_attribute = ANY(${})",
+                        facet.name(),
+                        params.len() + 2
+                    ));
                 }
                 Filter::Mask(m) => {
                     let all = mask.get_or_insert_with(|| vec![true; m.len()]);
@@ -953,9 +999,14 @@ impl CatalogueStore for PgStore {
         // LIMIT as a literal: as a parameter the planner assumes a tenth of the table and
         // scans it. The exact distances of the candidates only: the ranking is Rust's.
         let [wc, wt] = ranking.weights();
-        let select = format!("SELECT id, path, sha256, colour <-> $1, texture <-> $2 FROM {s}.items");
+        let select =
+            format!("SELECT id, path, sha256, colour <-> $1, texture <-> $2 FROM {s}.items");
         let sql = if wc == 0.0 || wt == 0.0 {
-            let (column, param) = if wt == 0.0 { ("colour", "$1") } else { ("texture", "$2") };
+            let (column, param) = if wt == 0.0 {
+                ("colour", "$1")
+            } else {
+                ("texture", "$2")
+            };
             format!("{select} {filter} ORDER BY {column} {op} {param} LIMIT {k}")
         } else {
             let depth = self.config.depth.get().max(k.get());
