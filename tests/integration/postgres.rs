@@ -157,7 +157,8 @@ fn postgres_precision_at_10_matches_the_memory_store() {
         assert_eq!(pg.len().unwrap(), memory.len().unwrap());
         let (ms, ps) = (memory.scales().unwrap(), pg.scales().unwrap());
         for (m, p) in ms.iter().zip(ps) {
-            // All pairs of all items in both stores: the same median up to rounding.
+            // The same item pairs in both stores (`scale_pairs` of the same count, items in id
+            // order): the same median up to rounding.
             assert!((m - p).abs() <= 1e-4 * m, "scales {ms:?} vs {ps:?}");
         }
         let rankings: &[(&str, Ranking)] = match norm {
