@@ -247,10 +247,8 @@ fn run() -> Result<(), Box<dyn Error>> {
     eprintln!("exact rankings in {:.1}s", t.elapsed().as_secs_f64());
 
     // Postgres: one bulk load, then the indexes.
-    let pg_config = PgConfig {
-        depth: NonZeroUsize::new(depth).ok_or("--depth must be > 0")?,
-        ..PgConfig::with_schema("pg_bench")
-    };
+    let mut pg_config = PgConfig::with_schema("pg_bench");
+    pg_config.depth = NonZeroUsize::new(depth).ok_or("--depth must be > 0")?;
     let store = PgStore::connect(&url, pg_config)?;
     store.drop_catalogue()?;
     let mut pg = Retriever::with_store(backbone, config, store)?;

@@ -404,10 +404,8 @@ fn postgres_kill_9_child() {
         return;
     };
     let url = std::env::var(URL_VAR).unwrap();
-    let config = PgConfig {
-        batch: NonZeroUsize::new(16).unwrap(),
-        ..PgConfig::with_schema(schema)
-    };
+    let mut config = PgConfig::with_schema(schema);
+    config.batch = NonZeroUsize::new(16).unwrap();
     let mut store = PgStore::connect(&url, config).unwrap();
     store.pause_inside_batches(Duration::from_millis(300));
     let mut r = Retriever::with_store(keras(), RetrieverConfig::default(), store).unwrap();

@@ -28,7 +28,7 @@ pub use config::PgConfig;
 use error::Context;
 pub use error::PgError;
 pub use schema::PG_SCHEMA_VERSION;
-use schema::{Meta, create_sql, index_name, opclass, order_operator};
+use schema::{Meta, create_sql, index_name, order_operator};
 
 use super::catalogue::{
     CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored, StoreSpec, Summary,
