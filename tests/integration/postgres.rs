@@ -369,13 +369,15 @@ fn postgres_typed_errors() {
         format!("t_novector_{}", std::process::id()),
     );
     let admin = scratch.store(scratch.config()).unwrap();
-    let _ = admin.execute_sql(&format!(
-        "DROP DATABASE IF EXISTS {db}; DROP ROLE IF EXISTS {role}"
-    ));
+    // One statement per call: several in one simple query run as one transaction, where
+    // CREATE/DROP DATABASE are refused.
+    let _ = admin.execute_sql(&format!("DROP DATABASE IF EXISTS {db}"));
+    let _ = admin.execute_sql(&format!("DROP ROLE IF EXISTS {role}"));
     admin
-        .execute_sql(&format!(
-            "CREATE ROLE {role} LOGIN; CREATE DATABASE {db} OWNER {role}"
-        ))
+        .execute_sql(&format!("CREATE ROLE {role} LOGIN"))
+        .unwrap();
+    admin
+        .execute_sql(&format!("CREATE DATABASE {db} OWNER {role}"))
         .unwrap();
     let (head, _) = scratch.url.rsplit_once('/').unwrap();
     let host = head.rsplit_once('@').map_or(head, |(_, h)| h);
@@ -383,9 +385,10 @@ fn postgres_typed_errors() {
     let as_role = format!("{scheme}://{role}@{host}/{db}");
     let got = PgStore::connect(&as_role, PgConfig::default());
     admin
-        .execute_sql(&format!(
-            "DROP DATABASE IF EXISTS {db}; DROP ROLE IF EXISTS {role}"
-        ))
+        .execute_sql(&format!("DROP DATABASE IF EXISTS {db}"))
+        .unwrap();
+    admin
+        .execute_sql(&format!("DROP ROLE IF EXISTS {role}"))
         .unwrap();
     match got {
         Err(e @ PgError::NoVectorExtension { .. }) => {
