@@ -1,8 +1,11 @@
 //! Retrieval by colour, texture or both (the paper's Figure 6), evaluated by precision@k.
 //!
 //! ```text
-//! cargo run --release --example retrieve -- DIR [--k 10] [--sheet OUT.png] [--queries 5]
+//! cargo run --release --example retrieve -- DIR [--k 10] [--sheet OUT.png] [--queries 5] [--store URL]
 //! ```
+//!
+//! `--store postgres://...` (feature `postgres`) keeps the catalogues in PostgreSQL instead of
+//! memory, one schema per transform, and prints the same lines; a second run ingests nothing.
 //!
 //! Reads `DIR/retrieval.csv` (`path,color,pattern`, paths relative to DIR), ingests every item,
 //! queries each item against all the others, and prints for each ranking one line
@@ -24,8 +27,8 @@ use std::sync::Arc;
 
 use attrex::plot::Canvas;
 use attrex::{
-    Backbone, By, ExtractOptions, FeatureCache, FeatureNorm, Fusion, Ranking, Retriever,
-    RetrieverConfig,
+    Backbone, By, CatalogueStore, ExtractOptions, FeatureCache, FeatureNorm, Fusion, Ranking,
+    Retriever, RetrieverConfig,
 };
 
 struct Row {
@@ -58,8 +61,8 @@ fn read_csv(dir: &Path) -> Result<Vec<Row>, Box<dyn Error>> {
 }
 
 /// Precision@k for colour, pattern and both, each item queried against the others.
-fn precision(
-    r: &Retriever,
+fn precision<S: CatalogueStore>(
+    r: &Retriever<S>,
     rows: &[Row],
     ranking: Ranking,
     k: NonZeroUsize,
@@ -73,19 +76,33 @@ fn precision(
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let (mut dir, mut k, mut sheet, mut queries) =
-        (None, NonZeroUsize::new(10).expect("10 > 0"), None, 5usize);
+    let (mut dir, mut k, mut sheet, mut queries, mut store) = (
+        None,
+        NonZeroUsize::new(10).expect("10 > 0"),
+        None,
+        5usize,
+        None,
+    );
     while let Some(a) = args.next() {
         match a.as_str() {
             "--k" => k = args.next().ok_or("--k needs a value")?.parse()?,
             "--sheet" => sheet = Some(PathBuf::from(args.next().ok_or("--sheet needs a path")?)),
             "--queries" => queries = args.next().ok_or("--queries needs a value")?.parse()?,
+            "--store" => store = Some(args.next().ok_or("--store needs a URL")?),
             s if s.starts_with("--") => return Err(format!("unknown option {s}").into()),
             _ => dir = Some(PathBuf::from(a)),
         }
     }
-    let dir = dir.ok_or("usage: retrieve DIR [--k 10] [--sheet OUT.png] [--queries 5]")?;
+    let dir =
+        dir.ok_or("usage: retrieve DIR [--k 10] [--sheet OUT.png] [--queries 5] [--store URL]")?;
     let rows = read_csv(&dir)?;
+    if rows.is_empty() {
+        return Err(format!(
+            "{}: no items (only a header or blank lines): nothing to evaluate",
+            dir.join("retrieval.csv").display()
+        )
+        .into());
+    }
     let device = attrex::default_device()?;
     let backbone = Arc::new(Backbone::load(None, &device)?);
     let paths: Vec<&Path> = rows.iter().map(|r| r.path.as_path()).collect();
@@ -94,13 +111,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         progress: common::progress("features"),
         ..ExtractOptions::default()
     };
+    let sheet = sheet.unwrap_or_else(|| PathBuf::from("target/attrex-retrieval/contact_sheet.png"));
+    if let Some(url) = store {
+        let (variants, product) = postgres_catalogues(&url, &dir, &backbone, &paths, &options)?;
+        return evaluate(&variants, &product, &rows, k, queries, &sheet);
+    }
     let mut variants = Vec::new();
-    for norm in [
-        FeatureNorm::None,
-        FeatureNorm::L2,
-        FeatureNorm::SqrtL2,
-        FeatureNorm::CenterL2,
-    ] {
+    for norm in NORMS {
         let mut r = Retriever::new(
             backbone.clone(),
             RetrieverConfig {
@@ -111,6 +128,86 @@ fn main() -> Result<(), Box<dyn Error>> {
         r.ingest(&paths, &options)?;
         variants.push((norm, r));
     }
+    let mut product = Retriever::new(backbone.clone(), RetrieverConfig::product())?;
+    product.ingest(&paths, &options)?;
+    evaluate(&variants, &product, &rows, k, queries, &sheet)
+}
+
+const NORMS: [FeatureNorm; 4] = [
+    FeatureNorm::None,
+    FeatureNorm::L2,
+    FeatureNorm::SqrtL2,
+    FeatureNorm::CenterL2,
+];
+
+/// The catalogues of `main` in PostgreSQL at `url`: one schema per transform, named after
+/// `dir` so that two catalogues do not mix. Ingestion is idempotent: a second run adds nothing.
+#[cfg(feature = "postgres")]
+fn postgres_catalogues(
+    url: &str,
+    dir: &Path,
+    backbone: &Arc<Backbone>,
+    paths: &[&Path],
+    options: &ExtractOptions,
+) -> Result<PgCatalogues, Box<dyn Error>> {
+    use sha2::{Digest, Sha256};
+    let canonical = std::fs::canonicalize(dir)?;
+    let tag: String = Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let open = |name: String, config: RetrieverConfig| -> Result<_, Box<dyn Error>> {
+        let schema = format!("retrieve_{tag}_{name}");
+        let store = attrex::PgStore::connect(url, attrex::PgConfig::with_schema(&schema))?;
+        let mut r = Retriever::with_store(backbone.clone(), config, store)?;
+        let added = r.ingest(paths, options)?;
+        eprintln!(
+            "postgres schema {schema}: {} added, {} already there",
+            added.ids.len(),
+            added.unchanged
+        );
+        Ok(r)
+    };
+    let mut variants = Vec::new();
+    for norm in NORMS {
+        let config = RetrieverConfig {
+            norm,
+            ..RetrieverConfig::default()
+        };
+        variants.push((norm, open(format!("{norm:?}").to_lowercase(), config)?));
+    }
+    let product = open("product".into(), RetrieverConfig::product())?;
+    Ok((variants, product))
+}
+
+/// One Postgres catalogue per transform (paper recipes), and one of the product preset.
+#[cfg(feature = "postgres")]
+type PgCatalogues = (
+    Vec<(FeatureNorm, Retriever<attrex::PgStore>)>,
+    Retriever<attrex::PgStore>,
+);
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_catalogues(
+    _: &str,
+    _: &Path,
+    _: &Arc<Backbone>,
+    _: &[&Path],
+    _: &ExtractOptions,
+) -> Result<(Vec<(FeatureNorm, Retriever)>, Retriever), Box<dyn Error>> {
+    Err("--store needs attrex built with the `postgres` feature".into())
+}
+
+/// Prints the precision lines and draws the contact sheet, whichever store holds `variants`
+/// (one catalogue per transform, in the order of `NORMS`).
+fn evaluate<S: CatalogueStore>(
+    variants: &[(FeatureNorm, Retriever<S>)],
+    product: &Retriever<S>,
+    rows: &[Row],
+    k: NonZeroUsize,
+    queries: usize,
+    out: &Path,
+) -> Result<(), Box<dyn Error>> {
     eprintln!(
         "{} items; scales (median distance) colour {:.3}, texture {:.3}",
         rows.len(),
@@ -123,13 +220,19 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("texture", Ranking::Texture),
         ("combined", Ranking::BOTH),
     ] {
-        let [c, p, b] = precision(plain, &rows, ranking, k)?;
+        let [c, p, b] = precision(plain, rows, ranking, k)?;
         out!("ranking={name} p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}");
     }
-    let [c, p, b] = precision(&variants[3].1, &rows, Ranking::BOTH, k)?;
+    let [c, p, b] = precision(&variants[3].1, rows, Ranking::BOTH, k)?;
     out!("ranking=combined_centred p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}");
+    // The product preset: colour recipe for colour, texture recipe for texture, fused as
+    // `Ranking::BOTH`.
+    let [c, _, _] = precision(product, rows, Ranking::Colour, k)?;
+    let [_, p, _] = precision(product, rows, Ranking::Texture, k)?;
+    let [_, _, b] = precision(product, rows, Ranking::BOTH, k)?;
+    out!("ranking=product p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}");
     out!("# training-free variants: feature normalisation x fusion x colour:texture weight");
-    for (norm, r) in &variants {
+    for (norm, r) in variants {
         for fusion in [Fusion::Sum, Fusion::Max, Fusion::Product] {
             for (wc, wt) in [(1.0, 1.0), (2.0, 1.0), (1.0, 2.0)] {
                 if (*norm, fusion, wc, wt) == (FeatureNorm::None, Fusion::Sum, 1.0, 1.0) {
@@ -140,26 +243,25 @@ fn main() -> Result<(), Box<dyn Error>> {
                     texture: wt,
                     fusion,
                 };
-                let [c, p, b] = precision(r, &rows, ranking, k)?;
+                let [c, p, b] = precision(r, rows, ranking, k)?;
                 out!(
                     "ranking=combined norm={norm:?} fusion={fusion:?} weights={wc}:{wt} p{k}_color={c:.3} p{k}_pattern={p:.3} p{k}_both={b:.3}"
                 );
             }
         }
     }
-    let out = sheet.unwrap_or_else(|| PathBuf::from("target/attrex-retrieval/contact_sheet.png"));
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    contact_sheet(&variants[3].1, plain, &rows, queries, &out)?;
+    contact_sheet(&variants[3].1, plain, rows, queries, out)?;
     eprintln!("contact sheet: {}", out.display());
     Ok(())
 }
 
 /// Queries spread over the catalogue, each with its top 4 under colour, texture and combined.
-fn contact_sheet(
-    best: &Retriever,
-    plain: &Retriever,
+fn contact_sheet<S: CatalogueStore>(
+    best: &Retriever<S>,
+    plain: &Retriever<S>,
     rows: &[Row],
     queries: usize,
     out: &Path,
@@ -170,7 +272,7 @@ fn contact_sheet(
         let img = attrex::read_image(p)?;
         Ok(image::imageops::thumbnail(&img.to_rgb8(), T, T))
     };
-    let rankings: [(&str, &Retriever, Ranking); 4] = [
+    let rankings: [(&str, &Retriever<S>, Ranking); 4] = [
         ("colour (block 2)", plain, Ranking::Colour),
         ("texture (block 4)", plain, Ranking::Texture),
         ("combined", plain, Ranking::BOTH),
@@ -241,7 +343,7 @@ fn contact_sheet(
                     &format!(
                         "{} {}",
                         &rows[h.item].colour,
-                        &rows[h.item].pattern[..4.min(rows[h.item].pattern.len())]
+                        rows[h.item].pattern.chars().take(4).collect::<String>()
                     ),
                     1,
                     ink,

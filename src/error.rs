@@ -496,6 +496,12 @@ pub enum RetrieverError {
         /// The catalogue's length.
         len: usize,
     },
+    /// An item id that the catalogue does not hold.
+    #[error("item id {} is not in the catalogue", id.0)]
+    NoSuchId {
+        /// The id asked for.
+        id: crate::ItemId,
+    },
     /// A filter with the wrong number of flags.
     #[error("filter has {flags} flags for {items} items")]
     FilterLength {
@@ -518,6 +524,18 @@ pub enum RetrieverError {
         /// What the backbone has.
         backbone: String,
     },
+    /// An attribute index whose vectors were made by another recipe than the facet's.
+    #[error(
+        "the index was made with recipe {index}, but the catalogue's {facet} vectors with {catalogue}"
+    )]
+    RecipeMismatch {
+        /// `"colour"` or `"texture"`.
+        facet: &'static str,
+        /// The index's recipe name.
+        index: String,
+        /// The facet's recipe name.
+        catalogue: String,
+    },
     /// Reading images failed.
     #[error(transparent)]
     Tap(Box<TapError>),
@@ -527,7 +545,12 @@ pub enum RetrieverError {
     /// The catalogue file could not be read or written.
     #[error(transparent)]
     File(#[from] FileError),
-    /// The catalogue store failed (a database store: the connection, the query).
+    /// The catalogue store failed (a store of the application's own).
     #[error("catalogue store")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The PostgreSQL store failed: the connection, the schema, a statement.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    #[error(transparent)]
+    Postgres(#[from] crate::retriever::PgError),
 }

@@ -76,7 +76,7 @@ impl Progress {
         })
     }
 
-    fn report(&self, done: usize, total: usize) {
+    pub(crate) fn report(&self, done: usize, total: usize) {
         (self.0)(done, total)
     }
 }
@@ -316,6 +316,11 @@ fn load(path: &Path, cache: Option<&Path>, recipes: &[Recipe]) -> Loaded {
         },
         Err(e) => Loaded::Unreadable(e),
     }
+}
+
+/// The sha256 of a file's bytes, as [`ExtractedFeatures::sha256`] has it.
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    Ok(Sha256::digest(std::fs::read(path)?).into())
 }
 
 /// Where the feature cache lives.

@@ -80,8 +80,11 @@ pub use resnet::ResNet;
 pub use retriever::{
     By, CATALOGUE_VERSION, CatalogueStore, Facet, FeatureNorm, Filter, Fusion, Hit, Ingested,
     ItemId, ItemRecord, MemoryStore, NewItem, PreparedQuery, Query, Ranking, Retriever,
-    RetrieverConfig, Scored,
+    RetrieverConfig, Scored, StoreSpec, Summary,
 };
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use retriever::{PG_SCHEMA_VERSION, PgConfig, PgError, PgStore};
 pub use tagger::{Tagger, TaggerError};
 pub use tap::{BlockTap, Features, TapInfo};
 

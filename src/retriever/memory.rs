@@ -1,12 +1,15 @@
 //! [`MemoryStore`]: the catalogue in memory, the default [`CatalogueStore`].
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 
 use super::catalogue::{
-    CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored, check_rows,
+    CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored, StoreSpec, Summary,
+    check_rows,
 };
 use super::norm::FeatureNorm;
 use super::query::{Facet, Filter};
@@ -43,6 +46,32 @@ impl TapData {
         Rows::new(&self.raw, self.dim).expect("whole rows of a non-zero dimension")
     }
 
+    /// Stores `row` as row `i` (`i == len` appends), with its transformed copy made with the
+    /// current mean (brought up to date by [`refresh`](Self::refresh)).
+    fn put(&mut self, i: usize, row: &[f32], norm: FeatureNorm) {
+        let d = self.dim;
+        let mut v = row.to_vec();
+        norm.apply(&mut v, &self.mean);
+        if i * d == self.raw.len() {
+            self.raw.extend_from_slice(row);
+            if norm != FeatureNorm::None {
+                self.normalised.extend_from_slice(&v);
+            }
+            if let Some(a) = &mut self.attributes {
+                a.push(None);
+            }
+        } else {
+            self.raw[i * d..(i + 1) * d].copy_from_slice(row);
+            if norm != FeatureNorm::None {
+                self.normalised[i * d..(i + 1) * d].copy_from_slice(&v);
+            }
+            // New content: the old prediction no longer holds.
+            if let Some(a) = &mut self.attributes {
+                a[i] = None;
+            }
+        }
+    }
+
     /// Recomputes the mean, the transformed copy and the scale after a change.
     fn refresh(&mut self, norm: FeatureNorm, pairs: &[(usize, usize)]) {
         // Only centring uses the mean.
@@ -76,6 +105,8 @@ impl TapData {
 pub struct MemoryStore {
     norm: FeatureNorm,
     pub(super) items: Vec<ItemRecord>,
+    /// Each item's position by its path (the identity of an item).
+    by_path: HashMap<PathBuf, usize>,
     pub(super) next_id: u64,
     pub(super) taps: [TapData; 2],
 }
@@ -101,17 +132,28 @@ impl MemoryStore {
         Ok(Self {
             norm,
             items: Vec::new(),
+            by_path: HashMap::new(),
             next_id: 0,
             taps: [tap(dims[0]), tap(dims[1])],
         })
     }
 
+    /// Recomputes everything derived from the items: the path index, means, transformed
+    /// copies, scales.
     pub(super) fn refresh(&mut self) {
+        self.by_path = (self.items.iter().enumerate())
+            .map(|(i, r)| (r.path.clone(), i))
+            .collect();
         let pairs = scale_pairs(self.items.len());
         let norm = self.norm;
         for tap in &mut self.taps {
             tap.refresh(norm, &pairs);
         }
+    }
+
+    /// The position of the item with `id` (ids increase with position).
+    fn position(&self, id: ItemId) -> Option<usize> {
+        self.items.binary_search_by_key(&id, |r| r.id).ok()
     }
 
     /// Whether item `i` passes every filter and is not excluded.
@@ -129,16 +171,42 @@ impl MemoryStore {
 }
 
 impl CatalogueStore for MemoryStore {
-    fn dims(&self) -> Result<[usize; 2], RetrieverError> {
-        Ok([self.taps[0].dim, self.taps[1].dim])
+    fn attach(&mut self, spec: &StoreSpec) -> Result<(), RetrieverError> {
+        let dims = [self.taps[0].dim, self.taps[1].dim];
+        if dims != spec.dims || self.norm != spec.norm {
+            return Err(RetrieverError::TapMismatch {
+                catalogue: format!("dims {dims:?} / {:?}", self.norm),
+                backbone: format!("dims {:?} / {:?}", spec.dims, spec.norm),
+            });
+        }
+        Ok(())
     }
 
-    fn norm(&self) -> Result<FeatureNorm, RetrieverError> {
-        Ok(self.norm)
+    fn summary(&self) -> Result<Summary, RetrieverError> {
+        Ok(Summary {
+            len: self.items.len(),
+            scales: [self.taps[0].scale, self.taps[1].scale],
+            means: [self.taps[0].mean.clone(), self.taps[1].mean.clone()],
+            tagged: [
+                self.taps[0].attributes.is_some(),
+                self.taps[1].attributes.is_some(),
+            ],
+        })
     }
 
     fn len(&self) -> Result<usize, RetrieverError> {
         Ok(self.items.len())
+    }
+
+    fn scales(&self) -> Result<[f32; 2], RetrieverError> {
+        Ok([self.taps[0].scale, self.taps[1].scale])
+    }
+
+    fn lookup(&self, paths: &[PathBuf]) -> Result<Vec<Option<ItemRecord>>, RetrieverError> {
+        Ok(paths
+            .iter()
+            .map(|p| self.by_path.get(p).map(|&i| self.items[i].clone()))
+            .collect())
     }
 
     fn append(
@@ -147,26 +215,43 @@ impl CatalogueStore for MemoryStore {
         colour: Rows<'_>,
         texture: Rows<'_>,
     ) -> Result<Vec<ItemId>, RetrieverError> {
-        check_rows(self.dims()?, items.len(), colour, texture)?;
+        check_rows(
+            [self.taps[0].dim, self.taps[1].dim],
+            items.len(),
+            colour,
+            texture,
+        )?;
         let mut ids = Vec::with_capacity(items.len());
-        for item in items {
-            let id = ItemId(self.next_id);
-            self.next_id += 1;
-            ids.push(id);
-            self.items.push(ItemRecord {
-                id,
-                path: item.path,
-                sha256: item.sha256,
-            });
-        }
-        for (tap, rows) in self.taps.iter_mut().zip([colour, texture]) {
-            tap.raw.extend_from_slice(rows.as_slice());
-            if let Some(a) = &mut tap.attributes {
-                a.resize(a.len() + rows.len(), None);
+        for (row, item) in items.into_iter().enumerate() {
+            let i = match self.by_path.get(&item.path) {
+                Some(&i) => {
+                    self.items[i].sha256 = item.sha256;
+                    i
+                }
+                None => {
+                    let i = self.items.len();
+                    self.by_path.insert(item.path.clone(), i);
+                    self.items.push(ItemRecord {
+                        id: ItemId(self.next_id),
+                        path: item.path,
+                        sha256: item.sha256,
+                    });
+                    self.next_id += 1;
+                    i
+                }
+            };
+            ids.push(self.items[i].id);
+            let norm = self.norm;
+            for (tap, rows) in self.taps.iter_mut().zip([colour, texture]) {
+                tap.put(i, rows.row(row), norm);
             }
         }
-        self.refresh();
         Ok(ids)
+    }
+
+    fn settle(&mut self) -> Result<(), RetrieverError> {
+        self.refresh();
+        Ok(())
     }
 
     fn remove(&mut self, ids: &[ItemId]) -> Result<usize, RetrieverError> {
@@ -205,24 +290,29 @@ impl CatalogueStore for MemoryStore {
         Ok(Cow::Borrowed(&self.items))
     }
 
-    fn scales(&self) -> Result<[f32; 2], RetrieverError> {
-        Ok([self.taps[0].scale, self.taps[1].scale])
+    fn ids_at(&self, positions: &[usize]) -> Result<Vec<ItemId>, RetrieverError> {
+        positions
+            .iter()
+            .map(|&item| {
+                self.items
+                    .get(item)
+                    .map(|r| r.id)
+                    .ok_or(RetrieverError::NoSuchItem {
+                        item,
+                        len: self.items.len(),
+                    })
+            })
+            .collect()
     }
 
-    fn means(&self) -> Result<[Cow<'_, [f32]>; 2], RetrieverError> {
-        Ok([
-            Cow::Borrowed(&self.taps[0].mean),
-            Cow::Borrowed(&self.taps[1].mean),
-        ])
+    fn positions(&self, ids: &[ItemId]) -> Result<Vec<Option<usize>>, RetrieverError> {
+        Ok(ids.iter().map(|&id| self.position(id)).collect())
     }
 
-    fn search_vectors(&self, item: usize) -> Result<[Cow<'_, [f32]>; 2], RetrieverError> {
-        let missing = || RetrieverError::NoSuchItem {
-            item,
-            len: self.items.len(),
-        };
-        let colour = self.taps[0].search().get(item).ok_or_else(missing)?;
-        let texture = self.taps[1].search().get(item).ok_or_else(missing)?;
+    fn search_vectors(&self, id: ItemId) -> Result<[Cow<'_, [f32]>; 2], RetrieverError> {
+        let i = self.position(id).ok_or(RetrieverError::NoSuchId { id })?;
+        let colour = self.taps[0].search().row(i);
+        let texture = self.taps[1].search().row(i);
         Ok([Cow::Borrowed(colour), Cow::Borrowed(texture)])
     }
 
@@ -260,9 +350,11 @@ impl CatalogueStore for MemoryStore {
         query: &PreparedQuery,
         ranking: Ranking,
         filters: &[Filter<'_>],
-        exclude: &[usize],
+        exclude: &[ItemId],
         k: NonZeroUsize,
     ) -> Result<Vec<Scored>, RetrieverError> {
+        let exclude: Vec<usize> = exclude.iter().filter_map(|&id| self.position(id)).collect();
+        let exclude = exclude.as_slice();
         let scales = self.scales()?;
         let [wc, wt] = ranking.weights();
         let (qc, qt) = (query.vector(Facet::Colour), query.vector(Facet::Texture));
@@ -305,7 +397,6 @@ impl CatalogueStore for MemoryStore {
             .into_sorted()
             .into_iter()
             .map(|(score, i)| Scored {
-                item: i,
                 record: self.items[i].clone(),
                 score,
                 distances: [

@@ -9,7 +9,8 @@
 //! - `query`: the builder ([`By`], [`Filter`], [`Query`]) and what every query does the same
 //!   for every store (checks, query vectors, hits);
 //! - `tags`: attributes predicted per item, as masks or stored for filters;
-//! - `persist`: the catalogue file of a [`MemoryStore`].
+//! - `persist`: the catalogue file of a [`MemoryStore`];
+//! - `postgres` (feature `postgres`): `PgStore`, the catalogue in PostgreSQL + pgvector.
 //!
 //! This file holds the retriever itself: its tap, what it was made with, its store, and
 //! ingestion.
@@ -18,6 +19,8 @@ mod catalogue;
 mod memory;
 mod norm;
 mod persist;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod query;
 mod rank;
 mod tags;
@@ -30,25 +33,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::Block;
 use crate::backbone::Backbone;
+
+use rayon::prelude::*;
+
 use crate::error::{ImageError, RetrieverError, TapError};
-use crate::extract::{ExtractOptions, extract_dataset};
+use crate::extract::{ExtractOptions, Progress, extract_dataset, sha256_file};
 use crate::knn::Rows;
+use crate::recipe::Recipe;
 use crate::tap::BlockTap;
 
-pub use catalogue::{CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored};
+pub use catalogue::{
+    CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored, StoreSpec, Summary,
+};
 pub use memory::MemoryStore;
 pub use norm::FeatureNorm;
 pub use persist::CATALOGUE_VERSION;
+#[cfg(feature = "postgres")]
+pub use postgres::{PG_SCHEMA_VERSION, PgConfig, PgError, PgStore};
 pub use query::{By, Facet, Filter, Query};
 pub use rank::{Fusion, Ranking};
 
-/// Which taps a [`Retriever`] uses.
+/// Which recipes a [`Retriever`] uses for its two vectors, and how they are normalised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetrieverConfig {
-    /// The colour tap (default block 2).
-    pub colour: Block,
-    /// The texture tap (default block 4).
-    pub texture: Block,
+    /// The colour recipe (default the paper's, block 2).
+    pub colour: Recipe,
+    /// The texture recipe (default the paper's, block 4).
+    pub texture: Recipe,
     /// Transform of the vectors (default none).
     pub norm: FeatureNorm,
 }
@@ -56,9 +67,21 @@ pub struct RetrieverConfig {
 impl Default for RetrieverConfig {
     fn default() -> Self {
         Self {
-            colour: Block::B2,
-            texture: Block::B4,
+            colour: Recipe::Paper(Block::B2),
+            texture: Recipe::Paper(Block::B4),
             norm: FeatureNorm::None,
+        }
+    }
+}
+
+impl RetrieverConfig {
+    /// The product preset: [`Recipe::Colour`] (640-d) and [`Recipe::Texture`] (1024-d),
+    /// centred and L2-normalised ([`FeatureNorm::CenterL2`]).
+    pub fn product() -> Self {
+        Self {
+            colour: Recipe::Colour,
+            texture: Recipe::Texture,
+            norm: FeatureNorm::CenterL2,
         }
     }
 }
@@ -88,8 +111,10 @@ pub struct Hit {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Ingested {
-    /// The ids of the new items, in input order.
+    /// The ids of the items added or replaced (same path, new content), in input order.
     pub ids: Vec<ItemId>,
+    /// Images left out because the catalogue holds them already: same path, same content.
+    pub unchanged: usize,
     /// The images left out because they could not be read
     /// ([`OnUnreadable::Skip`](crate::OnUnreadable::Skip)).
     pub skipped: Vec<ImageError>,
@@ -105,6 +130,21 @@ struct Origin {
 }
 
 impl Origin {
+    /// What a store checks: dimensions, transform, weights and how vectors are made.
+    fn spec(&self) -> StoreSpec {
+        StoreSpec {
+            dims: self.dims,
+            norm: self.config.norm,
+            weights_id: self.weights_id.clone(),
+            recipe: format!(
+                "colour {}, texture {}, preprocessing {}",
+                self.config.colour.name(),
+                self.config.texture.name(),
+                self.preprocessing
+            ),
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "weights {} / {} / dims {:?}",
@@ -156,10 +196,10 @@ impl<S: CatalogueStore> Retriever<S> {
         backbone: Arc<Backbone>,
         config: RetrieverConfig,
     ) -> Result<(BlockTap, Origin), RetrieverError> {
-        let tap = BlockTap::new(backbone, &[config.colour, config.texture])?;
-        let dim = |b: Block| {
+        let tap = BlockTap::with_recipes(backbone, &[config.colour, config.texture])?;
+        let dim = |r: Recipe| {
             let taps = tap.taps();
-            taps.iter().find(|t| t.block == b).expect("tapped").dim
+            taps.iter().find(|t| t.recipe == r).expect("tapped").dim
         };
         let origin = Origin {
             config,
@@ -170,25 +210,26 @@ impl<S: CatalogueStore> Retriever<S> {
         Ok((tap, origin))
     }
 
-    /// A catalogue over `backbone` with the taps of `config`, kept in `store`.
+    /// A catalogue over `backbone` with the taps of `config`, kept in `store`
+    /// ([`CatalogueStore::attach`] checks that the store fits).
     ///
     /// # Errors
     /// [`RetrieverError::Tap`] if the tap cannot be made; [`RetrieverError::TapMismatch`] when
-    /// the store holds vectors of other dimensions or another transform.
+    /// the store holds vectors of other dimensions or another transform; the store's errors
+    /// (a database store's: another schema version, other weights).
     pub fn with_store(
         backbone: Arc<Backbone>,
         config: RetrieverConfig,
-        store: S,
+        mut store: S,
     ) -> Result<Self, RetrieverError> {
         let (tap, origin) = Self::tap_and_origin(backbone, config)?;
-        let (dims, norm) = (store.dims()?, store.norm()?);
-        if dims != origin.dims || norm != config.norm {
-            return Err(RetrieverError::TapMismatch {
-                catalogue: format!("dims {dims:?} / {norm:?}"),
-                backbone: format!("dims {:?} / {:?}", origin.dims, config.norm),
-            });
-        }
+        store.attach(&origin.spec())?;
         Ok(Self { tap, origin, store })
+    }
+
+    /// What the store checks this retriever's vectors against.
+    pub fn spec(&self) -> StoreSpec {
+        self.origin.spec()
     }
 
     /// The number of items.
@@ -239,9 +280,12 @@ impl<S: CatalogueStore> Retriever<S> {
     }
 
     /// Adds the images at `paths` (decoded in parallel, features cached and progress reported
-    /// as `options` say). An image that cannot be read is an error under
-    /// [`OnUnreadable::Fail`](crate::OnUnreadable::Fail) (nothing is added) and skipped
-    /// otherwise.
+    /// as `options` say), a batch at a time ([`CatalogueStore::ingest_batch`]; one
+    /// transaction each in a database). An image whose path the catalogue holds with the same
+    /// content (sha256) is left out before it is decoded, so ingesting a folder again adds only
+    /// new and changed images, and an ingestion that was stopped resumes where it was. An
+    /// image that cannot be read is an error under [`OnUnreadable::Fail`](crate::OnUnreadable::Fail)
+    /// (the batches before it stay added) and skipped otherwise.
     ///
     /// # Errors
     /// [`RetrieverError::Tap`] naming the unreadable file; the store's errors.
@@ -250,33 +294,86 @@ impl<S: CatalogueStore> Retriever<S> {
         paths: impl IntoIterator<Item = impl AsRef<Path>>,
         options: &ExtractOptions,
     ) -> Result<Ingested, RetrieverError> {
-        let f = extract_dataset(&self.tap, paths, options)?;
-        let rows = |b: Block| f.block(b).expect("tapped");
-        let (colour, texture) = (
-            rows(self.origin.config.colour),
-            rows(self.origin.config.texture),
-        );
-        let items = f
-            .paths
-            .iter()
-            .cloned()
-            .zip(&f.sha256)
-            .map(|(path, sha)| NewItem {
-                path,
-                sha256: Some(*sha),
-            })
-            .collect();
-        let ids = self.store.append(items, colour, texture)?;
-        Ok(Ingested {
-            ids,
-            skipped: f.skipped,
-        })
+        let paths: Vec<PathBuf> = paths.into_iter().map(|p| p.as_ref().to_owned()).collect();
+        let mut out = Ingested {
+            ids: Vec::new(),
+            unchanged: 0,
+            skipped: Vec::new(),
+        };
+        let result = self.ingest_batches(&paths, options, &mut out);
+        // What was added stays added: settle it even after an error.
+        let settled = self.store.settle();
+        result?;
+        settled?;
+        if paths.is_empty()
+            && let Some(p) = &options.progress
+        {
+            p.report(0, 0);
+        }
+        Ok(out)
+    }
+
+    fn ingest_batches(
+        &mut self,
+        paths: &[PathBuf],
+        options: &ExtractOptions,
+        out: &mut Ingested,
+    ) -> Result<(), RetrieverError> {
+        let total = paths.len();
+        let batch = self.store.ingest_batch().get();
+        for (b, part) in paths.chunks(batch).enumerate() {
+            // Same path, same content: nothing to do, and no image to decode.
+            let stored = self.store.lookup(part)?;
+            let todo: Vec<&PathBuf> = part
+                .par_iter()
+                .zip(stored.par_iter())
+                .filter(|(path, record)| {
+                    let known = record.as_ref().and_then(|r| r.sha256);
+                    known.is_none() || sha256_file(path).ok() != known
+                })
+                .map(|(path, _)| path)
+                .collect();
+            out.unchanged += part.len() - todo.len();
+            let done = b * batch + part.len() - todo.len();
+            let inner = ExtractOptions {
+                progress: options
+                    .progress
+                    .clone()
+                    .map(|p| Progress::new(move |d, _| p.report((done + d).min(total), total))),
+                ..options.clone()
+            };
+            let mut f = extract_dataset(&self.tap, todo, &inner)?;
+            out.skipped.append(&mut f.skipped);
+            if !f.is_empty() {
+                let rows = |r: Recipe| f.recipe(r).expect("tapped");
+                let items = f
+                    .paths
+                    .iter()
+                    .cloned()
+                    .zip(&f.sha256)
+                    .map(|(path, sha)| NewItem {
+                        path,
+                        sha256: Some(*sha),
+                    })
+                    .collect();
+                let ids = self.store.append(
+                    items,
+                    rows(self.origin.config.colour),
+                    rows(self.origin.config.texture),
+                )?;
+                out.ids.extend(ids);
+            }
+            if let Some(p) = &options.progress {
+                p.report(b * batch + part.len(), total);
+            }
+        }
+        Ok(())
     }
 
     /// The colour and texture vectors among a tap's `blocks`.
     fn split<'a>(&self, blocks: &'a [Vec<f32>]) -> (&'a [f32], &'a [f32]) {
         let taps = self.tap.taps();
-        let pos = |b: Block| taps.iter().position(|t| t.block == b).expect("tapped");
+        let pos = |r: Recipe| taps.iter().position(|t| t.recipe == r).expect("tapped");
         (
             &blocks[pos(self.origin.config.colour)],
             &blocks[pos(self.origin.config.texture)],
@@ -284,11 +381,13 @@ impl<S: CatalogueStore> Retriever<S> {
     }
 
     /// Adds items whose vectors are already computed, raw (as the tap gives them): row `i` of
-    /// `colour` and `texture` for `paths[i]`.
+    /// `colour` and `texture` for `paths[i]` (a stored path is replaced). One
+    /// [`CatalogueStore::append`], so all or nothing.
     ///
     /// # Errors
     /// [`RetrieverError::Dimension`] or [`RetrieverError::RowCount`] when the rows do not fit;
-    /// [`RetrieverError::NotFinite`] for a NaN or infinity. Nothing is added then.
+    /// [`RetrieverError::NotFinite`] for a NaN or infinity. Nothing is added then. The store's
+    /// errors.
     pub fn extend_vectors(
         &mut self,
         paths: Vec<PathBuf>,
@@ -299,7 +398,11 @@ impl<S: CatalogueStore> Retriever<S> {
             .into_iter()
             .map(|path| NewItem { path, sha256: None })
             .collect();
-        self.store.append(items, colour, texture)
+        let ids = self.store.append(items, colour, texture);
+        let settled = self.store.settle();
+        let ids = ids?;
+        settled?;
+        Ok(ids)
     }
 
     /// Removes the items with these ids; later items move down. Returns how many were

@@ -21,8 +21,9 @@ use crate::error::{FileError, RetrieverError};
 use crate::fsutil::{bytes_f32, f32_bytes, read_container, write_container};
 
 const MAGIC: &[u8; 8] = b"ATTREXCT";
-/// Version of the catalogue file format.
-pub const CATALOGUE_VERSION: u32 = 2;
+/// Version of the catalogue file format. 3: the colour and texture taps are recipes, stored by
+/// name (`paper-block2`, `colour-v1`, ...); older files are refused with a typed version error.
+pub const CATALOGUE_VERSION: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct StoredItem {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::catalogue::{CatalogueStore, PreparedQuery};
+use super::catalogue::{CatalogueStore, ItemId, PreparedQuery, Summary};
 use super::rank::Ranking;
 use super::{Hit, Retriever};
 use crate::error::RetrieverError;
@@ -152,11 +152,12 @@ impl<'r, 'a, S: CatalogueStore> Query<'r, 'a, S> {
 /// hits.
 impl<S: CatalogueStore> Retriever<S> {
     /// The query vectors, transformed as the stored ones.
-    fn prepare(&self, by: &By<'_>) -> Result<PreparedQuery, RetrieverError> {
+    fn prepare(&self, by: &By<'_>, summary: &Summary) -> Result<PreparedQuery, RetrieverError> {
         let extracted;
         let (colour, texture) = match *by {
             By::Item(i) => {
-                let [c, t] = self.store.search_vectors(i)?;
+                let id = self.store.ids_at(&[i])?[0];
+                let [c, t] = self.store.search_vectors(id)?;
                 // Stored search vectors are transformed already.
                 return Ok(PreparedQuery {
                     vectors: [c.into_owned(), t.into_owned()],
@@ -175,10 +176,13 @@ impl<S: CatalogueStore> Retriever<S> {
                 got: [colour.len(), texture.len()],
             });
         }
-        let means = self.store.means()?;
         let norm = self.origin.config.norm;
         let mut vectors = [colour.to_vec(), texture.to_vec()];
-        for ((facet, v), mean) in Facet::BOTH.into_iter().zip(&mut vectors).zip(&means) {
+        for ((facet, v), mean) in Facet::BOTH
+            .into_iter()
+            .zip(&mut vectors)
+            .zip(&summary.means)
+        {
             if let Some(column) = v.iter().position(|x| !x.is_finite()) {
                 return Err(RetrieverError::NotFinite {
                     facet: facet.name(),
@@ -194,7 +198,8 @@ impl<S: CatalogueStore> Retriever<S> {
     /// Checks and runs a query: the common part of every store.
     fn run(&self, q: Query<'_, '_, S>, k: NonZeroUsize) -> Result<Vec<Hit>, RetrieverError> {
         q.ranking.check()?;
-        let len = self.store.len()?;
+        let summary = self.store.summary()?;
+        let len = summary.len;
         if len == 0 {
             return Err(RetrieverError::Empty);
         }
@@ -213,7 +218,7 @@ impl<S: CatalogueStore> Retriever<S> {
                         flags: mask.len(),
                     });
                 }
-                Filter::Attribute { facet, .. } if self.store.attributes(*facet)?.is_none() => {
+                Filter::Attribute { facet, .. } if !summary.tagged[facet.index()] => {
                     return Err(RetrieverError::NotTagged {
                         facet: facet.name(),
                     });
@@ -221,17 +226,22 @@ impl<S: CatalogueStore> Retriever<S> {
                 _ => {}
             }
         }
-        let query = self.prepare(&q.by)?;
-        let [sc, st] = self.store.scales()?;
+        let query = self.prepare(&q.by, &summary)?;
+        let exclude = self.store.ids_at(&exclude)?;
+        let [sc, st] = summary.scales;
         let scored = self
             .store
             .top_k(&query, q.ranking, &q.filters, &exclude, k)?;
-        Ok(scored
+        let ids: Vec<ItemId> = scored.iter().map(|s| s.record.id).collect();
+        let positions = self.store.positions(&ids)?;
+        scored
             .into_iter()
-            .map(|s| {
+            .zip(positions)
+            .map(|(s, item)| {
                 let [c, t] = s.distances;
-                Hit {
-                    item: s.item,
+                Ok(Hit {
+                    // Removed by another writer since the query ran.
+                    item: item.ok_or(RetrieverError::NoSuchId { id: s.record.id })?,
                     id: s.record.id,
                     path: s.record.path,
                     score: s.score,
@@ -239,8 +249,8 @@ impl<S: CatalogueStore> Retriever<S> {
                     texture_distance: t,
                     colour_normalised: c / sc,
                     texture_normalised: t / st,
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 }

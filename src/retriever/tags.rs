@@ -11,12 +11,27 @@ impl<S: CatalogueStore> Retriever<S> {
     /// The attribute `index` predicts for every item, from the raw vectors of `facet`.
     ///
     /// # Errors
-    /// [`RetrieverError::Index`] when the index's dimension is not the tap's, or it is empty.
+    /// [`RetrieverError::RecipeMismatch`] when the index records a recipe other than the
+    /// facet's; [`RetrieverError::Index`] when the index's dimension is not the tap's, or it is
+    /// empty.
     pub fn predict<L: Label>(
         &self,
         index: &AttributeIndex<L>,
         facet: Facet,
     ) -> Result<Vec<Prediction<L>>, RetrieverError> {
+        let recipe = match facet {
+            Facet::Colour => self.origin.config.colour,
+            Facet::Texture => self.origin.config.texture,
+        };
+        if let Some(name) = index.recipe()
+            && name != recipe.name()
+        {
+            return Err(RetrieverError::RecipeMismatch {
+                facet: facet.name(),
+                index: name.to_owned(),
+                catalogue: recipe.name(),
+            });
+        }
         let dim = self.origin.dims[facet.index()];
         if index.dim() != dim {
             return Err(crate::error::IndexError::Dimension {

@@ -12,6 +12,8 @@ mod hardening;
 mod index;
 mod parity;
 mod proptests;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod recipes;
 mod retriever;
 mod rng;

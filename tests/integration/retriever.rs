@@ -153,12 +153,17 @@ fn results_can_be_filtered_by_predicted_attributes() {
     let rows = rows();
     // An index of colours from the catalogue's own labels, on the colour tap's raw vectors.
     let colour_tap = attrex::BlockTap::new(keras(), &[attrex::Block::B2]).unwrap();
-    let mut index = AttributeIndex::new(256).unwrap();
     let picks: Vec<&Row> = rows.iter().step_by(3).collect();
     let paths: Vec<&PathBuf> = picks.iter().map(|r| &r.path).collect();
-    for (row, f) in picks.iter().zip(colour_tap.extract_paths(&paths).unwrap()) {
-        index.add(&row.colour, &f.blocks[0]).unwrap();
-    }
+    let features = colour_tap.extract_paths(&paths).unwrap();
+    let make_index = || {
+        let mut index = AttributeIndex::new(256).unwrap();
+        for (row, f) in picks.iter().zip(&features) {
+            index.add(&row.colour, &f.blocks[0]).unwrap();
+        }
+        index
+    };
+    let index = make_index();
     let allowed = r
         .filter_by(&index, Facet::Colour, &["red", "pink"])
         .unwrap();
@@ -186,6 +191,26 @@ fn results_can_be_filtered_by_predicted_attributes() {
         .top(k(10))
         .unwrap();
     assert_eq!(by_attribute, by_mask);
+    // An index that records its recipe: the facet's recipe is accepted, another one refused
+    // before anything is stored (same 256-d vectors, so only the recipe tells them apart).
+    let same = make_index().with_recipe(attrex::Recipe::Paper(attrex::Block::B2).name());
+    tagged.tag(Facet::Colour, &same).unwrap();
+    let other = make_index().with_recipe(attrex::Recipe::Colour.name());
+    match tagged.tag(Facet::Colour, &other) {
+        Err(RetrieverError::RecipeMismatch {
+            facet,
+            index,
+            catalogue,
+        }) => assert_eq!(
+            (facet, index.as_str(), catalogue.as_str()),
+            ("colour", "colour-v1", "paper-block2")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        tagged.predict(&other, Facet::Colour),
+        Err(RetrieverError::RecipeMismatch { .. })
+    ));
 }
 
 #[test]
@@ -324,6 +349,18 @@ fn catalogue_survives_save_and_load_and_refuses_damage() {
         matches!(err, RetrieverError::File(FileError::Corrupt { .. })),
         "{err:?}"
     );
+    // A version-2 file (before recipes were stored by name) is refused by version, not misread.
+    let mut older = bytes.clone();
+    older[8] = 2;
+    std::fs::write(&path, &older).unwrap();
+    assert!(matches!(
+        Retriever::load(&path, keras()).unwrap_err(),
+        RetrieverError::File(FileError::Version {
+            found: 2,
+            supported: 3,
+            ..
+        })
+    ));
     let mut versioned = bytes;
     versioned[8] = 9;
     std::fs::write(&path, &versioned).unwrap();
