@@ -11,9 +11,9 @@ mod engines;
 mod hardening;
 mod index;
 mod parity;
-mod proptests;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod proptests;
 mod recipes;
 mod retriever;
 mod rng;
