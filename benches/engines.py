@@ -33,12 +33,9 @@ if "avx2" in flags and "fma" in flags:
 def run(engine):
     cmd = [a.bin, "--random-weights", "--runs", str(a.runs), "--batch", str(a.batch),
            "--threads", str(a.threads), "--upto", str(a.upto)]
+    cmd += ["--engine", engine]
     env = dict(os.environ)
-    env.pop("ATTREX_ISA", None)
-    if engine == "burn":
-        cmd += ["--engine", "burn"]
-    else:
-        env["ATTREX_ISA"] = engine
+    env.pop("ATTREX_ENGINE", None)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return float(re.search(r"img_per_s=([\d.]+)", out).group(1))
 

@@ -1,7 +1,8 @@
 //! Pooled block features of images.
 //!
 //! ```text
-//! cargo run --release --example features -- IMAGE... [--json] [--device flex|ndarray|wgpu] [--weights PATH]
+//! cargo run --release --example features -- IMAGE... [--json] [--device flex|ndarray|wgpu]
+//!     [--weights PATH] [--engine auto|burn|native|avx512|avx2]
 //! ```
 //!
 //! With `--json`, one line per image:
@@ -17,68 +18,37 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use attrex::{Backbone, BlockTap};
+use attrex::BlockTap;
+use clap::Parser;
 
+/// Pooled block features of images (the five blocks of ResNet-50).
+#[derive(Parser, Debug)]
+#[command(version, about)]
 struct Args {
+    /// The images.
+    #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
+    /// One JSON line per image instead of a summary.
+    #[arg(long)]
     json: bool,
-    device: Option<String>,
-    weights: Option<PathBuf>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        images: Vec::new(),
-        json: false,
-        device: None,
-        weights: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--json" => args.json = true,
-            "--device" => args.device = Some(it.next().ok_or("--device needs a value")?),
-            "--weights" => args.weights = Some(it.next().ok_or("--weights needs a value")?.into()),
-            "-h" | "--help" => return Err(String::new()),
-            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
-            _ => args.images.push(a.into()),
-        }
-    }
-    if args.images.is_empty() {
-        return Err("no image given".into());
-    }
-    Ok(args)
+    #[command(flatten)]
+    setup: common::Setup,
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("error: {msg}");
-            }
-            eprintln!(
-                "usage: features IMAGE... [--json] [--device flex|ndarray|wgpu] [--weights PATH]"
-            );
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = run(args) {
+    if let Err(e) = run(Args::parse()) {
         common::fail(e.as_ref());
     }
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
-    let device = match &args.device {
-        Some(name) => attrex::device_from_name(name)?,
-        None => attrex::default_device()?,
-    };
-    let backbone = Arc::new(Backbone::load(args.weights.as_deref(), &device)?);
+    let backbone = Arc::new(args.setup.backbone()?);
     if !args.json {
         out!(
-            "weights {} loaded in {:.2?} on {device:?}, engine {}",
+            "weights {} loaded in {:.2?} on {:?}, engine {}",
             &backbone.weights_id()[..12],
             backbone.load_time(),
+            backbone.device(),
             backbone.engine()
         );
     }

@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use clap::Parser;
+
 use attrex::{
     Backbone, Block, BlockTap, By, ExtractOptions, FeatureCache, FeatureNorm, PgConfig, PgStore,
     Ranking, Retriever, RetrieverConfig, Rows,
@@ -148,44 +150,53 @@ fn main() {
     }
 }
 
+/// The PostgreSQL store at scale: ingest rate, query latency and recall@10.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The database (`postgres://...`).
+    #[arg(long, value_name = "URL")]
+    store: String,
+    /// Catalogue items.
+    #[arg(long, default_value_t = 200_000)]
+    items: usize,
+    /// Held-out queries.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Normalisation: center_l2, none, l2 or sqrt_l2.
+    #[arg(long, default_value = "center_l2", value_parser = parse_norm)]
+    norm: FeatureNorm,
+    /// HNSW ef_search values to try.
+    #[arg(long, value_delimiter = ',', default_value = "40,100,200")]
+    ef: Vec<usize>,
+    /// Candidates from each index before the fused re-rank of `both`.
+    #[arg(long, default_value_t = 100)]
+    depth: usize,
+    /// Folder of the dev sets whose features seed the catalogue.
+    #[arg(long, value_name = "DIR", default_value = "../shared/data")]
+    data: PathBuf,
+}
+
+fn parse_norm(s: &str) -> Result<FeatureNorm, String> {
+    Ok(match s {
+        "none" => FeatureNorm::None,
+        "l2" => FeatureNorm::L2,
+        "sqrt_l2" => FeatureNorm::SqrtL2,
+        "center_l2" => FeatureNorm::CenterL2,
+        other => return Err(format!("unknown norm {other:?}")),
+    })
+}
+
 fn run() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
-    let (mut url, mut items, mut queries, mut norm, mut efs, mut depth, mut data) = (
-        None,
-        200_000usize,
-        200usize,
-        FeatureNorm::CenterL2,
-        vec![40usize, 100, 200],
-        100usize,
-        PathBuf::from("../shared/data"),
-    );
-    while let Some(a) = args.next() {
-        let mut value = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--store" => url = Some(value()?),
-            "--items" => items = value()?.parse()?,
-            "--queries" => queries = value()?.parse()?,
-            "--depth" => depth = value()?.parse()?,
-            "--data" => data = PathBuf::from(value()?),
-            "--ef" => {
-                efs = value()?
-                    .split(',')
-                    .map(str::parse)
-                    .collect::<Result<_, _>>()?
-            }
-            "--norm" => {
-                norm = match value()?.as_str() {
-                    "none" => FeatureNorm::None,
-                    "l2" => FeatureNorm::L2,
-                    "sqrt_l2" => FeatureNorm::SqrtL2,
-                    "center_l2" => FeatureNorm::CenterL2,
-                    other => return Err(format!("unknown --norm {other}").into()),
-                }
-            }
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    let url = url.ok_or("usage: pg_bench --store URL [--items N] [--queries Q] ...")?;
+    let Args {
+        store: url,
+        items,
+        queries,
+        norm,
+        ef: efs,
+        depth,
+        data,
+    } = Args::parse();
     let backbone = Arc::new(Backbone::load(None, &attrex::default_device()?)?);
     let seeds = seeds(&backbone, &data)?;
     let config = RetrieverConfig {
@@ -208,7 +219,9 @@ fn run() -> Result<(), Box<dyn Error>> {
         .map(|q| seeds.item(1_000_000_000 + q))
         .collect();
     eprintln!("{items} items made in {:.1}s", t.elapsed().as_secs_f64());
-    let rows = |v: &[f32], d: usize| Rows::new(v, d);
+    fn rows(v: &[f32], d: usize) -> Result<Rows<'_>, attrex::knn::RowsError> {
+        Rows::new(v, d)
+    }
 
     // The reference: the memory store's exact ranking.
     let mut memory = Retriever::new(backbone.clone(), config)?;

@@ -27,9 +27,10 @@ use std::sync::Arc;
 
 use attrex::plot::Canvas;
 use attrex::{
-    Backbone, By, CatalogueStore, ExtractOptions, FeatureCache, FeatureNorm, Fusion, Ranking,
-    Retriever, RetrieverConfig,
+    Backbone, By, CatalogueStore, ExtractOptions, FeatureNorm, Fusion, Ranking, Retriever,
+    RetrieverConfig,
 };
+use clap::Parser;
 
 struct Row {
     path: PathBuf,
@@ -74,27 +75,47 @@ fn precision<S: CatalogueStore>(
     )?)
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
-    let (mut dir, mut k, mut sheet, mut queries, mut store) = (
-        None,
-        NonZeroUsize::new(10).expect("10 > 0"),
-        None,
-        5usize,
-        None,
-    );
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--k" => k = args.next().ok_or("--k needs a value")?.parse()?,
-            "--sheet" => sheet = Some(PathBuf::from(args.next().ok_or("--sheet needs a path")?)),
-            "--queries" => queries = args.next().ok_or("--queries needs a value")?.parse()?,
-            "--store" => store = Some(args.next().ok_or("--store needs a URL")?),
-            s if s.starts_with("--") => return Err(format!("unknown option {s}").into()),
-            _ => dir = Some(PathBuf::from(a)),
-        }
+/// Retrieval by colour, texture or both, evaluated by precision@k.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The catalogue folder, holding retrieval.csv (path,color,pattern).
+    dir: PathBuf,
+    /// Results per query.
+    #[arg(long, default_value = "10")]
+    k: NonZeroUsize,
+    /// The contact sheet PNG.
+    #[arg(
+        long,
+        value_name = "OUT.png",
+        default_value = "target/attrex-retrieval/contact_sheet.png"
+    )]
+    sheet: PathBuf,
+    /// Queries drawn on the contact sheet.
+    #[arg(long, default_value_t = 5)]
+    queries: usize,
+    /// Keep the catalogues in PostgreSQL (`postgres://...`; feature `postgres`).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    #[command(flatten)]
+    setup: common::Setup,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        common::fail(e.as_ref());
     }
-    let dir =
-        dir.ok_or("usage: retrieve DIR [--k 10] [--sheet OUT.png] [--queries 5] [--store URL]")?;
+}
+
+fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let Args {
+        dir,
+        k,
+        sheet,
+        queries,
+        store,
+        setup,
+    } = args;
     let rows = read_csv(&dir)?;
     if rows.is_empty() {
         return Err(format!(
@@ -103,15 +124,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         )
         .into());
     }
-    let device = attrex::default_device()?;
-    let backbone = Arc::new(Backbone::load(None, &device)?);
+    let backbone = Arc::new(setup.backbone()?);
     let paths: Vec<&Path> = rows.iter().map(|r| r.path.as_path()).collect();
     let options = ExtractOptions {
-        cache: Some(FeatureCache::default_location()),
+        cache: setup.cache(),
         progress: common::progress("features"),
         ..ExtractOptions::default()
     };
-    let sheet = sheet.unwrap_or_else(|| PathBuf::from("target/attrex-retrieval/contact_sheet.png"));
     if let Some(url) = store {
         let (variants, product) = postgres_catalogues(&url, &dir, &backbone, &paths, &options)?;
         return evaluate(&variants, &product, &rows, k, queries, &sheet);

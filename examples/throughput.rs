@@ -2,15 +2,15 @@
 //!
 //! ```text
 //! cargo run --release --example throughput -- [--batch 8] [--threads 2] [--upto 5] [--device flex]
-//!     [--runs 7] [--random-weights] [--engine burn|native]
+//!     [--runs 7] [--random-weights] [--engine auto|burn|native|avx512|avx2] [--profile]
 //! ```
 //!
 //! Taps every block up to `--upto` (5 = all five taps), warms up, times `--runs` forward passes
 //! (results read back to the host, and the device synchronised) and prints the median as
 //! `img_per_s=<x>` on its last line. Uses the real weights when they are found, else random
-//! weights (the speed is the same). `--engine burn` forces Burn's engine; `ATTREX_ISA=avx2`
-//! (or `avx512`) forces the native engine with that instruction set; `ATTREX_PROFILE=1` prints
-//! the native engine's time per convolution.
+//! weights (the speed is the same). `--engine burn` forces Burn's engine, `--engine avx2` (or
+//! `avx512`) the native engine with that instruction set (also `ATTREX_ENGINE`); `--profile`
+//! (or `ATTREX_PROFILE=1`) prints the native engine's time per convolution.
 
 #[macro_use]
 #[path = "common/mod.rs"]
@@ -21,61 +21,69 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use attrex::burn::tensor::{Distribution, Tensor};
-use attrex::{Backbone, Block, BlockTap, Engine, Isa, Preprocessing, ResNetConfig};
+use attrex::{Block, BlockTap, Preprocessing, ResNetConfig};
+use clap::Parser;
 
-fn value<T: std::str::FromStr>(
-    it: &mut impl Iterator<Item = String>,
-    flag: &str,
-) -> Result<T, String> {
-    it.next()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("{flag} needs a valid value"))
+/// Images per second of a tap on random input.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Rayon threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Tap every block up to this one (5: all five).
+    #[arg(long, default_value_t = 5)]
+    upto: u8,
+    /// Timed forward passes (after two warm-up passes); the median is printed.
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+    /// Random weights even when the real ones are found (the speed is the same).
+    #[arg(long)]
+    random_weights: bool,
+    /// Print the native engine's time per convolution (also `ATTREX_PROFILE=1`).
+    #[arg(long, env = "ATTREX_PROFILE")]
+    profile: bool,
+    #[command(flatten)]
+    setup: common::Setup,
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
-    let (mut batch, mut threads, mut upto, mut runs) = (8usize, 2usize, 5u8, 7usize);
-    let (mut device_name, mut random, mut burn) = (None::<String>, false, false);
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--batch" => batch = value(&mut it, "--batch")?,
-            "--threads" => threads = value(&mut it, "--threads")?,
-            "--upto" => upto = value(&mut it, "--upto")?,
-            "--runs" => runs = value(&mut it, "--runs")?,
-            "--device" => device_name = Some(value(&mut it, "--device")?),
-            "--random-weights" => random = true,
-            "--engine" => match value::<String>(&mut it, "--engine")?.as_str() {
-                "burn" => burn = true,
-                "native" => burn = false,
-                other => return Err(format!("--engine burn|native, not {other}").into()),
-            },
-            other => return Err(format!("unknown argument {other}").into()),
-        }
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        common::fail(e.as_ref());
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let Args {
+        batch,
+        threads,
+        upto,
+        runs,
+        ..
+    } = args;
+    if batch == 0 {
+        return Err("--batch must be at least 1".into());
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
-    let device = match &device_name {
-        Some(n) => attrex::device_from_name(n)?,
-        None => attrex::default_device()?,
-    };
-    let mut builder = Backbone::builder()
-        .device(device.clone())
-        .profile(std::env::var_os("ATTREX_PROFILE").is_some());
-    builder = match (random, attrex::weights::locate(None)) {
+    let mut builder = args.setup.builder()?.profile(args.profile);
+    let device = args.setup.device()?;
+    let real = args
+        .setup
+        .weights
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(|| attrex::weights::locate(None));
+    builder = match (args.random_weights, real) {
         (false, Ok(path)) => builder.weights(path),
         _ => builder
             .config(ResNetConfig::keras_resnet50())
             .random_weights(0, Preprocessing::Caffe),
     };
-    if let Some(name) = std::env::var_os("ATTREX_ISA") {
-        let name = name.to_string_lossy();
-        let isa = Isa::from_name(&name).ok_or(format!("ATTREX_ISA: unknown {name:?}"))?;
-        builder = builder.engine(Engine::Native(isa));
-    }
-    if burn {
-        builder = builder.engine(Engine::Burn);
-    }
     let backbone = builder.build()?;
     let engine = backbone.engine();
     let last = Block::new(upto)?;

@@ -18,7 +18,8 @@ mod common;
 
 use attrex::eval::{CvParams, cross_validate};
 use attrex::reduce::{Umap, UmapParams};
-use attrex::{Backbone, BlockTap, Dataset, ExtractOptions, extract_dataset};
+use attrex::{BlockTap, Dataset, ExtractOptions, extract_dataset};
+use clap::Parser;
 
 fn main() {
     if let Err(e) = run() {
@@ -26,19 +27,33 @@ fn main() {
     }
 }
 
+/// 2-D UMAP of each block's features, coloured by class (the paper's Figures 4 and 5).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// A folder of class folders of images.
+    dir: PathBuf,
+    /// Where the PNGs go (default target/attrex-umap/<dataset folder name>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// UMAP's seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Supervised UMAP (the class labels guide the layout).
+    #[arg(long)]
+    supervised: bool,
+    #[command(flatten)]
+    setup: common::Setup,
+}
+
 fn run() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
-    let (mut dir, mut out, mut seed, mut supervised) = (None, None, 0u64, false);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--out" => out = Some(PathBuf::from(args.next().ok_or("--out needs a folder")?)),
-            "--seed" => seed = args.next().ok_or("--seed needs a value")?.parse()?,
-            "--supervised" => supervised = true,
-            s if s.starts_with("--") => return Err(format!("unknown option {s}").into()),
-            _ => dir = Some(PathBuf::from(a)),
-        }
-    }
-    let dir = dir.ok_or("usage: umap-plot DATASET_DIR [--out DIR] [--seed N] [--supervised]")?;
+    let Args {
+        dir,
+        out,
+        seed,
+        supervised,
+        setup,
+    } = Args::parse();
     let name = dir
         .file_name()
         .unwrap_or_default()
@@ -47,10 +62,10 @@ fn run() -> Result<(), Box<dyn Error>> {
     let out = out.unwrap_or_else(|| PathBuf::from("target/attrex-umap").join(&name));
     std::fs::create_dir_all(&out)?;
     let dataset = Dataset::open(&dir)?;
-    let backbone = Arc::new(Backbone::load(None, &attrex::default_device()?)?);
+    let backbone = Arc::new(setup.backbone()?);
     let tap = BlockTap::all(backbone);
     let options = ExtractOptions {
-        cache: Some(common::feature_cache()),
+        cache: setup.cache(),
         progress: common::progress("features"),
         ..ExtractOptions::default()
     };

@@ -293,12 +293,23 @@ pub(crate) fn check_rows(
         });
     }
     for (facet, rows) in Facet::BOTH.into_iter().zip([colour, texture]) {
-        if let Err(crate::knn::RowsError::NotFinite { row, column }) = rows.check_finite() {
-            return Err(RetrieverError::NotFinite {
-                facet: facet.name(),
-                row,
-                column,
-            });
+        match rows.check_searchable() {
+            Err(crate::knn::RowsError::NotFinite { row, column }) => {
+                return Err(RetrieverError::NotFinite {
+                    facet: facet.name(),
+                    row,
+                    column,
+                });
+            }
+            Err(crate::knn::RowsError::TooLarge { row, column, dim }) => {
+                return Err(RetrieverError::TooLarge {
+                    facet: facet.name(),
+                    row,
+                    column,
+                    limit: crate::knn::max_magnitude(dim),
+                });
+            }
+            _ => {}
         }
     }
     Ok(())

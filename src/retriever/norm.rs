@@ -90,7 +90,7 @@ mod tests {
         ] {
             let mut v = raw;
             let len = norm.apply_len(&mut v, &mean);
-            let mut w = v;
+            let mut w = raw;
             norm.apply(&mut w, &mean);
             assert_eq!(v, w, "{norm:?}: apply_len transforms as apply does");
             norm.invert(&mut v, len, &mean);

@@ -190,6 +190,15 @@ impl<S: CatalogueStore> Retriever<S> {
                     column,
                 });
             }
+            let limit = crate::knn::max_magnitude(v.len());
+            if let Some(column) = v.iter().position(|x| x.abs() > limit) {
+                return Err(RetrieverError::TooLarge {
+                    facet: facet.name(),
+                    row: 0,
+                    column,
+                    limit,
+                });
+            }
             norm.apply(v, mean);
         }
         Ok(PreparedQuery { vectors })

@@ -258,6 +258,18 @@ fn typed_errors() {
             ..
         })
     ));
+    // 3e38 is finite, but its squared distances overflow to infinity, and a vote among
+    // infinities is arbitrary (issue #12): refused, naming the position.
+    let mut huge = vec![0.0; 1024];
+    huge[7] = 3e38;
+    assert!(matches!(
+        r.query(features(&[0.0; 256], &huge)).top(k(5)),
+        Err(RetrieverError::TooLarge {
+            facet: "texture",
+            column: 7,
+            ..
+        })
+    ));
     let no_weight = Ranking::Combined {
         colour: 0.0,
         texture: 0.0,

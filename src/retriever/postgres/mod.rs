@@ -435,6 +435,9 @@ impl Inner {
     }
 }
 
+/// One item's id and its colour and texture vectors.
+type IdVectors = (i64, [Vec<f32>; 2]);
+
 /// Takes the mean of the raw vectors again and re-centres every row on it: two passes over the
 /// table a page at a time (raw vectors recovered from the stored ones, their lengths and the
 /// old mean), in the caller's transaction.
@@ -450,26 +453,25 @@ fn recentre_vectors(
          WHERE id > $1 ORDER BY id LIMIT {PAGE}"
     );
     let old = meta.means.clone();
-    let raw_page =
-        |tx: &mut Transaction<'_>, after: i64| -> Result<Vec<(i64, [Vec<f32>; 2])>, PgError> {
-            let rows = tx
-                .query(&page_sql, &[&after])
-                .ctx("read a page of vectors")?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let lens: [f32; 2] = [r.get(1), r.get(2)];
-                    let mut v: [Vec<f32>; 2] = [
-                        r.get::<_, Vector>(3).to_vec(),
-                        r.get::<_, Vector>(4).to_vec(),
-                    ];
-                    for f in 0..2 {
-                        norm.invert(&mut v[f], lens[f], &old[f]);
-                    }
-                    (r.get(0), v)
-                })
-                .collect())
-        };
+    let raw_page = |tx: &mut Transaction<'_>, after: i64| -> Result<Vec<IdVectors>, PgError> {
+        let rows = tx
+            .query(&page_sql, &[&after])
+            .ctx("read a page of vectors")?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let lens: [f32; 2] = [r.get(1), r.get(2)];
+                let mut v: [Vec<f32>; 2] = [
+                    r.get::<_, Vector>(3).to_vec(),
+                    r.get::<_, Vector>(4).to_vec(),
+                ];
+                for f in 0..2 {
+                    norm.invert(&mut v[f], lens[f], &old[f]);
+                }
+                (r.get(0), v)
+            })
+            .collect())
+    };
     let mut sums = [vec![0f64; meta.dims[0]], vec![0f64; meta.dims[1]]];
     let (mut after, mut n) = (0i64, 0usize);
     loop {
