@@ -14,7 +14,7 @@
 //! catalogue. (Independent noise around single seeds would make each seed's copies
 //! nearly equidistant in 1024-d, and recall a coin toss for any index.) Queries are held-out
 //! items made the same way. The store is loaded by one `extend_vectors` (a binary COPY in one
-//! transaction, then the scales and both HNSW indexes), in schema `pg_bench`, dropped first.
+//! transaction, then the scales and both HNSW indexes), in schema `attrex_bench`, dropped first.
 //!
 //! Prints `ingest ...` and one `query ...` line per kind and `ef_search`.
 
@@ -260,7 +260,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     eprintln!("exact rankings in {:.1}s", t.elapsed().as_secs_f64());
 
     // Postgres: one bulk load, then the indexes.
-    let mut pg_config = PgConfig::with_schema("pg_bench");
+    let mut pg_config = PgConfig::with_schema("attrex_bench");
     pg_config.depth = NonZeroUsize::new(depth).ok_or("--depth must be > 0")?;
     let store = PgStore::connect(&url, pg_config)?;
     store.drop_catalogue()?;

@@ -10,30 +10,11 @@ use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
+use super::item::{Facet, Filter, ItemId, ItemRecord, Scored};
 use super::norm::FeatureNorm;
-use super::query::{Facet, Filter};
 use super::rank::Ranking;
 use crate::error::RetrieverError;
 use crate::knn::Rows;
-
-/// The stable identity of a catalogue item: given when it is added, never reused, kept by
-/// save and load. (An item's *position*, the `usize` of [`Hit::item`](crate::Hit::item), moves
-/// down when an earlier item is removed.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ItemId(pub u64);
-
-/// What a catalogue keeps of an item besides its vectors.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ItemRecord {
-    /// Its identity.
-    pub id: ItemId,
-    /// The image it was made from.
-    pub path: PathBuf,
-    /// The sha256 of the image's bytes, when it came from a file.
-    pub sha256: Option<[u8; 32]>,
-}
 
 /// An item to add: its image and the image's content hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,17 +69,6 @@ impl PreparedQuery {
     pub fn vector(&self, facet: Facet) -> &[f32] {
         &self.vectors[facet.index()]
     }
-}
-
-/// One ranked item, as a store returns it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Scored {
-    /// What the catalogue keeps of it.
-    pub record: ItemRecord,
-    /// Its score under the ranking (lower is closer).
-    pub score: f32,
-    /// Its Euclidean distances to the query `[colour, texture]`, between transformed vectors.
-    pub distances: [f32; 2],
 }
 
 /// Where a [`Retriever`](crate::Retriever) keeps its items: in memory ([`MemoryStore`], the

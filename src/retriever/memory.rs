@@ -7,12 +7,10 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use super::catalogue::{
-    CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored, StoreSpec, Summary,
-    check_rows,
-};
+use super::catalogue::{CatalogueStore, NewItem, PreparedQuery, StoreSpec, Summary, check_rows};
+use super::item::{Facet, Filter};
+use super::item::{ItemId, ItemRecord, Scored};
 use super::norm::FeatureNorm;
-use super::query::{Facet, Filter};
 use super::rank::{Ranking, median_distance, scale_pairs};
 use crate::error::RetrieverError;
 use crate::knn::{Rows, TopK, squared_l2};

@@ -16,6 +16,7 @@
 //! ingestion.
 
 mod catalogue;
+mod item;
 mod memory;
 mod norm;
 mod persist;
@@ -42,15 +43,14 @@ use crate::knn::Rows;
 use crate::recipe::Recipe;
 use crate::tap::BlockTap;
 
-pub use catalogue::{
-    CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored, StoreSpec, Summary,
-};
+pub use catalogue::{CatalogueStore, NewItem, PreparedQuery, StoreSpec, Summary};
+pub use item::{Facet, Filter, ItemId, ItemRecord, Scored};
 pub use memory::MemoryStore;
 pub use norm::FeatureNorm;
 pub use persist::CATALOGUE_VERSION;
 #[cfg(feature = "postgres")]
 pub use postgres::{PG_SCHEMA_VERSION, PgConfig, PgError, PgStore};
-pub use query::{By, Facet, Filter, Query};
+pub use query::{By, Query};
 pub use rank::{Fusion, Ranking};
 
 /// Which recipes a [`Retriever`] uses for its two vectors, and how they are normalised.

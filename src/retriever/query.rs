@@ -4,42 +4,11 @@
 use std::num::NonZeroUsize;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-use super::catalogue::{CatalogueStore, ItemId, PreparedQuery, Summary};
+use super::catalogue::{CatalogueStore, PreparedQuery, Summary};
+use super::item::{Facet, Filter, ItemId};
 use super::rank::Ranking;
 use super::{Hit, Retriever};
 use crate::error::RetrieverError;
-
-/// One of the two taps of a catalogue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Facet {
-    /// The colour tap (block 2 by default).
-    Colour,
-    /// The texture tap (block 4 by default).
-    Texture,
-}
-
-impl Facet {
-    /// Both, colour first.
-    pub const BOTH: [Facet; 2] = [Facet::Colour, Facet::Texture];
-
-    /// `"colour"` or `"texture"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Facet::Colour => "colour",
-            Facet::Texture => "texture",
-        }
-    }
-
-    /// 0 for colour, 1 for texture: the position in `[colour, texture]` pairs.
-    pub fn index(self) -> usize {
-        match self {
-            Facet::Colour => 0,
-            Facet::Texture => 1,
-        }
-    }
-}
 
 /// What a query looks for.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,51 +25,6 @@ pub enum By<'a> {
     },
     /// Catalogue item number `i` (left out of its own results).
     Item(usize),
-}
-
-/// Which items a query may return. Several filters keep the items that pass all of them.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Filter<'a> {
-    /// One flag per catalogue item: only the flagged ones.
-    Mask(&'a [bool]),
-    /// Only the items whose stored attribute of `facet` (see
-    /// [`Retriever::tag`](crate::Retriever::tag)) is one of `any_of`. An item added after the
-    /// last tagging has no attribute and does not pass.
-    Attribute {
-        /// The tap whose predicted attribute is compared.
-        facet: Facet,
-        /// The attributes kept.
-        any_of: Vec<String>,
-    },
-}
-
-impl Filter<'_> {
-    /// [`Filter::Attribute`]: items whose attribute of `facet` is one of `any_of`.
-    pub fn attribute(facet: Facet, any_of: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Filter::Attribute {
-            facet,
-            any_of: any_of.into_iter().map(Into::into).collect(),
-        }
-    }
-}
-
-impl<'a> From<&'a [bool]> for Filter<'a> {
-    fn from(mask: &'a [bool]) -> Self {
-        Filter::Mask(mask)
-    }
-}
-
-impl<'a> From<&'a Vec<bool>> for Filter<'a> {
-    fn from(mask: &'a Vec<bool>) -> Self {
-        Filter::Mask(mask)
-    }
-}
-
-impl<'a, const N: usize> From<&'a [bool; N]> for Filter<'a> {
-    fn from(mask: &'a [bool; N]) -> Self {
-        Filter::Mask(mask)
-    }
 }
 
 /// A query being built: made by [`Retriever::query`], run by [`Query::top`].

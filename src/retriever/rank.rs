@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::catalogue::{ItemRecord, Scored};
+use super::item::{ItemRecord, Scored};
 use crate::knn::{Rows, squared_l2};
 use crate::rng::SplitMix64;
 

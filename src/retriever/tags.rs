@@ -2,7 +2,7 @@
 //! [`Filter::Attribute`](super::Filter::Attribute).
 
 use super::catalogue::CatalogueStore;
-use super::query::Facet;
+use super::item::Facet;
 use super::{Retriever, RetrieverError};
 use crate::index::{AttributeIndex, Label, Prediction};
 use crate::knn::Rows;

@@ -30,12 +30,10 @@ pub use error::PgError;
 pub use schema::PG_SCHEMA_VERSION;
 use schema::{Meta, create_sql, index_name, order_operator};
 
-use super::catalogue::{
-    CatalogueStore, ItemId, ItemRecord, NewItem, PreparedQuery, Scored, StoreSpec, Summary,
-    check_rows,
-};
+use super::catalogue::{CatalogueStore, NewItem, PreparedQuery, StoreSpec, Summary, check_rows};
+use super::item::{Facet, Filter};
+use super::item::{ItemId, ItemRecord, Scored};
 use super::norm::FeatureNorm;
-use super::query::{Facet, Filter};
 use super::rank::{Ranking, median_distance, rank_candidates, scale_pairs};
 use super::{Retriever, RetrieverError};
 use crate::knn::Rows;
