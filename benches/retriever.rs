@@ -29,14 +29,57 @@ fn relu_like(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn queries(c: &mut Criterion) {
+/// A random ResNet-50: the retriever needs one, the timings do not read it.
+fn random_backbone() -> Arc<Backbone> {
     let device = attrex::default_device().unwrap();
-    let backbone = Arc::new(Backbone::random(
+    Arc::new(Backbone::random(
         ResNetConfig::keras_resnet50(),
         Preprocessing::Caffe,
         0,
         &device,
-    ));
+    ))
+}
+
+/// `n` items of ReLU-like 256-d colour and 1024-d texture vectors.
+struct Synthetic {
+    paths: Vec<PathBuf>,
+    colour: Vec<f32>,
+    texture: Vec<f32>,
+}
+
+impl Synthetic {
+    fn new(rng: &mut SplitMix64, n: usize) -> Self {
+        Self {
+            colour: relu_like(rng, n * 256),
+            texture: relu_like(rng, n * 1024),
+            paths: (0..n)
+                .map(|i| PathBuf::from(format!("item{i}.jpg")))
+                .collect(),
+        }
+    }
+
+    /// A catalogue of these items under `norm`.
+    fn catalogue(&self, backbone: &Arc<Backbone>, norm: FeatureNorm) -> Retriever {
+        let mut r = Retriever::new(
+            backbone.clone(),
+            RetrieverConfig {
+                norm,
+                ..RetrieverConfig::default()
+            },
+        )
+        .unwrap();
+        r.extend_vectors(
+            self.paths.clone(),
+            Rows::new(&self.colour, 256).unwrap(),
+            Rows::new(&self.texture, 1024).unwrap(),
+        )
+        .unwrap();
+        r
+    }
+}
+
+fn queries(c: &mut Criterion) {
+    let backbone = random_backbone();
     let mut group = c.benchmark_group("retriever_query");
     group
         .sample_size(20)
@@ -44,27 +87,10 @@ fn queries(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     for n in [10_000usize, 100_000] {
         let mut rng = SplitMix64::new(n as u64);
-        let colour = relu_like(&mut rng, n * 256);
-        let texture = relu_like(&mut rng, n * 1024);
-        let paths: Vec<PathBuf> = (0..n)
-            .map(|i| PathBuf::from(format!("item{i}.jpg")))
-            .collect();
+        let items = Synthetic::new(&mut rng, n);
         let (qc, qt) = (relu_like(&mut rng, 256), relu_like(&mut rng, 1024));
         for norm in [FeatureNorm::None, FeatureNorm::CenterL2] {
-            let mut r = Retriever::new(
-                backbone.clone(),
-                RetrieverConfig {
-                    norm,
-                    ..RetrieverConfig::default()
-                },
-            )
-            .unwrap();
-            r.extend_vectors(
-                paths.clone(),
-                Rows::new(&colour, 256).unwrap(),
-                Rows::new(&texture, 1024).unwrap(),
-            )
-            .unwrap();
+            let r = items.catalogue(&backbone, norm);
             let top10 = NonZeroUsize::new(10).unwrap();
             for (name, ranking) in [
                 ("colour", Ranking::Colour),
@@ -90,20 +116,10 @@ fn queries(c: &mut Criterion) {
 /// the same catalogue): issue #12 measured 202 ms per add when the `BOTH` scales were taken
 /// over all pairs; they now come from a fixed sample of pairs.
 fn single_add(c: &mut Criterion) {
-    let device = attrex::default_device().unwrap();
-    let backbone = Arc::new(Backbone::random(
-        ResNetConfig::keras_resnet50(),
-        Preprocessing::Caffe,
-        0,
-        &device,
-    ));
+    let backbone = random_backbone();
     let n = 2_000;
     let mut rng = SplitMix64::new(7);
-    let colour = relu_like(&mut rng, n * 256);
-    let texture = relu_like(&mut rng, n * 1024);
-    let paths: Vec<PathBuf> = (0..n)
-        .map(|i| PathBuf::from(format!("item{i}.jpg")))
-        .collect();
+    let items = Synthetic::new(&mut rng, n);
     let (one_c, one_t) = (relu_like(&mut rng, 256), relu_like(&mut rng, 1024));
     let mut group = c.benchmark_group("retriever_add");
     group
@@ -111,20 +127,7 @@ fn single_add(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     for norm in [FeatureNorm::None, FeatureNorm::CenterL2] {
-        let mut r = Retriever::new(
-            backbone.clone(),
-            RetrieverConfig {
-                norm,
-                ..RetrieverConfig::default()
-            },
-        )
-        .unwrap();
-        r.extend_vectors(
-            paths.clone(),
-            Rows::new(&colour, 256).unwrap(),
-            Rows::new(&texture, 1024).unwrap(),
-        )
-        .unwrap();
+        let mut r = items.catalogue(&backbone, norm);
         group.bench_function(BenchmarkId::new(format!("one_item_{norm:?}"), n), |b| {
             b.iter(|| {
                 let ids = r

@@ -16,7 +16,8 @@ use attrex::{
     Ranking, Retriever, RetrieverConfig, RetrieverError,
 };
 
-use crate::{cached_extraction, keras, shared};
+use crate::retriever::{Row, rows};
+use crate::{cached_extraction, keras};
 
 const URL_VAR: &str = "ATTREX_TEST_POSTGRES_URL";
 const REQUIRE_VAR: &str = "ATTREX_REQUIRE_POSTGRES";
@@ -102,30 +103,6 @@ fn config(norm: FeatureNorm) -> RetrieverConfig {
 
 fn k(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap()
-}
-
-struct Row {
-    path: PathBuf,
-    colour: String,
-    pattern: String,
-}
-
-/// The dev catalogue: `retrieval.csv`, 275 labelled photos.
-fn rows() -> Vec<Row> {
-    let dir = shared().join("data");
-    let text = std::fs::read_to_string(dir.join("retrieval.csv")).unwrap();
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            Row {
-                path: dir.join(f[0]),
-                colour: f[1].into(),
-                pattern: f[2].into(),
-            }
-        })
-        .collect()
 }
 
 fn paths(rows: &[Row]) -> Vec<PathBuf> {

@@ -15,13 +15,15 @@ use attrex::{
 
 use crate::{cached_extraction, keras, shared};
 
-struct Row {
-    path: PathBuf,
-    colour: String,
-    pattern: String,
+/// One labelled photo of the dev catalogue.
+pub struct Row {
+    pub path: PathBuf,
+    pub colour: String,
+    pub pattern: String,
 }
 
-fn rows() -> Vec<Row> {
+/// The dev catalogue: `retrieval.csv`, 275 labelled photos.
+pub fn rows() -> Vec<Row> {
     let dir = shared().join("data");
     let text = std::fs::read_to_string(dir.join("retrieval.csv")).unwrap();
     text.lines()
