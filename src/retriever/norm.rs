@@ -54,6 +54,8 @@ impl FeatureNorm {
     /// returned, and the mean it used. Exact up to rounding, except that
     /// [`FeatureNorm::SqrtL2`] gives negative raw values back as 0 (pooled features are not
     /// negative).
+    // Used by the Postgres store only.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn invert(self, v: &mut [f32], len: f32, mean: &[f32]) {
         match self {
             Self::None => {}
@@ -64,6 +66,8 @@ impl FeatureNorm {
     }
 
     /// The name a database stores.
+    // Used by the Postgres store only.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::None => "none",

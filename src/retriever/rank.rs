@@ -128,6 +128,7 @@ impl Ranking {
 /// Ranks candidates whose distances `[colour, texture]` are known by `ranking` under `scales`
 /// and keeps the `k` best, best first, ties by id: how a store that gets candidates from
 /// indexes ranks them, with the same [`Ranking::score`] as the memory store's full scan.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn rank_candidates(
     candidates: Vec<(ItemRecord, [f32; 2])>,
     ranking: Ranking,
