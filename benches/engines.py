@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The engines side by side: `examples/throughput` with Burn's engine and with the native engine
-for each instruction set this CPU has, interleaved for --rounds rounds (the shared machines
+for each instruction set this CPU has (and the AVX2 int8 engine, `avx2-int8`), interleaved for --rounds rounds (the shared machines
 drift by several percent within minutes), then each engine's median img/s and the medians of
 the per-round ratios.
 
@@ -27,13 +27,16 @@ engines = ["burn"]
 if "avx512f" in flags:
     engines.append("avx512")
 if "avx2" in flags and "fma" in flags:
-    engines.append("avx2")
+    engines += ["avx2", "avx2-int8"]
 
 
 def run(engine):
     cmd = [a.bin, "--random-weights", "--runs", str(a.runs), "--batch", str(a.batch),
            "--threads", str(a.threads), "--upto", str(a.upto)]
-    cmd += ["--engine", engine]
+    if engine.endswith("-int8"):
+        cmd += ["--engine", engine.removesuffix("-int8"), "--precision", "int8"]
+    else:
+        cmd += ["--engine", engine]
     env = dict(os.environ)
     env.pop("ATTREX_ENGINE", None)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -62,3 +65,5 @@ for e in engines[1:]:
     ratio(e, "burn")
 if "avx512" in engines and "avx2" in engines:
     ratio("avx2", "avx512")
+if "avx2-int8" in engines:
+    ratio("avx2-int8", "avx2")

@@ -4,7 +4,7 @@
 //! cargo run --release --example evaluate -- DATASET_DIR [--blocks 1,2,3,4,5] [--k 5] [--folds 5]
 //!     [--recipe paper|colour|texture] [--seed N] [--cluster] [--reduce umap:D|umap:sweep]
 //!     [--out DIR] [--device flex] [--weights PATH] [--engine auto] [--cache-dir DIR]
-//!     [--no-cache] [--skip-unreadable]
+//!     [--no-cache] [--skip-unreadable] [--precision fp32|int8]
 //! ```
 //!
 //! With `--recipe colour` (or `texture`) the one recipe is evaluated instead of the blocks:
@@ -138,6 +138,11 @@ fn run() -> Result<(), Box<dyn Error>> {
         dataset.non_images.len()
     );
     let backbone = Arc::new(args.setup.backbone()?);
+    eprintln!(
+        "engine {}, precision {}",
+        backbone.engine(),
+        backbone.precision()
+    );
     let tap = BlockTap::with_recipes(backbone, &recipes)?;
     let options = ExtractOptions {
         on_unreadable: if args.skip_unreadable {

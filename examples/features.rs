@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example features -- IMAGE... [--json] [--device flex|ndarray|wgpu]
-//!     [--weights PATH] [--engine auto|burn|native|avx512|avx2]
+//!     [--weights PATH] [--engine auto|burn|native|avx512|avx2] [--precision fp32|int8]
 //! ```
 //!
 //! With `--json`, one line per image:
@@ -45,11 +45,12 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let backbone = Arc::new(args.setup.backbone()?);
     if !args.json {
         out!(
-            "weights {} loaded in {:.2?} on {:?}, engine {}",
+            "weights {} loaded in {:.2?} on {:?}, engine {}, precision {}",
             &backbone.weights_id()[..12],
             backbone.load_time(),
             backbone.device(),
-            backbone.engine()
+            backbone.engine(),
+            backbone.precision()
         );
     }
     let tap = BlockTap::all(backbone);

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example retrieve -- DIR [--k 10] [--sheet OUT.png] [--queries 5] [--store URL]
+//!     [--precision fp32|int8]
 //! ```
 //!
 //! `--store postgres://...` (feature `postgres`) keeps the catalogues in PostgreSQL instead of

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example throughput -- [--batch 8] [--threads 2] [--upto 5] [--device flex]
 //!     [--runs 7] [--random-weights] [--engine auto|burn|native|avx512|avx2] [--profile]
+//!     [--precision fp32|int8]
 //! ```
 //!
 //! Taps every block up to `--upto` (5 = all five taps), warms up, times `--runs` forward passes
@@ -10,7 +11,8 @@
 //! `img_per_s=<x>` on its last line. Uses the real weights when they are found, else random
 //! weights (the speed is the same). `--engine burn` forces Burn's engine, `--engine avx2` (or
 //! `avx512`) the native engine with that instruction set (also `ATTREX_ENGINE`); `--profile`
-//! (or `ATTREX_PROFILE=1`) prints the native engine's time per convolution.
+//! (or `ATTREX_PROFILE=1`) prints the native engine's time per convolution. `--precision int8`
+//! runs the int8 engine.
 
 #[macro_use]
 #[path = "common/mod.rs"]
@@ -84,8 +86,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             .config(ResNetConfig::keras_resnet50())
             .random_weights(0, Preprocessing::Caffe),
     };
-    let backbone = builder.build()?;
+    let backbone = args.setup.finish(builder)?;
     let engine = backbone.engine();
+    let precision = backbone.precision();
     let last = Block::new(upto)?;
     let blocks: Vec<Block> = Block::ALL.into_iter().filter(|b| *b <= last).collect();
     let tap = BlockTap::new(Arc::new(backbone), &blocks)?;
@@ -110,7 +113,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     out!(
-        "device={device:?} engine={engine} batch={batch} threads={threads} taps={} runs={} median_s={median:.4} min_s={:.4}",
+        "device={device:?} engine={engine} precision={precision} batch={batch} threads={threads} taps={} runs={} median_s={median:.4} min_s={:.4}",
         blocks.len(),
         times.len(),
         times[0]

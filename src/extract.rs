@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::arch::Block;
+use crate::backbone::Precision;
 use crate::error::{FileError, ImageError, TapError};
 use crate::knn::Rows;
 use crate::preprocess::{DecodeLimits, decode_image};
@@ -178,11 +179,17 @@ pub fn extract_dataset(
     let recipes: Vec<Recipe> = taps.iter().map(|t| t.recipe).collect();
     let backbone = tap.backbone();
     let cache = options.cache.as_ref().map(|c| {
-        c.dir
+        let dir = c
+            .dir
             .join(sanitise(
                 &backbone.weights_id()[..backbone.weights_id().len().min(16)],
             ))
-            .join(backbone.preprocessing().name())
+            .join(backbone.preprocessing().name());
+        // int8 features differ from fp32 ones (the scheme's version in the name).
+        match backbone.precision() {
+            Precision::Fp32 => dir,
+            Precision::Int8 => dir.join("int8-v1"),
+        }
     });
     let mut out = ExtractedFeatures {
         blocks: vec![Vec::new(); taps.len()],

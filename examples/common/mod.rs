@@ -70,6 +70,10 @@ pub struct Setup {
     /// Neither read nor write the feature cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Number format: fp32, or int8 (blocks 2-5 in 8-bit integers, by the native engine's
+    /// AVX2 int8 kernels).
+    #[arg(long, default_value = "fp32", value_name = "fp32|int8")]
+    pub precision: String,
 }
 
 impl Setup {
@@ -96,10 +100,20 @@ impl Setup {
         })
     }
 
-    /// The backbone: real weights (`--weights` or the default lookup) on the chosen device and
-    /// engine.
+    /// The backbone: real weights (`--weights` or the default lookup) on the chosen device,
+    /// engine and precision.
     pub fn backbone(&self) -> Result<attrex::Backbone, Box<dyn std::error::Error>> {
-        self.builder().map(|b| b.build())?.map_err(Into::into)
+        self.finish(self.builder()?)
+    }
+
+    /// Builds `builder` in the precision `--precision` names.
+    pub fn finish(
+        &self,
+        builder: attrex::BackboneBuilder,
+    ) -> Result<attrex::Backbone, Box<dyn std::error::Error>> {
+        let precision = attrex::Precision::from_name(&self.precision)
+            .ok_or_else(|| format!("--precision takes fp32 or int8, not {:?}", self.precision))?;
+        Ok(builder.precision(precision).build()?)
     }
 
     /// A builder with the device and engine chosen, and `--weights` when given.

@@ -24,6 +24,9 @@ pub(crate) struct Act {
     /// Floats from one pixel to the next.
     pub cs: usize,
     pub pad: usize,
+    /// For activations quantised for the int8 kernel: each image's scale (the value of code
+    /// 1). Empty for floats.
+    pub image_scale: Vec<f32>,
 }
 
 /// The channel stride for `c` channels: `c` when 14 pixels of it span few enough bytes to sit
@@ -244,6 +247,7 @@ impl Pool {
             c,
             cs,
             pad,
+            image_scale: Vec::new(),
         };
         act.clear_border();
         act

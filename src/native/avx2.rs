@@ -13,12 +13,13 @@
 use std::arch::asm;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
-    __m256, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_cmpgt_epi32, _mm256_loadu_ps,
-    _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps, _mm256_set1_epi32, _mm256_setr_epi32,
-    _mm256_setzero_ps, _mm256_storeu_ps,
+    __m256, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_castps_si256, _mm256_cmpgt_epi32,
+    _mm256_cvtepi32_ps, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps,
+    _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps,
+    _mm256_storeu_ps,
 };
 
-use super::isa::{Avx2Fma, Epilogue, Isa, Kernel, MAX_MR};
+use super::isa::{Avx2Fma, Avx2Int8, Epilogue, Isa, Kernel, MAX_MR};
 
 /// Output pixels per tile.
 const MR: usize = 14;
@@ -61,7 +62,7 @@ impl Kernel for Avx2Fma {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves AVX2 and FMA; the pointers are as the caller's contract says.
         unsafe {
-            tile_kernel::<STEP, SPLIT>(a, jump, runs, b, outs, ep);
+            tile_kernel::<STEP, SPLIT, false>(a, jump, runs, b, outs, ep);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -85,13 +86,63 @@ impl Kernel for Avx2Fma {
     }
 }
 
-/// [`Kernel::tile`] for AVX2 and FMA.
+/// The int8 kernel: the AVX2 tile on words of two `i16` ([`super::int8`]).
+impl Kernel for Avx2Int8 {
+    const ISA: Isa = Isa::Avx2;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const VALUES_PER_WORD: usize = 2;
+
+    #[inline(always)]
+    fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
+        self.fp32().vectorize(f)
+    }
+
+    #[inline]
+    unsafe fn tile<const STEP: usize, const SPLIT: bool>(
+        self,
+        a: *const f32,
+        jump: usize,
+        runs: &[(usize, usize)],
+        b: *const f32,
+        outs: &[*mut f32; MAX_MR],
+        ep: &Epilogue<'_>,
+    ) {
+        assert_eq!(ep.scale.len(), NR, "an int8 tile needs its panel's scales");
+        assert!(
+            ep.row_img.iter().all(|&i| i < ep.image_scale.len()),
+            "an int8 tile needs its images' scales"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves AVX2 and FMA; the pointers are as the caller's contract says,
+        // and the scales were checked above.
+        unsafe {
+            tile_kernel::<STEP, SPLIT, true>(a, jump, runs, b, outs, ep);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (a, jump, runs, b, outs, ep);
+            self.fp32().never()
+        }
+    }
+
+    #[inline]
+    fn copy(self, dst: &mut [f32], src: &[f32]) {
+        self.fp32().copy(dst, src);
+    }
+}
+
+/// [`Kernel::tile`] for AVX2 and FMA: `f32` values, or with `INT` the int8 kernel's words,
+/// each a pair of `i16` (two consecutive input channels, and their two weights), multiplied
+/// and summed pairwise into 32-bit integers by `vpmaddwd` (16 multiply-adds per instruction,
+/// exact), then scaled by the panel's [`Epilogue::scale`] into floats.
 ///
 /// # Safety
-/// AVX2 and FMA must be available, and the pointers as [`Kernel::tile`] says.
+/// AVX2 and FMA must be available, and the pointers as [`Kernel::tile`] says; with `INT`,
+/// `ep.scale` must hold `NR` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_kernel<const STEP: usize, const SPLIT: bool>(
+unsafe fn tile_kernel<const STEP: usize, const SPLIT: bool, const INT: bool>(
     a: *const f32,
     jump: usize,
     runs: &[(usize, usize)],
@@ -111,6 +162,7 @@ unsafe fn tile_kernel<const STEP: usize, const SPLIT: bool>(
                 _mm_prefetch::<_MM_HINT_T0>(out.cast::<i8>());
             }
         }
+        // All bits zero: 0.0 in every lane, or the integer 0.
         let mut acc = [_mm256_setzero_ps(); MR];
         let mut bp = b;
         for &(off, cin) in runs {
@@ -125,10 +177,39 @@ unsafe fn tile_kernel<const STEP: usize, const SPLIT: bool>(
             } else {
                 a0.add(MR / 2 * STEP)
             };
-            multiply_add::<STEP>(&mut acc, a0, a1, bp, cin);
+            if INT {
+                multiply_add_pairs::<STEP>(&mut acc, a0, a1, bp, cin);
+            } else {
+                multiply_add::<STEP>(&mut acc, a0, a1, bp, cin);
+            }
             bp = bp.add(cin * NR);
         }
-        // The epilogue: partial sums or residual, then (last block) bias and ReLU, one store.
+        if INT {
+            // The registers hold 32-bit integer sums: to floats, dequantised by the weights'
+            // scale per channel and the input's per image.
+            let scale = _mm256_loadu_ps(ep.scale.as_ptr());
+            for (v, &image) in acc.iter_mut().zip(ep.row_img) {
+                let s = _mm256_mul_ps(scale, _mm256_set1_ps(ep.image_scale[image]));
+                *v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_castps_si256(*v)), s);
+            }
+        }
+        epilogue(acc, outs, ep);
+    }
+}
+
+/// The end of a tile: the partial sums or residual in the output added to `acc`, then (last
+/// reduction block) bias and ReLU, one store per row, and the pooled sums.
+///
+/// # Safety
+/// AVX2 must be available; the pointers as [`Kernel::tile`] says.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn epilogue(mut acc: [__m256; MR], outs: &[*mut f32; MAX_MR], ep: &Epilogue<'_>) {
+    let rows = ep.row_img.len();
+    let from_out = !ep.first || ep.accumulate;
+    // SAFETY: the caller's contract covers every access below.
+    unsafe {
         if from_out {
             for r in 0..rows {
                 acc[r] = _mm256_add_ps(acc[r], _mm256_loadu_ps(outs[r]));
@@ -239,6 +320,127 @@ unsafe fn multiply_add<const STEP: usize>(
             "vfmadd231ps ymm12, ymm15, ymm14",
             "vbroadcastss ymm15, [{a1} + {s6}]",
             "vfmadd231ps ymm13, ymm15, ymm14",
+            "add {a0}, 4",
+            "add {a1}, 4",
+            "add {b}, 32",
+            "dec {n}",
+            "jnz 2b",
+            a0 = inout(reg) a0 => _,
+            a1 = inout(reg) a1 => _,
+            b = inout(reg) b => _,
+            n = inout(reg) len => _,
+            s1 = const 4 * STEP,
+            s2 = const 8 * STEP,
+            s3 = const 12 * STEP,
+            s4 = const 16 * STEP,
+            s5 = const 20 * STEP,
+            s6 = const 24 * STEP,
+            inout("ymm0") c0,
+            inout("ymm1") c1,
+            inout("ymm2") c2,
+            inout("ymm3") c3,
+            inout("ymm4") c4,
+            inout("ymm5") c5,
+            inout("ymm6") c6,
+            inout("ymm7") c7,
+            inout("ymm8") c8,
+            inout("ymm9") c9,
+            inout("ymm10") c10,
+            inout("ymm11") c11,
+            inout("ymm12") c12,
+            inout("ymm13") c13,
+            out("ymm14") _,
+            out("ymm15") _,
+            options(nostack, readonly),
+        );
+    }
+    *acc = [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13];
+}
+
+/// [`multiply_add`] on words that each hold two `i16`: the accumulators' lanes are 32-bit
+/// integers, and each step adds `a_r[i].0 * b[i][j].0 + a_r[i].1 * b[i][j].1` to lane `j`
+/// (broadcast, `vpmaddwd`, `vpaddd`: the broadcast register takes the products, so the loop
+/// needs no 17th register). With activations below 256 and weights within +-127 a sum of up
+/// to 66,000 pairs cannot overflow.
+///
+/// # Safety
+/// As [`multiply_add`] (AVX2 for these instructions).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn multiply_add_pairs<const STEP: usize>(
+    acc: &mut [__m256; MR],
+    a0: *const f32,
+    a1: *const f32,
+    b: *const f32,
+    len: usize,
+) {
+    let [
+        mut c0,
+        mut c1,
+        mut c2,
+        mut c3,
+        mut c4,
+        mut c5,
+        mut c6,
+        mut c7,
+        mut c8,
+        mut c9,
+        mut c10,
+        mut c11,
+        mut c12,
+        mut c13,
+    ] = *acc;
+    // SAFETY: the loop reads `len` words of each of the 14 rows (byte offsets `4 * j * STEP`
+    // from the two bases, advancing 4 bytes a step) and `len` vectors of `b`, all readable by
+    // the contract; it writes only the registers it names, and `len > 0` so that the count
+    // does not wrap.
+    unsafe {
+        asm!(
+            "2:",
+            "vmovdqu ymm14, [{b}]",
+            "vpbroadcastd ymm15, [{a0}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm0, ymm0, ymm15",
+            "vpbroadcastd ymm15, [{a0} + {s1}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm1, ymm1, ymm15",
+            "vpbroadcastd ymm15, [{a0} + {s2}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm2, ymm2, ymm15",
+            "vpbroadcastd ymm15, [{a0} + {s3}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm3, ymm3, ymm15",
+            "vpbroadcastd ymm15, [{a0} + {s4}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm4, ymm4, ymm15",
+            "vpbroadcastd ymm15, [{a0} + {s5}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm5, ymm5, ymm15",
+            "vpbroadcastd ymm15, [{a0} + {s6}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm6, ymm6, ymm15",
+            "vpbroadcastd ymm15, [{a1}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm7, ymm7, ymm15",
+            "vpbroadcastd ymm15, [{a1} + {s1}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm8, ymm8, ymm15",
+            "vpbroadcastd ymm15, [{a1} + {s2}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm9, ymm9, ymm15",
+            "vpbroadcastd ymm15, [{a1} + {s3}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm10, ymm10, ymm15",
+            "vpbroadcastd ymm15, [{a1} + {s4}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm11, ymm11, ymm15",
+            "vpbroadcastd ymm15, [{a1} + {s5}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm12, ymm12, ymm15",
+            "vpbroadcastd ymm15, [{a1} + {s6}]",
+            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpaddd ymm13, ymm13, ymm15",
             "add {a0}, 4",
             "add {a1}, 4",
             "add {b}, 32",

@@ -6,8 +6,8 @@
 //! run time, can make one. Every kernel entry point takes a token, so no kernel is reachable
 //! without its feature check; [`Kernel`] is what the convolution driver is generic over.
 //!
-//! An int8 kernel (AVX512-VNNI, AVX-VNNI) slots in as another token with its own `detect`, a
-//! [`Kernel`] implementation (its tile's `MR` x `NR`) and a variant of [`Isa`].
+//! The int8 kernel ([`super::int8`]) is a [`Kernel`] too, implemented by a wrapper of the AVX2
+//! token; a VNNI kernel would slot in as another token with its own `detect`.
 
 use std::fmt;
 
@@ -122,6 +122,24 @@ impl Avx2Fma {
     }
 }
 
+/// Proof that the CPU has AVX2 and FMA, as the token of the int8 kernel ([`super::int8`]),
+/// which needs nothing more. Made only from an [`Avx2Fma`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx2Int8(Avx2Fma);
+
+impl From<Avx2Fma> for Avx2Int8 {
+    fn from(isa: Avx2Fma) -> Self {
+        Self(isa)
+    }
+}
+
+impl Avx2Int8 {
+    /// The AVX2 token it wraps, for the float kernels and passes of the same network.
+    pub fn fp32(self) -> Avx2Fma {
+        self.0
+    }
+}
+
 impl Avx2Fma {
     /// The token, when the CPU has AVX2 and FMA.
     pub fn detect() -> Option<Self> {
@@ -150,6 +168,12 @@ pub(crate) struct Epilogue<'a> {
     pub accumulate: bool,
     /// The panel's `NR` biases.
     pub bias: &'a [f32],
+    /// The panel's `NR` weight scales, by which an integer kernel multiplies its sums before
+    /// anything else (empty for float kernels).
+    pub scale: &'a [f32],
+    /// The input's scale for each image of the block (counted as `row_img` counts), by which
+    /// an integer kernel also multiplies each row's sums (empty for float kernels).
+    pub image_scale: &'a [f32],
     /// Where this panel's channel sums of image 0 of the block go (null: no pooling); image `i`
     /// at `pool + i * pool_stride`.
     pub pool: *mut f32,
@@ -175,6 +199,9 @@ pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
     const MR: usize;
     /// Output channels per tile and weight panel; an output width must be a multiple of it.
     const NR: usize;
+    /// Input values per 32-bit word of the activations and weights the kernel reads: 1 for
+    /// `f32`, 2 for the int8 kernel's pairs of `i16` (the driver counts words).
+    const VALUES_PER_WORD: usize = 1;
 
     /// Runs `f` in a function compiled for this instruction set, so that what is inlined into
     /// it (the driver's loops, the pooling layers) is vectorised with it and can inline the
@@ -192,7 +219,7 @@ pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
     /// `a + jump + o + (r - MR / 2) * STEP + i` (rows from it, when `SPLIT`) must be readable
     /// for `r < MR`, `i < len`; `b` must address (sum of the lengths) x `NR` floats;
     /// `outs[r]` must address `NR` floats that no other thread accesses, for every stored row;
-    /// `ep.bias` must hold `NR` floats and, unless null, `ep.pool + i * ep.pool_stride` `NR`
+    /// `ep.bias` must hold `NR` floats (and `ep.scale` too, for an integer kernel) and, unless null, `ep.pool + i * ep.pool_stride` `NR`
     /// floats for every image `i` in `ep.row_img`.
     unsafe fn tile<const STEP: usize, const SPLIT: bool>(
         self,

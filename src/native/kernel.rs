@@ -48,6 +48,9 @@ pub(crate) struct PackedConv<K> {
     pub pad: usize,
     weights: AlignedBuf,
     bias: AlignedBuf,
+    /// Per output channel, what an integer kernel multiplies its sums by (empty for float
+    /// kernels).
+    scale: AlignedBuf,
     packed_for: PhantomData<K>,
 }
 
@@ -93,8 +96,29 @@ impl<K: Kernel> PackedConv<K> {
             pad,
             weights,
             bias: AlignedBuf::from_slice(bias),
+            scale: AlignedBuf::zeroed(0),
             packed_for: PhantomData,
         })
+    }
+
+    /// The same convolution with per-output-channel dequantisation scales, for an integer
+    /// kernel.
+    ///
+    /// # Panics
+    /// If `scale` does not hold one value per output channel.
+    pub fn with_scale(mut self, scale: &[f32]) -> Self {
+        assert_eq!(scale.len(), self.cout, "one scale per output channel");
+        self.scale = AlignedBuf::from_slice(scale);
+        self
+    }
+
+    /// Panel `p`'s scales (empty without [`with_scale`](Self::with_scale)).
+    fn scale(&self, p: usize) -> &[f32] {
+        if self.scale.is_empty() {
+            &[]
+        } else {
+            &self.scale[p * K::NR..][..K::NR]
+        }
     }
 
     /// Output side for an input side.
@@ -372,6 +396,11 @@ impl<K: Kernel> Job<'_, K> {
         px
     }
 
+    /// The input's per-image scales from the block's first image on (empty for floats).
+    fn image_scale(&self, px: &BlockPixels) -> &[f32] {
+        self.input.image_scale.get(px.first_img..).unwrap_or(&[])
+    }
+
     /// Adds a block's pooled sums to the convolution's totals.
     fn add_sums(&self, px: &BlockPixels, sums: &[f32]) {
         let Some(pool) = self.pool else {
@@ -472,6 +501,8 @@ impl<K: Kernel> Job<'_, K> {
                         relu: self.relu,
                         accumulate: self.accumulate,
                         bias: &pc.bias[p * nr..][..nr],
+                        scale: pc.scale(p),
+                        image_scale: self.image_scale(&px),
                         pool: pool_at(pool_base, p, nr),
                         pool_stride: pc.cout,
                         row_img: &px.img[t * mr..t * mr + rows],
@@ -536,6 +567,7 @@ impl<K: Kernel> Job<'_, K> {
         type Tiles<'j, K> = unsafe fn(&Job<'j, K>, &BlockPixels, *mut f32);
         let kernel: Tiles<'_, K> = match (self.pc.stride * self.input.cs, split) {
             (6, false) => Self::direct_tiles::<6, false>,
+            (32, false) => Self::direct_tiles::<32, false>,
             (64, false) => Self::direct_tiles::<64, false>,
             (128, false) => Self::direct_tiles::<128, false>,
             (256, false) => Self::direct_tiles::<256, false>,
@@ -549,6 +581,9 @@ impl<K: Kernel> Job<'_, K> {
             // Stage 4 (7-wide maps): the 3x3 (v1; 1056 for v1.5's stride 2) and the
             // stride-2 1x1s into it.
             (528, true) => Self::direct_tiles::<528, true>,
+            // The int8 kernel's words (pairs of channels): 512 and 2048 channels.
+            (272, true) => Self::direct_tiles::<272, true>,
+            (1040, true) => Self::direct_tiles::<1040, true>,
             (1056, true) => Self::direct_tiles::<1056, true>,
             (2080, true) => Self::direct_tiles::<2080, true>,
             _ => return false,
@@ -580,6 +615,8 @@ impl<K: Kernel> Job<'_, K> {
                 relu: self.relu,
                 accumulate: self.accumulate,
                 bias: &pc.bias[p * nr..][..nr],
+                scale: pc.scale(p),
+                image_scale: self.image_scale(px),
                 pool: pool_at(pool_base, p, nr),
                 pool_stride: pc.cout,
                 row_img: &px.img[t * mr..(t + 1) * mr],

@@ -9,8 +9,9 @@
 //! ([`kernel`]). With [`BackboneBuilder::profile`](crate::BackboneBuilder::profile) it prints
 //! the time of every convolution and pass to stderr.
 //!
-//! The kernels exist for AVX-512F ([`avx512`]) and for AVX2 + FMA ([`avx2`]); [`isa`] holds the
-//! tokens that prove the CPU runs them, which every kernel entry point takes. The engine is
+//! The kernels exist for AVX-512F ([`avx512`]) and for AVX2 + FMA ([`avx2`]), and in int8 for
+//! AVX2 ([`int8`], the bottleneck stages of [`Precision::Int8`](crate::Precision::Int8)); [`isa`]
+//! holds the tokens that prove the CPU runs them, which every kernel entry point takes. The engine is
 //! chosen for the `flex` device where the CPU has one of them (see [`crate::Engine`]);
 //! elsewhere Burn runs the network. All compute the same function and are tested against the
 //! same reference outputs.
@@ -19,6 +20,7 @@ mod act;
 mod avx2;
 mod avx512;
 mod buf;
+mod int8;
 mod isa;
 mod kernel;
 
@@ -31,7 +33,7 @@ use crate::arch::Bottleneck;
 use crate::weights::FoldedNet;
 
 pub use isa::Isa;
-use isa::{Avx2Fma, Avx512, Kernel};
+use isa::{Avx2Fma, Avx2Int8, Avx512, Kernel};
 
 /// A folded ResNet packed for the native kernels of one instruction set.
 #[derive(Debug)]
@@ -69,6 +71,18 @@ impl NativeNet {
         Ok(Self { net })
     }
 
+    /// The bottleneck stages in int8 ([`int8`]), the stem in fp32, with the AVX2 kernels (the
+    /// only int8 kernels so far, also used where AVX-512 runs).
+    ///
+    /// # Errors
+    /// Why it cannot run: the CPU lacks AVX2 and FMA, or a width does not fit the kernels.
+    pub fn new_int8(net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
+        let isa = Avx2Fma::detect().ok_or(Isa::Avx2.missing())?;
+        Ok(Self {
+            net: ByIsa::Avx2(Net::new_int8(isa, net, profile)?),
+        })
+    }
+
     /// The instruction set the kernels use.
     pub fn isa(&self) -> Isa {
         match &self.net {
@@ -103,9 +117,28 @@ impl NativeNet {
 struct Net<K> {
     isa: K,
     stem: PackedConv<K>,
-    stages: [Vec<Bottleneck<PackedConv<K>>>; 4],
+    stages: Stages<K>,
     pool: Pool,
     profile: bool,
+}
+
+/// The bottleneck stages, packed for the float kernel `K` or for the int8 kernel.
+enum Stages<K> {
+    Fp32([Vec<Bottleneck<PackedConv<K>>>; 4]),
+    Int8 {
+        isa: Avx2Int8,
+        stages: [Vec<Bottleneck<PackedConv<Avx2Int8>>>; 4],
+    },
+}
+
+impl<K> Stages<K> {
+    /// Bottlenecks per stage.
+    fn lens(&self) -> [usize; 4] {
+        match self {
+            Stages::Fp32(s) => s.each_ref().map(Vec::len),
+            Stages::Int8 { stages, .. } => stages.each_ref().map(Vec::len),
+        }
+    }
 }
 
 impl<K: Kernel> std::fmt::Debug for Net<K> {
@@ -113,10 +146,8 @@ impl<K: Kernel> std::fmt::Debug for Net<K> {
         f.debug_struct("Net")
             .field("isa", &K::ISA)
             .field("stem", &self.stem)
-            .field(
-                "blocks",
-                &self.stages.iter().map(Vec::len).collect::<Vec<_>>(),
-            )
+            .field("blocks", &self.stages.lens())
+            .field("int8", &self.is_int8())
             .finish_non_exhaustive()
     }
 }
@@ -136,10 +167,14 @@ impl<K: Kernel> Net<K> {
         Ok(Self {
             isa,
             stem: packed.stem,
-            stages: packed.stages,
+            stages: Stages::Fp32(packed.stages),
             pool: Pool::default(),
             profile,
         })
+    }
+
+    fn is_int8(&self) -> bool {
+        matches!(self.stages, Stages::Int8 { .. })
     }
 
     /// Runs `f`, printing its time under `profile`.
@@ -154,19 +189,25 @@ impl<K: Kernel> Net<K> {
 
     /// Runs `f`, a convolution by `pc` into an output of `[n, h, w]` pixels, printing its
     /// shape, time and rate under `profile`.
-    fn timed_conv<T>(&self, pc: &PackedConv<K>, [n, h, w]: [usize; 3], f: impl FnOnce() -> T) -> T {
+    fn timed_conv<J: Kernel, T>(
+        &self,
+        pc: &PackedConv<J>,
+        [n, h, w]: [usize; 3],
+        f: impl FnOnce() -> T,
+    ) -> T {
         let start = Instant::now();
         let result = f();
         if self.profile {
             let s = start.elapsed().as_secs_f64();
             let m = n * h * w;
-            let macs = (m * pc.k_len() * pc.cout) as f64;
+            let macs = (m * pc.k_len() * J::VALUES_PER_WORD * pc.cout) as f64;
             eprintln!(
-                "conv {} k{} s{} {}->{} {}x{} m={m} ms={:.2} gmac/s={:.1}",
-                K::ISA,
+                "conv {}{} k{} s{} {}->{} {}x{} m={m} ms={:.2} gmac/s={:.1}",
+                J::ISA,
+                if J::VALUES_PER_WORD > 1 { "-int8" } else { "" },
                 pc.kernel,
                 pc.stride,
-                pc.cin,
+                pc.cin * J::VALUES_PER_WORD,
                 pc.cout,
                 h,
                 w,
@@ -177,24 +218,42 @@ impl<K: Kernel> Net<K> {
         result
     }
 
-    /// [`conv`] with this network's kernel, timed.
-    fn conv(&self, pc: &PackedConv<K>, input: &Act, out: &mut Act, accumulate: bool, relu: bool) {
+    /// [`conv`] with kernel `isa`, timed.
+    fn conv<J: Kernel>(
+        &self,
+        isa: J,
+        pc: &PackedConv<J>,
+        input: &Act,
+        out: &mut Act,
+        accumulate: bool,
+        relu: bool,
+    ) {
         self.timed_conv(pc, [out.n, out.h, out.w], || {
-            conv(self.isa, pc, input, out, accumulate, relu);
+            conv(isa, pc, input, out, accumulate, relu);
         });
     }
 
-    /// [`conv_pooled`] with this network's kernel, timed.
-    fn conv_pooled(
+    /// [`conv_pooled`] with kernel `isa`, timed.
+    fn conv_pooled<J: Kernel>(
         &self,
-        pc: &PackedConv<K>,
+        isa: J,
+        pc: &PackedConv<J>,
         input: &Act,
         out: &mut Act,
         accumulate: bool,
         relu: bool,
     ) -> Vec<f32> {
         self.timed_conv(pc, [out.n, out.h, out.w], || {
-            conv_pooled(self.isa, pc, input, out, accumulate, relu)
+            conv_pooled(isa, pc, input, out, accumulate, relu)
+        })
+    }
+
+    /// `x` quantised for the int8 kernel, with a border of `pad`, timed.
+    fn quantized(&self, isa: Avx2Int8, x: &Act, pad: usize) -> Act {
+        self.timed("quantize", || {
+            let mut q = self.pool.take(x.n, x.h, x.w, x.c / 2, pad);
+            int8::quantize(isa.fp32(), x, &mut q);
+            q
         })
     }
 
@@ -237,9 +296,9 @@ impl<K: Kernel> Net<K> {
         // A tapped block's average pool is summed in the epilogue of the convolution that
         // writes it.
         if wanted[0] {
-            out.push(self.conv_pooled(&self.stem, &input, &mut stem, false, true));
+            out.push(self.conv_pooled(self.isa, &self.stem, &input, &mut stem, false, true));
         } else {
-            self.conv(&self.stem, &input, &mut stem, false, true);
+            self.conv(self.isa, &self.stem, &input, &mut stem, false, true);
         }
         pool_weighted(0, &stem);
         self.pool.give(input);
@@ -251,10 +310,17 @@ impl<K: Kernel> Net<K> {
             x
         });
         self.pool.give(stem);
-        for (i, stage) in self.stages.iter().enumerate().take(deepest - 1) {
-            for (j, block) in stage.iter().enumerate() {
+        let lens = self.stages.lens();
+        for (i, &len) in lens.iter().enumerate().take(deepest - 1) {
+            for j in 0..len {
+                let pool = wanted[i + 1] && j + 1 == len;
                 let pooled;
-                (x, pooled) = self.bottleneck(block, x, wanted[i + 1] && j + 1 == stage.len());
+                (x, pooled) = match &self.stages {
+                    Stages::Fp32(stages) => self.bottleneck(&stages[i][j], x, pool),
+                    Stages::Int8 { isa, stages } => {
+                        self.bottleneck_int8(*isa, &stages[i][j], x, pool)
+                    }
+                };
                 out.extend(pooled);
             }
             pool_weighted(i + 1, &x);
@@ -283,7 +349,7 @@ impl<K: Kernel> Net<K> {
                 let mut s = self
                     .pool
                     .take(x.n, d.out_side(x.h), d.out_side(x.w), d.cout, 0);
-                self.conv(d, &x, &mut s, false, false);
+                self.conv(self.isa, d, &x, &mut s, false, false);
                 (Some(x), s)
             }
             None => (None, x),
@@ -291,21 +357,98 @@ impl<K: Kernel> Net<K> {
         let input = x.as_ref().unwrap_or(&out);
         let (h1, w1) = (b.conv1.out_side(input.h), b.conv1.out_side(input.w));
         let mut y1 = self.pool.take(input.n, h1, w1, b.conv1.cout, b.conv2.pad);
-        self.conv(&b.conv1, input, &mut y1, false, true);
+        self.conv(self.isa, &b.conv1, input, &mut y1, false, true);
         if let Some(x) = x {
             self.pool.give(x);
         }
         let (h2, w2) = (b.conv2.out_side(h1), b.conv2.out_side(w1));
         let mut y2 = self.pool.take(y1.n, h2, w2, b.conv2.cout, b.conv3.pad);
-        self.conv(&b.conv2, &y1, &mut y2, false, true);
+        self.conv(self.isa, &b.conv2, &y1, &mut y2, false, true);
         self.pool.give(y1);
         let pooled = if pool {
-            Some(self.conv_pooled(&b.conv3, &y2, &mut out, true, true))
+            Some(self.conv_pooled(self.isa, &b.conv3, &y2, &mut out, true, true))
         } else {
-            self.conv(&b.conv3, &y2, &mut out, true, true);
+            self.conv(self.isa, &b.conv3, &y2, &mut out, true, true);
             None
         };
         self.pool.give(y2);
         (out, pooled)
+    }
+
+    /// One bottleneck in int8: each convolution's input quantised, outputs and the residual in
+    /// f32. With `pool`, also the average pool of its output.
+    fn bottleneck_int8(
+        &self,
+        isa: Avx2Int8,
+        c: &Bottleneck<PackedConv<Avx2Int8>>,
+        x: Act,
+        pool: bool,
+    ) -> (Act, Option<Vec<f32>>) {
+        let border = c.downsample.as_ref().map_or(0, |d| d.pad).max(c.conv1.pad);
+        let xq = self.quantized(isa, &x, border);
+        // The shortcut buffer receives conv3's output in place.
+        let mut out = match &c.downsample {
+            Some(d) => {
+                let mut s = self
+                    .pool
+                    .take(x.n, d.out_side(x.h), d.out_side(x.w), d.cout, 0);
+                self.conv(isa, d, &xq, &mut s, false, false);
+                self.pool.give(x);
+                s
+            }
+            None => x,
+        };
+        let (h1, w1) = (c.conv1.out_side(xq.h), c.conv1.out_side(xq.w));
+        let mut y1 = self.pool.take(xq.n, h1, w1, c.conv1.cout, 0);
+        self.conv(isa, &c.conv1, &xq, &mut y1, false, true);
+        self.pool.give(xq);
+        let y1q = self.quantized(isa, &y1, c.conv2.pad);
+        self.pool.give(y1);
+        let (h2, w2) = (c.conv2.out_side(h1), c.conv2.out_side(w1));
+        let mut y2 = self.pool.take(y1q.n, h2, w2, c.conv2.cout, 0);
+        self.conv(isa, &c.conv2, &y1q, &mut y2, false, true);
+        self.pool.give(y1q);
+        let y2q = self.quantized(isa, &y2, c.conv3.pad);
+        self.pool.give(y2);
+        let pooled = if pool {
+            Some(self.conv_pooled(isa, &c.conv3, &y2q, &mut out, true, true))
+        } else {
+            self.conv(isa, &c.conv3, &y2q, &mut out, true, true);
+            None
+        };
+        self.pool.give(y2q);
+        (out, pooled)
+    }
+}
+
+impl Net<Avx2Fma> {
+    /// See [`NativeNet::new_int8`].
+    fn new_int8(isa: Avx2Fma, net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
+        let s = &net.convs.stem.spec;
+        let stem = PackedConv::new(
+            s.channels,
+            s.kernel,
+            s.stride,
+            s.padding,
+            &net.convs.stem.weight,
+            &net.convs.stem.bias,
+        )
+        .ok_or("an output width is not a multiple of 8 (the AVX2 panel)")?;
+        let mut stages: [Vec<_>; 4] = Default::default();
+        for (out, stage) in stages.iter_mut().zip(&net.convs.stages) {
+            for b in stage {
+                out.push(int8::pack_bottleneck(b)?);
+            }
+        }
+        Ok(Self {
+            isa,
+            stem,
+            stages: Stages::Int8 {
+                isa: isa.into(),
+                stages,
+            },
+            pool: Pool::default(),
+            profile,
+        })
     }
 }

@@ -10,6 +10,7 @@ mod cluster;
 mod engines;
 mod hardening;
 mod index;
+mod int8;
 mod parity;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -1,0 +1,303 @@
+//! int8 inference for the bottleneck stages: weights quantised per output channel, activations
+//! to 8 bits with a scale per image, products summed exactly in 32-bit integers.
+//!
+//! The int8 kernel reuses the convolution driver ([`super::kernel`]) unchanged: it sees a
+//! convolution whose "channels" are 32-bit words, each holding two input channels as a pair of
+//! `i16` (an activation in 0..=255, a weight in -127..=127), and the AVX2 micro-kernel
+//! multiplies and adds pairs with `vpmaddwd` (16 multiply-adds per instruction, twice the
+//! FMA's 8; see [`super::avx2`]). The words live in the same 64-byte aligned `f32` buffers as
+//! the float activations; only copies ever touch them as floats, which keep their bits.
+//!
+//! What stays in `f32`: the stem (3 input channels, and the network's most sensitive layer),
+//! the max-pool, every convolution's output, the residual stream and the pooled taps. A
+//! convolution's input is quantised in one pass just before it runs (the block input once for
+//! both the first 1x1 and the shortcut). Each image's quantised tensor has one scale, its own
+//! largest value / 255: a value `x` becomes `round(x / s)` in 0..=255, which loses nothing to
+//! the sign because every quantised tensor is the output of a ReLU.
+//!
+//! Why per image and not calibrated: scales calibrated on 32 dev photos (the 99.99th
+//! percentile of each tensor, or its maximum) clipped the tensors of photos brighter than any
+//! of the 32, and block 4's pooled output fell to cosine 0.988-0.991 of fp32 on some dev
+//! photos; with each image's own maximum every block stays above 0.995 (see
+//! `tests/integration/int8.rs`). The scale depends on the image alone, never on the rest of
+//! the batch, and the cost is one more read of each quantised tensor.
+
+use rayon::prelude::*;
+
+use super::act::Act;
+use super::isa::{Avx2Fma, Avx2Int8, Kernel};
+use super::kernel::PackedConv;
+use crate::arch::Bottleneck;
+use crate::weights::FoldedConv;
+
+/// Packs a folded bottleneck's convolutions for the int8 kernel.
+///
+/// # Errors
+/// When a convolution cannot run in int8: odd input channels, or an output width the kernel's
+/// panel does not divide.
+pub(crate) fn pack_bottleneck(
+    b: &Bottleneck<FoldedConv>,
+) -> Result<Bottleneck<PackedConv<Avx2Int8>>, &'static str> {
+    {
+        let p = |c: &FoldedConv| {
+            pack(c).ok_or(
+                "a convolution cannot run in int8 (odd input channels, or an output width \
+                 not a multiple of 8)",
+            )
+        };
+        Ok(Bottleneck {
+            conv1: p(&b.conv1)?,
+            conv2: p(&b.conv2)?,
+            conv3: p(&b.conv3)?,
+            downsample: b.downsample.as_ref().map(p).transpose()?,
+        })
+    }
+}
+
+/// The largest activation code.
+const ACT_MAX: f32 = 255.0;
+/// The largest weight code (symmetric: -127..=127).
+const WEIGHT_MAX: f32 = 127.0;
+
+/// Quantises a folded convolution for the int8 kernel: weights to `round(w / s_o)` with
+/// `s_o = max |w[o]| / 127` per output channel, paired along the input channels, with `s_o`
+/// as the panel's scales. `None` when the input channels are odd (the stem's 3), or as
+/// [`PackedConv::new`].
+pub(crate) fn pack(conv: &FoldedConv) -> Option<PackedConv<Avx2Int8>> {
+    let s = &conv.spec;
+    let [cin, cout] = s.channels;
+    let k = s.kernel;
+    if !cin.is_multiple_of(2) {
+        return None;
+    }
+    let per_out = cin * k * k;
+    let mut scales = Vec::with_capacity(cout);
+    let mut words = vec![0f32; cout * per_out / 2];
+    for (o, (w, out)) in conv
+        .weight
+        .chunks_exact(per_out)
+        .zip(words.chunks_exact_mut(per_out / 2))
+        .enumerate()
+    {
+        let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s_o = if max > 0.0 { max / WEIGHT_MAX } else { 1.0 };
+        scales.push(s_o);
+        debug_assert!(o < cout);
+        let code = |v: f32| (v / s_o).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i16;
+        // OIHW with the input channels in pairs: word (o, c / 2, kh, kw) holds channels c and
+        // c + 1 of tap (kh, kw).
+        for cp in 0..cin / 2 {
+            for tap in 0..k * k {
+                let lo = code(w[(2 * cp) * k * k + tap]);
+                let hi = code(w[(2 * cp + 1) * k * k + tap]);
+                out[cp * k * k + tap] = word(lo, hi);
+            }
+        }
+    }
+    PackedConv::new([cin / 2, cout], k, s.stride, s.padding, &words, &conv.bias)
+        .map(|pc| pc.with_scale(&scales))
+}
+
+/// Two `i16` in one 32-bit word, `lo` in the low half (the first in memory), as the kernel's
+/// `vpmaddwd` pairs them.
+fn word(lo: i16, hi: i16) -> f32 {
+    f32::from_bits(u32::from(lo as u16) | (u32::from(hi as u16) << 16))
+}
+
+/// The pair of `i16` a word holds.
+#[cfg(test)]
+fn unword(w: f32) -> (i16, i16) {
+    let bits = w.to_bits();
+    (bits as u16 as i16, (bits >> 16) as u16 as i16)
+}
+
+/// Writes `src` (`c` channels, `c` even) quantised into the interior of `dst`, which holds
+/// `c / 2` words per pixel (its border stays zero, the code of 0.0), and each image's scale,
+/// its largest value / 255 (1.0 for an image of zeros), into `dst.image_scale`.
+///
+/// # Panics
+/// If the shapes differ.
+pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act) {
+    assert!(
+        src.c.is_multiple_of(2)
+            && dst.c * 2 == src.c
+            && (dst.n, dst.h, dst.w) == (src.n, src.h, src.w),
+        "quantised activation shape"
+    );
+    let from = src.layout();
+    let (h, w, c) = (src.h, src.w, src.c);
+    dst.image_scale = (0..src.n)
+        .into_par_iter()
+        .map(|n| {
+            let max = isa.vectorize(|| {
+                let mut max = 0f32;
+                for y in 0..h {
+                    let row = &src.data[from.offset(n, y, 0)..];
+                    for x in 0..w {
+                        for &v in &row[x * src.cs..][..c] {
+                            max = max.max(v);
+                        }
+                    }
+                }
+                max
+            });
+            // NaN never wins `max`; an image of zeros quantises exactly under any scale.
+            if max > 0.0 && max.is_finite() {
+                max / ACT_MAX
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let (h, w, c, pad, cs) = (dst.h, dst.w, src.c, dst.pad, dst.cs);
+    let rows = h + 2 * pad;
+    let row_len = dst.row_stride();
+    let scales = dst.image_scale.clone();
+    dst.data
+        .par_chunks_exact_mut(row_len)
+        .enumerate()
+        .for_each(|(i, line)| {
+            let (n, py) = (i / rows, i % rows);
+            if py < pad || py >= h + pad {
+                return;
+            }
+            let inv = 1.0 / scales[n];
+            isa.vectorize(|| {
+                for x in 0..w {
+                    let px = &src.data[from.offset(n, py - pad, x)..][..c];
+                    let out = &mut line[(x + pad) * cs..][..c / 2];
+                    for (o, pair) in out.iter_mut().zip(px.chunks_exact(2)) {
+                        // NaN becomes 0; a ReLU output is never negative.
+                        let q = |v: f32| (v * inv + 0.5).clamp(0.0, ACT_MAX) as u16;
+                        *o = f32::from_bits(u32::from(q(pair[0])) | (u32::from(q(pair[1])) << 16));
+                    }
+                }
+            });
+        });
+}
+
+const _: () = assert!(<Avx2Int8 as Kernel>::VALUES_PER_WORD == 2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::ConvSpec;
+    use crate::native::act::Pool;
+    use crate::native::isa::testing::skip;
+    use crate::native::isa::{Avx2Fma, Isa};
+    use crate::native::kernel::conv;
+
+    /// Deterministic values in [-1, 1).
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        (0..len).map(|_| rng.signed_unit()).collect()
+    }
+
+    #[test]
+    fn words_hold_signed_pairs() {
+        for (lo, hi) in [(0, 0), (-127, 127), (255, -1), (1, -128)] {
+            assert_eq!(unword(word(lo, hi)), (lo, hi));
+        }
+    }
+
+    /// The int8 convolution against the same arithmetic in plain integers: quantised input
+    /// codes times quantised weight codes, summed exactly, then scaled; and within the
+    /// quantisation error of the float convolution.
+    #[test]
+    fn int8_convolution_equals_integer_arithmetic() {
+        let Some(isa) = Avx2Fma::detect() else {
+            skip(Isa::Avx2);
+            return;
+        };
+        // A padded 3x3 on a 7-wide map (packed and split tiles), a 1x1 with a reduction in
+        // several blocks, and a strided 1x1.
+        for (n, cin, cout, h, w, k, stride) in [
+            (2, 64, 16, 7, 7, 3, 1),
+            (1, 1024, 8, 5, 6, 1, 1),
+            (2, 256, 32, 14, 14, 1, 2),
+            (1, 128, 8, 4, 28, 3, 1),
+        ] {
+            let pad = k / 2;
+            let x: Vec<f32> = values(n * cin * h * w, 11)
+                .into_iter()
+                .map(|v| v.max(0.0) * 3.0)
+                .collect();
+            let weight = values(cout * cin * k * k, 12);
+            let bias = values(cout, 13);
+            let folded = FoldedConv {
+                spec: ConvSpec {
+                    conv: "test".into(),
+                    bn: "test".into(),
+                    channels: [cin, cout],
+                    kernel: k,
+                    stride,
+                    padding: pad,
+                },
+                weight: weight.clone(),
+                bias: bias.clone(),
+            };
+            let pc = pack(&folded).unwrap();
+            let pool = Pool::default();
+            let mut input = pool.take(n, h, w, cin, pad);
+            input.fill_from_nchw(&x);
+            let mut q = pool.take(n, h, w, cin / 2, pad);
+            quantize(isa, &input, &mut q);
+            // Each image's scale: its own maximum / 255.
+            for (b, image) in x.chunks_exact(cin * h * w).enumerate() {
+                let max = image.iter().fold(0f32, |m, v| m.max(*v));
+                assert_eq!(q.image_scale[b], max / 255.0);
+            }
+            let (oh, ow) = (pc.out_side(h), pc.out_side(w));
+            let mut out = pool.take(n, oh, ow, cout, 0);
+            conv(Avx2Int8::from(isa), &pc, &q, &mut out, false, false);
+            let layout = out.layout();
+            let xq = |b: usize, c: usize, y: isize, xx: isize| -> i64 {
+                if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                    return 0;
+                }
+                let v = x[((b * cin + c) * h + y as usize) * w + xx as usize];
+                (v * (1.0 / q.image_scale[b]) + 0.5).clamp(0.0, 255.0) as i64
+            };
+            for o in 0..cout {
+                let wo = &weight[o * cin * k * k..][..cin * k * k];
+                let s_o = wo.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                for b in 0..n {
+                    for y in 0..oh {
+                        for xx in 0..ow {
+                            let (mut int, mut float) = (0i64, 0f64);
+                            for c in 0..cin {
+                                for ky in 0..k {
+                                    for kx in 0..k {
+                                        let iy = (y * stride + ky) as isize - pad as isize;
+                                        let ix = (xx * stride + kx) as isize - pad as isize;
+                                        let wv = wo[(c * k + ky) * k + kx];
+                                        let wq = (wv / s_o).round().clamp(-127.0, 127.0) as i64;
+                                        int += xq(b, c, iy, ix) * wq;
+                                        if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize
+                                        {
+                                            let v = x[((b * cin + c) * h + iy as usize) * w
+                                                + ix as usize];
+                                            float += f64::from(v) * f64::from(wv);
+                                        }
+                                    }
+                                }
+                            }
+                            let s_b = q.image_scale[b];
+                            let want = int as f64 * f64::from(s_b * s_o) + f64::from(bias[o]);
+                            let got = f64::from(out.data[layout.offset(b, y, xx) + o]);
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                                "k{k} {cin}->{cout} ({b},{o},{y},{xx}): {got} vs integer {want}"
+                            );
+                            // Each product is off by at most half a step of each factor.
+                            let bound = (cin * k * k) as f64
+                                * (f64::from(s_b) * 0.5 * 1.0 + 3.0 * f64::from(s_o) * 0.5);
+                            let float = float + f64::from(bias[o]);
+                            assert!((got - float).abs() <= bound, "{got} vs float {float}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
