@@ -49,12 +49,12 @@ pub enum Precision {
     /// 32-bit floats throughout (the default, and what the reference outputs are checked in).
     #[default]
     Fp32,
-    /// The bottleneck stages (blocks 2 to 5) in 8-bit integers: weights symmetric per output
-    /// channel, each convolution's input to 0..=255 with a scale per image (its largest value;
-    /// no calibration data), products summed exactly in 32-bit integers. The stem, the residual
-    /// stream and the pooled outputs stay `f32`. Native engine only, with the AVX2 int8
-    /// kernels (also where AVX-512 runs). Pooled blocks stay within cosine 0.995 of fp32 on
-    /// the dev photos.
+    /// The bottleneck stages (blocks 2 to 5) in 8-bit integers: each convolution's input to
+    /// `u8` with a scale per image (its largest value; no calibration data), weights to `i8`
+    /// symmetric per output channel (-63..=63, so that the byte products never saturate),
+    /// products summed exactly in 32-bit integers. The stem, the residual stream and the
+    /// pooled outputs stay `f32`. Native engine only, with the AVX2 int8 kernel (also where
+    /// AVX-512 runs). Pooled blocks stay within cosine 0.995 of fp32 on the dev photos.
     Int8,
 }
 

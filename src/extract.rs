@@ -185,10 +185,10 @@ pub fn extract_dataset(
                 &backbone.weights_id()[..backbone.weights_id().len().min(16)],
             ))
             .join(backbone.preprocessing().name());
-        // int8 features differ from fp32 ones (the scheme's version in the name).
+        // int8 features differ from fp32 ones, and between versions of the scheme.
         match backbone.precision() {
             Precision::Fp32 => dir,
-            Precision::Int8 => dir.join("int8-v1"),
+            Precision::Int8 => dir.join(crate::native::INT8_SCHEME),
         }
     });
     let mut out = ExtractedFeatures {

@@ -14,9 +14,10 @@ use std::arch::asm;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
     __m256, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_castps_si256, _mm256_cmpgt_epi32,
-    _mm256_cvtepi32_ps, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps,
-    _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps,
-    _mm256_storeu_ps,
+    _mm256_cvtepi32_ps, _mm256_cvtps_epi32, _mm256_loadu_ps, _mm256_maskload_ps,
+    _mm256_maskstore_ps, _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps, _mm256_packus_epi16,
+    _mm256_packus_epi32, _mm256_permutevar8x32_epi32, _mm256_set1_epi32, _mm256_set1_ps,
+    _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
 };
 
 use super::isa::{Avx2Fma, Avx2Int8, Epilogue, Isa, Kernel, MAX_MR};
@@ -86,12 +87,12 @@ impl Kernel for Avx2Fma {
     }
 }
 
-/// The int8 kernel: the AVX2 tile on words of two `i16` ([`super::int8`]).
+/// The int8 kernel: the AVX2 tile on words of four bytes ([`super::int8`]).
 impl Kernel for Avx2Int8 {
     const ISA: Isa = Isa::Avx2;
     const MR: usize = MR;
     const NR: usize = NR;
-    const VALUES_PER_WORD: usize = 2;
+    const VALUES_PER_WORD: usize = 4;
 
     #[inline(always)]
     fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
@@ -132,10 +133,114 @@ impl Kernel for Avx2Int8 {
     }
 }
 
+/// The int8 engine's passes over `f32` activations, vectorised with AVX2.
+impl Avx2Fma {
+    /// The largest of `acc` and `values` (NaN ignored).
+    pub(crate) fn max(self, values: &[f32], acc: f32) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves AVX2.
+        unsafe {
+            max(values, acc)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (values, acc);
+            self.never()
+        }
+    }
+
+    /// `values` quantised to bytes, four to a word of `out` (the first in the lowest byte):
+    /// `round(v * inv)` (ties to even) clamped to 0..=255, NaN to 0.
+    ///
+    /// # Panics
+    /// If `out` does not hold `values.len() / 4` words, or that is not whole.
+    pub(crate) fn quantize_u8(self, values: &[f32], inv: f32, out: &mut [f32]) {
+        assert!(
+            values.len().is_multiple_of(4) && out.len() * 4 == values.len(),
+            "four values per word"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves AVX2; the lengths were checked.
+        unsafe {
+            quantize_u8(values, inv, out)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (values, inv, out);
+            self.never()
+        }
+    }
+}
+
+/// See [`Avx2Fma::max`].
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn max(values: &[f32], acc: f32) -> f32 {
+    let mut chunks = values.chunks_exact(8);
+    let mut m = _mm256_set1_ps(acc);
+    for c in &mut chunks {
+        // SAFETY: the chunk holds 8 floats. `max_ps` returns its second operand when either is
+        // NaN, so a NaN value leaves the maximum as it was.
+        m = _mm256_max_ps(unsafe { _mm256_loadu_ps(c.as_ptr()) }, m);
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
+    lanes
+        .into_iter()
+        .chain(chunks.remainder().iter().copied())
+        .fold(acc, f32::max)
+}
+
+/// See [`Avx2Fma::quantize_u8`].
+///
+/// # Safety
+/// AVX2 must be available; `out.len() * 4 == values.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) {
+    let scale = _mm256_set1_ps(inv);
+    let top = _mm256_set1_ps(255.0);
+    // After the two packs the bytes of 32 values lie as a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7
+    // d4-7 (by 32-bit groups); this puts them back in order.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut src = values.chunks_exact(32);
+    let mut dst = out.chunks_exact_mut(8);
+    for (s, d) in (&mut src).zip(&mut dst) {
+        // SAFETY: `s` holds 32 floats and `d` 8 words (32 bytes).
+        unsafe {
+            let q = |i: usize| {
+                let v = _mm256_mul_ps(_mm256_loadu_ps(s.as_ptr().add(8 * i)), scale);
+                // At most 255 first (`min_ps` returns its second operand, a NaN, when either is
+                // NaN), then round to nearest (the default MXCSR mode): NaN and values below
+                // i32's range become i32::MIN, which the unsigned saturating pack turns into
+                // 0, as it does every negative.
+                _mm256_cvtps_epi32(_mm256_min_ps(top, v))
+            };
+            let ab = _mm256_packus_epi32(q(0), q(1));
+            let cd = _mm256_packus_epi32(q(2), q(3));
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+            _mm256_storeu_si256(d.as_mut_ptr().cast(), bytes);
+        }
+    }
+    for (s, d) in src.remainder().chunks_exact(4).zip(dst.into_remainder()) {
+        let code = |v: f32| (v * inv).round_ties_even().clamp(0.0, 255.0) as u8;
+        *d = f32::from_bits(u32::from_le_bytes([
+            code(s[0]),
+            code(s[1]),
+            code(s[2]),
+            code(s[3]),
+        ]));
+    }
+}
+
 /// [`Kernel::tile`] for AVX2 and FMA: `f32` values, or with `INT` the int8 kernel's words,
-/// each a pair of `i16` (two consecutive input channels, and their two weights), multiplied
-/// and summed pairwise into 32-bit integers by `vpmaddwd` (16 multiply-adds per instruction,
-/// exact), then scaled by the panel's [`Epilogue::scale`] into floats.
+/// each four bytes (four consecutive input channels, and their four weights), multiplied and
+/// summed exactly into 32-bit integers ([`multiply_add_quads`]), then scaled by the panel's
+/// [`Epilogue::scale`] and each row's image's [`Epilogue::image_scale`] into floats.
 ///
 /// # Safety
 /// AVX2 and FMA must be available, and the pointers as [`Kernel::tile`] says; with `INT`,
@@ -178,7 +283,7 @@ unsafe fn tile_kernel<const STEP: usize, const SPLIT: bool, const INT: bool>(
                 a0.add(MR / 2 * STEP)
             };
             if INT {
-                multiply_add_pairs::<STEP>(&mut acc, a0, a1, bp, cin);
+                multiply_add_quads::<STEP>(&mut acc, a0, a1, bp, cin);
             } else {
                 multiply_add::<STEP>(&mut acc, a0, a1, bp, cin);
             }
@@ -357,18 +462,27 @@ unsafe fn multiply_add<const STEP: usize>(
     *acc = [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13];
 }
 
-/// [`multiply_add`] on words that each hold two `i16`: the accumulators' lanes are 32-bit
-/// integers, and each step adds `a_r[i].0 * b[i][j].0 + a_r[i].1 * b[i][j].1` to lane `j`
-/// (broadcast, `vpmaddwd`, `vpaddd`: the broadcast register takes the products, so the loop
-/// needs no 17th register). With activations below 256 and weights within +-127 a sum of up
-/// to 66,000 pairs cannot overflow.
+/// Sixteen `i16` ones, for `vpmaddwd` to add pairs.
+#[cfg(target_arch = "x86_64")]
+#[repr(align(32))]
+struct Ones([i16; 16]);
+#[cfg(target_arch = "x86_64")]
+static ONES: Ones = Ones([1; 16]);
+
+/// [`multiply_add`] on words that each hold four bytes: the accumulators' lanes are 32-bit
+/// integers, and each step adds `sum_q a_r[i].q * b[i][j].q` (`q < 4`, activations unsigned,
+/// weights signed) to lane `j`: `vpmaddubsw` multiplies the bytes and adds them in pairs into
+/// `i16` (exact: with activations at most 255 and weights within +-63 a pair is at most
+/// 32,130), `vpmaddwd` by ones adds the pairs into `i32`, `vpaddd` accumulates. The broadcast
+/// register takes the products and the ones are read from memory, so the loop needs no 17th
+/// register. A sum of up to 33,000 words cannot overflow.
 ///
 /// # Safety
 /// As [`multiply_add`] (AVX2 for these instructions).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn multiply_add_pairs<const STEP: usize>(
+unsafe fn multiply_add_quads<const STEP: usize>(
     acc: &mut [__m256; MR],
     a0: *const f32,
     a1: *const f32,
@@ -392,54 +506,68 @@ unsafe fn multiply_add_pairs<const STEP: usize>(
         mut c13,
     ] = *acc;
     // SAFETY: the loop reads `len` words of each of the 14 rows (byte offsets `4 * j * STEP`
-    // from the two bases, advancing 4 bytes a step) and `len` vectors of `b`, all readable by
-    // the contract; it writes only the registers it names, and `len > 0` so that the count
-    // does not wrap.
+    // from the two bases, advancing 4 bytes a step), `len` vectors of `b` and the 32 bytes of
+    // `ONES`, all readable by the contract; it writes only the registers it names, and
+    // `len > 0` so that the count does not wrap.
     unsafe {
         asm!(
             "2:",
             "vmovdqu ymm14, [{b}]",
             "vpbroadcastd ymm15, [{a0}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm0, ymm0, ymm15",
             "vpbroadcastd ymm15, [{a0} + {s1}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm1, ymm1, ymm15",
             "vpbroadcastd ymm15, [{a0} + {s2}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm2, ymm2, ymm15",
             "vpbroadcastd ymm15, [{a0} + {s3}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm3, ymm3, ymm15",
             "vpbroadcastd ymm15, [{a0} + {s4}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm4, ymm4, ymm15",
             "vpbroadcastd ymm15, [{a0} + {s5}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm5, ymm5, ymm15",
             "vpbroadcastd ymm15, [{a0} + {s6}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm6, ymm6, ymm15",
             "vpbroadcastd ymm15, [{a1}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm7, ymm7, ymm15",
             "vpbroadcastd ymm15, [{a1} + {s1}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm8, ymm8, ymm15",
             "vpbroadcastd ymm15, [{a1} + {s2}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm9, ymm9, ymm15",
             "vpbroadcastd ymm15, [{a1} + {s3}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm10, ymm10, ymm15",
             "vpbroadcastd ymm15, [{a1} + {s4}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm11, ymm11, ymm15",
             "vpbroadcastd ymm15, [{a1} + {s5}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm12, ymm12, ymm15",
             "vpbroadcastd ymm15, [{a1} + {s6}]",
-            "vpmaddwd ymm15, ymm15, ymm14",
+            "vpmaddubsw ymm15, ymm15, ymm14",
+            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
             "vpaddd ymm13, ymm13, ymm15",
             "add {a0}, 4",
             "add {a1}, 4",
@@ -450,6 +578,7 @@ unsafe fn multiply_add_pairs<const STEP: usize>(
             a1 = inout(reg) a1 => _,
             b = inout(reg) b => _,
             n = inout(reg) len => _,
+            ones = in(reg) ONES.0.as_ptr(),
             s1 = const 4 * STEP,
             s2 = const 8 * STEP,
             s3 = const 12 * STEP,

@@ -2,11 +2,12 @@
 //! to 8 bits with a scale per image, products summed exactly in 32-bit integers.
 //!
 //! The int8 kernel reuses the convolution driver ([`super::kernel`]) unchanged: it sees a
-//! convolution whose "channels" are 32-bit words, each holding two input channels as a pair of
-//! `i16` (an activation in 0..=255, a weight in -127..=127), and the AVX2 micro-kernel
-//! multiplies and adds pairs with `vpmaddwd` (16 multiply-adds per instruction, twice the
-//! FMA's 8; see [`super::avx2`]). The words live in the same 64-byte aligned `f32` buffers as
-//! the float activations; only copies ever touch them as floats, which keep their bits.
+//! convolution whose "channels" are 32-bit words, each holding four input channels as bytes
+//! (activations `u8` in 0..=255, weights `i8` in -63..=63), and the AVX2 micro-kernel
+//! multiplies and adds them four at a time with `vpmaddubsw` and `vpmaddwd` (32 multiply-adds
+//! per pair of instructions; see [`super::avx2`]). The words live in the same 64-byte aligned
+//! `f32` buffers as the float activations; only copies ever touch them as floats, which keep
+//! their bits. Activations take a quarter of their float bytes, weights a quarter too.
 //!
 //! What stays in `f32`: the stem (3 input channels, and the network's most sensitive layer),
 //! the max-pool, every convolution's output, the residual stream and the pooled taps. A
@@ -54,73 +55,83 @@ pub(crate) fn pack_bottleneck(
     }
 }
 
-/// The largest activation code.
+/// The largest activation code (unsigned 8 bits).
 const ACT_MAX: f32 = 255.0;
-/// The largest weight code (symmetric: -127..=127).
-const WEIGHT_MAX: f32 = 127.0;
+/// The largest weight code (symmetric: -63..=63, 7 bits of the byte): with activations up to
+/// 255, `vpmaddubsw`'s sum of two products stays within an `i16` (2 x 255 x 63 = 32,130), so
+/// it never saturates and the kernel is exact.
+const WEIGHT_MAX: f32 = 63.0;
+/// Names the quantisation scheme where its features are cached: a change to the codes (their
+/// widths, rounding or scales) must change it.
+pub(crate) const SCHEME: &str = "int8-v2";
+/// Input channels per 32-bit word: four bytes.
+pub(crate) const PER_WORD: usize = 4;
 
 /// Quantises a folded convolution for the int8 kernel: weights to `round(w / s_o)` with
-/// `s_o = max |w[o]| / 127` per output channel, paired along the input channels, with `s_o`
-/// as the panel's scales. `None` when the input channels are odd (the stem's 3), or as
-/// [`PackedConv::new`].
+/// `s_o = max |w[o]| / 63` per output channel, four input channels to a word, with `s_o` as
+/// the panel's scales. `None` when the input channels are not a multiple of 4 (the stem's 3),
+/// or as [`PackedConv::new`].
 pub(crate) fn pack(conv: &FoldedConv) -> Option<PackedConv<Avx2Int8>> {
     let s = &conv.spec;
     let [cin, cout] = s.channels;
     let k = s.kernel;
-    if !cin.is_multiple_of(2) {
+    if !cin.is_multiple_of(PER_WORD) {
         return None;
     }
     let per_out = cin * k * k;
     let mut scales = Vec::with_capacity(cout);
-    let mut words = vec![0f32; cout * per_out / 2];
-    for (o, (w, out)) in conv
+    let mut words = vec![0f32; cout * per_out / PER_WORD];
+    for (w, out) in conv
         .weight
         .chunks_exact(per_out)
-        .zip(words.chunks_exact_mut(per_out / 2))
-        .enumerate()
+        .zip(words.chunks_exact_mut(per_out / PER_WORD))
     {
         let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
         let s_o = if max > 0.0 { max / WEIGHT_MAX } else { 1.0 };
         scales.push(s_o);
-        debug_assert!(o < cout);
-        let code = |v: f32| (v / s_o).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i16;
-        // OIHW with the input channels in pairs: word (o, c / 2, kh, kw) holds channels c and
-        // c + 1 of tap (kh, kw).
-        for cp in 0..cin / 2 {
+        let code = |v: f32| (v / s_o).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8 as u8;
+        // OIHW with the input channels in fours: word (o, c / 4, kh, kw) holds channels c..c + 4
+        // of tap (kh, kw), channel c in its lowest byte.
+        for cq in 0..cin / PER_WORD {
             for tap in 0..k * k {
-                let lo = code(w[(2 * cp) * k * k + tap]);
-                let hi = code(w[(2 * cp + 1) * k * k + tap]);
-                out[cp * k * k + tap] = word(lo, hi);
+                let bytes = std::array::from_fn(|i| code(w[(PER_WORD * cq + i) * k * k + tap]));
+                out[cq * k * k + tap] = word(bytes);
             }
         }
     }
-    PackedConv::new([cin / 2, cout], k, s.stride, s.padding, &words, &conv.bias)
-        .map(|pc| pc.with_scale(&scales))
+    PackedConv::new(
+        [cin / PER_WORD, cout],
+        k,
+        s.stride,
+        s.padding,
+        &words,
+        &conv.bias,
+    )
+    .map(|pc| pc.with_scale(&scales))
 }
 
-/// Two `i16` in one 32-bit word, `lo` in the low half (the first in memory), as the kernel's
-/// `vpmaddwd` pairs them.
-fn word(lo: i16, hi: i16) -> f32 {
-    f32::from_bits(u32::from(lo as u16) | (u32::from(hi as u16) << 16))
+/// Four bytes in one 32-bit word, the first in the lowest byte (the first in memory), as the
+/// kernel's `vpmaddubsw` reads them.
+fn word(bytes: [u8; PER_WORD]) -> f32 {
+    f32::from_bits(u32::from_le_bytes(bytes))
 }
 
-/// The pair of `i16` a word holds.
+/// The bytes a word holds.
 #[cfg(test)]
-fn unword(w: f32) -> (i16, i16) {
-    let bits = w.to_bits();
-    (bits as u16 as i16, (bits >> 16) as u16 as i16)
+fn unword(w: f32) -> [u8; PER_WORD] {
+    w.to_bits().to_le_bytes()
 }
 
-/// Writes `src` (`c` channels, `c` even) quantised into the interior of `dst`, which holds
-/// `c / 2` words per pixel (its border stays zero, the code of 0.0), and each image's scale,
+/// Writes `src` (`c` channels, a multiple of 4) quantised into the interior of `dst`, which
+/// holds `c / 4` words of four `u8` codes per pixel (its border stays zero, the code of 0.0), and each image's scale,
 /// its largest value / 255 (1.0 for an image of zeros), into `dst.image_scale`.
 ///
 /// # Panics
 /// If the shapes differ.
 pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act) {
     assert!(
-        src.c.is_multiple_of(2)
-            && dst.c * 2 == src.c
+        src.c.is_multiple_of(PER_WORD)
+            && dst.c * PER_WORD == src.c
             && (dst.n, dst.h, dst.w) == (src.n, src.h, src.w),
         "quantised activation shape"
     );
@@ -129,18 +140,18 @@ pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act) {
     dst.image_scale = (0..src.n)
         .into_par_iter()
         .map(|n| {
-            let max = isa.vectorize(|| {
-                let mut max = 0f32;
-                for y in 0..h {
-                    let row = &src.data[from.offset(n, y, 0)..];
+            let mut max = 0f32;
+            for y in 0..h {
+                let row = &src.data[from.offset(n, y, 0)..];
+                if src.cs == c {
+                    // Channels without gaps: the row's pixels are one run.
+                    max = isa.max(&row[..w * c], max);
+                } else {
                     for x in 0..w {
-                        for &v in &row[x * src.cs..][..c] {
-                            max = max.max(v);
-                        }
+                        max = isa.max(&row[x * src.cs..][..c], max);
                     }
                 }
-                max
-            });
+            }
             // NaN never wins `max`; an image of zeros quantises exactly under any scale.
             if max > 0.0 && max.is_finite() {
                 max / ACT_MAX
@@ -162,21 +173,14 @@ pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act) {
                 return;
             }
             let inv = 1.0 / scales[n];
-            isa.vectorize(|| {
-                for x in 0..w {
-                    let px = &src.data[from.offset(n, py - pad, x)..][..c];
-                    let out = &mut line[(x + pad) * cs..][..c / 2];
-                    for (o, pair) in out.iter_mut().zip(px.chunks_exact(2)) {
-                        // NaN becomes 0; a ReLU output is never negative.
-                        let q = |v: f32| (v * inv + 0.5).clamp(0.0, ACT_MAX) as u16;
-                        *o = f32::from_bits(u32::from(q(pair[0])) | (u32::from(q(pair[1])) << 16));
-                    }
-                }
-            });
+            for x in 0..w {
+                let px = &src.data[from.offset(n, py - pad, x)..][..c];
+                isa.quantize_u8(px, inv, &mut line[(x + pad) * cs..][..c / PER_WORD]);
+            }
         });
 }
 
-const _: () = assert!(<Avx2Int8 as Kernel>::VALUES_PER_WORD == 2);
+const _: () = assert!(<Avx2Int8 as Kernel>::VALUES_PER_WORD == PER_WORD);
 
 #[cfg(test)]
 mod tests {
@@ -194,9 +198,36 @@ mod tests {
     }
 
     #[test]
-    fn words_hold_signed_pairs() {
-        for (lo, hi) in [(0, 0), (-127, 127), (255, -1), (1, -128)] {
-            assert_eq!(unword(word(lo, hi)), (lo, hi));
+    fn quantised_codes_round_to_nearest_even_and_clamp() {
+        let Some(isa) = Avx2Fma::detect() else {
+            skip(Isa::Avx2);
+            return;
+        };
+        // 68 values: two vectors of 32 and a tail of 4; ties, negatives, beyond 255, NaN.
+        let mut values: Vec<f32> = values(68, 21).iter().map(|v| v * 300.0).collect();
+        values[..8].copy_from_slice(&[0.5, 1.5, 2.5, -3.0, 254.5, 255.5, 3e9, f32::NAN]);
+        values[40] = -3e9;
+        values[66] = 7.5;
+        let mut out = vec![0f32; 17];
+        isa.quantize_u8(&values, 1.0, &mut out);
+        let got: Vec<u8> = out.iter().flat_map(|w| unword(*w)).collect();
+        let want: Vec<u8> = values
+            .iter()
+            .map(|v| v.round_ties_even().clamp(0.0, 255.0) as u8)
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(&got[..8], &[0, 2, 2, 0, 254, 255, 255, 0]);
+        assert_eq!(isa.max(&values, 0.0), 3e9);
+        assert_eq!(isa.max(&[f32::NAN; 9], 3.0), 3.0);
+    }
+
+    #[test]
+    fn words_hold_four_bytes_in_memory_order() {
+        for bytes in [[0, 0, 0, 0], [1, 2, 3, 4], [255, 0, 193, 63]] {
+            assert_eq!(unword(word(bytes)), bytes);
+            // The kernel runs on x86-64, little-endian: the first byte is the first in memory.
+            #[cfg(target_endian = "little")]
+            assert_eq!(word(bytes).to_ne_bytes(), bytes);
         }
     }
 
@@ -213,7 +244,7 @@ mod tests {
         // several blocks, and a strided 1x1.
         for (n, cin, cout, h, w, k, stride) in [
             (2, 64, 16, 7, 7, 3, 1),
-            (1, 1024, 8, 5, 6, 1, 1),
+            (1, 2048, 8, 5, 6, 1, 1),
             (2, 256, 32, 14, 14, 1, 2),
             (1, 128, 8, 4, 28, 3, 1),
         ] {
@@ -240,7 +271,7 @@ mod tests {
             let pool = Pool::default();
             let mut input = pool.take(n, h, w, cin, pad);
             input.fill_from_nchw(&x);
-            let mut q = pool.take(n, h, w, cin / 2, pad);
+            let mut q = pool.take(n, h, w, cin / PER_WORD, pad);
             quantize(isa, &input, &mut q);
             // Each image's scale: its own maximum / 255.
             for (b, image) in x.chunks_exact(cin * h * w).enumerate() {
@@ -256,11 +287,13 @@ mod tests {
                     return 0;
                 }
                 let v = x[((b * cin + c) * h + y as usize) * w + xx as usize];
-                (v * (1.0 / q.image_scale[b]) + 0.5).clamp(0.0, 255.0) as i64
+                (v * (1.0 / q.image_scale[b]))
+                    .round_ties_even()
+                    .clamp(0.0, 255.0) as i64
             };
             for o in 0..cout {
                 let wo = &weight[o * cin * k * k..][..cin * k * k];
-                let s_o = wo.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                let s_o = wo.iter().fold(0f32, |m, v| m.max(v.abs())) / 63.0;
                 for b in 0..n {
                     for y in 0..oh {
                         for xx in 0..ow {
@@ -271,7 +304,7 @@ mod tests {
                                         let iy = (y * stride + ky) as isize - pad as isize;
                                         let ix = (xx * stride + kx) as isize - pad as isize;
                                         let wv = wo[(c * k + ky) * k + kx];
-                                        let wq = (wv / s_o).round().clamp(-127.0, 127.0) as i64;
+                                        let wq = (wv / s_o).round().clamp(-63.0, 63.0) as i64;
                                         int += xq(b, c, iy, ix) * wq;
                                         if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize
                                         {

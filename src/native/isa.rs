@@ -200,7 +200,7 @@ pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
     /// Output channels per tile and weight panel; an output width must be a multiple of it.
     const NR: usize;
     /// Input values per 32-bit word of the activations and weights the kernel reads: 1 for
-    /// `f32`, 2 for the int8 kernel's pairs of `i16` (the driver counts words).
+    /// `f32`, 4 for the int8 kernel's bytes (the driver counts words).
     const VALUES_PER_WORD: usize = 1;
 
     /// Runs `f` in a function compiled for this instruction set, so that what is inlined into

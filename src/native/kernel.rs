@@ -567,6 +567,8 @@ impl<K: Kernel> Job<'_, K> {
         type Tiles<'j, K> = unsafe fn(&Job<'j, K>, &BlockPixels, *mut f32);
         let kernel: Tiles<'_, K> = match (self.pc.stride * self.input.cs, split) {
             (6, false) => Self::direct_tiles::<6, false>,
+            // The int8 kernel's words (four channels): 64 and 128 channels.
+            (16, false) => Self::direct_tiles::<16, false>,
             (32, false) => Self::direct_tiles::<32, false>,
             (64, false) => Self::direct_tiles::<64, false>,
             (128, false) => Self::direct_tiles::<128, false>,
@@ -581,9 +583,8 @@ impl<K: Kernel> Job<'_, K> {
             // Stage 4 (7-wide maps): the 3x3 (v1; 1056 for v1.5's stride 2) and the
             // stride-2 1x1s into it.
             (528, true) => Self::direct_tiles::<528, true>,
-            // The int8 kernel's words (pairs of channels): 512 and 2048 channels.
-            (272, true) => Self::direct_tiles::<272, true>,
-            (1040, true) => Self::direct_tiles::<1040, true>,
+            // The int8 kernel's words: 512 channels.
+            (128, true) => Self::direct_tiles::<128, true>,
             (1056, true) => Self::direct_tiles::<1056, true>,
             (2080, true) => Self::direct_tiles::<2080, true>,
             _ => return false,

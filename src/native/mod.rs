@@ -32,6 +32,7 @@ use kernel::{PackedConv, conv, conv_pooled};
 use crate::arch::Bottleneck;
 use crate::weights::FoldedNet;
 
+pub(crate) use int8::SCHEME as INT8_SCHEME;
 pub use isa::Isa;
 use isa::{Avx2Fma, Avx2Int8, Avx512, Kernel};
 
@@ -251,7 +252,7 @@ impl<K: Kernel> Net<K> {
     /// `x` quantised for the int8 kernel, with a border of `pad`, timed.
     fn quantized(&self, isa: Avx2Int8, x: &Act, pad: usize) -> Act {
         self.timed("quantize", || {
-            let mut q = self.pool.take(x.n, x.h, x.w, x.c / 2, pad);
+            let mut q = self.pool.take(x.n, x.h, x.w, x.c / int8::PER_WORD, pad);
             int8::quantize(isa.fp32(), x, &mut q);
             q
         })
