@@ -34,25 +34,23 @@ use crate::weights::FoldedConv;
 /// Packs a folded bottleneck's convolutions for the int8 kernel.
 ///
 /// # Errors
-/// When a convolution cannot run in int8: odd input channels, or an output width the kernel's
-/// panel does not divide.
+/// When a convolution cannot run in int8: input channels not a multiple of 4, or an output
+/// width the kernel's panel does not divide.
 pub(crate) fn pack_bottleneck(
     b: &Bottleneck<FoldedConv>,
 ) -> Result<Bottleneck<PackedConv<Avx2Int8>>, &'static str> {
-    {
-        let p = |c: &FoldedConv| {
-            pack(c).ok_or(
-                "a convolution cannot run in int8 (odd input channels, or an output width \
-                 not a multiple of 8)",
-            )
-        };
-        Ok(Bottleneck {
-            conv1: p(&b.conv1)?,
-            conv2: p(&b.conv2)?,
-            conv3: p(&b.conv3)?,
-            downsample: b.downsample.as_ref().map(p).transpose()?,
-        })
-    }
+    let p = |c: &FoldedConv| {
+        pack(c).ok_or(
+            "a convolution cannot run in int8 (input channels not a multiple of 4, or an \
+             output width not a multiple of 8)",
+        )
+    };
+    Ok(Bottleneck {
+        conv1: p(&b.conv1)?,
+        conv2: p(&b.conv2)?,
+        conv3: p(&b.conv3)?,
+        downsample: b.downsample.as_ref().map(p).transpose()?,
+    })
 }
 
 /// The largest activation code (unsigned 8 bits).
@@ -123,8 +121,9 @@ fn unword(w: f32) -> [u8; PER_WORD] {
 }
 
 /// Writes `src` (`c` channels, a multiple of 4) quantised into the interior of `dst`, which
-/// holds `c / 4` words of four `u8` codes per pixel (its border stays zero, the code of 0.0), and each image's scale,
-/// its largest value / 255 (1.0 for an image of zeros), into `dst.image_scale`.
+/// holds `c / 4` words of four `u8` codes per pixel (its border stays zero, the code of 0.0),
+/// and each image's scale, its largest value / 255 (1.0 for an image of zeros), into
+/// `dst.image_scale`.
 ///
 /// # Panics
 /// If the shapes differ.
@@ -136,8 +135,8 @@ pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act) {
         "quantised activation shape"
     );
     let from = src.layout();
-    let (h, w, c) = (src.h, src.w, src.c);
-    dst.image_scale = (0..src.n)
+    let (h, w, c, pad, cs) = (src.h, src.w, src.c, dst.pad, dst.cs);
+    let scales: Vec<f32> = (0..src.n)
         .into_par_iter()
         .map(|n| {
             let mut max = 0f32;
@@ -160,10 +159,8 @@ pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act) {
             }
         })
         .collect();
-    let (h, w, c, pad, cs) = (dst.h, dst.w, src.c, dst.pad, dst.cs);
     let rows = h + 2 * pad;
     let row_len = dst.row_stride();
-    let scales = dst.image_scale.clone();
     dst.data
         .par_chunks_exact_mut(row_len)
         .enumerate()
@@ -178,6 +175,7 @@ pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act) {
                 isa.quantize_u8(px, inv, &mut line[(x + pad) * cs..][..c / PER_WORD]);
             }
         });
+    dst.image_scale = scales;
 }
 
 const _: () = assert!(<Avx2Int8 as Kernel>::VALUES_PER_WORD == PER_WORD);
