@@ -293,28 +293,26 @@ unsafe fn tile_kernel<const STEP: usize, const SPLIT: bool, const INT: bool>(
             // The registers hold 32-bit integer sums: to floats, dequantised by the weights'
             // scale per channel and the input's per image.
             let scale = _mm256_loadu_ps(ep.scale.as_ptr());
-            for (v, &image) in acc.iter_mut().zip(ep.row_img) {
-                let s = _mm256_mul_ps(scale, _mm256_set1_ps(ep.image_scale[image]));
-                *v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_castps_si256(*v)), s);
+            let image_scale =
+                |image: usize| _mm256_mul_ps(scale, _mm256_set1_ps(ep.image_scale[image]));
+            if ep.row_img[0] == ep.row_img[rows - 1] {
+                // One image's rows (the common case): one scale for all.
+                let s = image_scale(ep.row_img[0]);
+                for v in &mut acc {
+                    *v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_castps_si256(*v)), s);
+                }
+            } else {
+                for (v, &image) in acc.iter_mut().zip(ep.row_img) {
+                    *v = _mm256_mul_ps(
+                        _mm256_cvtepi32_ps(_mm256_castps_si256(*v)),
+                        image_scale(image),
+                    );
+                }
             }
         }
-        epilogue(acc, outs, ep);
-    }
-}
-
-/// The end of a tile: the partial sums or residual in the output added to `acc`, then (last
-/// reduction block) bias and ReLU, one store per row, and the pooled sums.
-///
-/// # Safety
-/// AVX2 must be available; the pointers as [`Kernel::tile`] says.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn epilogue(mut acc: [__m256; MR], outs: &[*mut f32; MAX_MR], ep: &Epilogue<'_>) {
-    let rows = ep.row_img.len();
-    let from_out = !ep.first || ep.accumulate;
-    // SAFETY: the caller's contract covers every access below.
-    unsafe {
+        // The end of the tile (in this function: a call would pass the accumulators through
+        // memory): the partial sums or residual in the output added, then (last reduction
+        // block) bias and ReLU, one store per row, the pooled sums and the maxima.
         if from_out {
             for r in 0..rows {
                 acc[r] = _mm256_add_ps(acc[r], _mm256_loadu_ps(outs[r]));
@@ -328,12 +326,23 @@ unsafe fn epilogue(mut acc: [__m256; MR], outs: &[*mut f32; MAX_MR], ep: &Epilog
         }
         let bias = _mm256_loadu_ps(ep.bias.as_ptr());
         let zero = _mm256_setzero_ps();
+        // Maxima tracked, of one image's rows (the common case): taken from the registers.
+        let one_image = !ep.max.is_null() && ep.row_img[0] == ep.row_img[rows - 1];
+        let mut m = zero;
         for r in 0..rows {
             let mut v = _mm256_add_ps(acc[r], bias);
             if ep.relu {
                 v = _mm256_max_ps(v, zero);
             }
             _mm256_storeu_ps(outs[r], v);
+            if one_image {
+                // `max_ps` returns its second operand when either is NaN: NaN never wins.
+                m = _mm256_max_ps(v, m);
+            }
+        }
+        if one_image {
+            let at = ep.max.add(ep.row_img[0] * NR);
+            _mm256_storeu_ps(at, _mm256_max_ps(_mm256_loadu_ps(at), m));
         }
         if !ep.pool.is_null() {
             // Channel sums of each image's rows, read back from L1, added to that image's
@@ -349,6 +358,21 @@ unsafe fn epilogue(mut acc: [__m256; MR], outs: &[*mut f32; MAX_MR], ep: &Epilog
             }
             let at = ep.pool.add(image * ep.pool_stride);
             _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), s));
+        }
+        if !ep.max.is_null() && !one_image {
+            // Rows of two images: each image's lane maxima, from the rows read back from L1.
+            // `max_ps` returns its second operand when either is NaN, so NaN never wins.
+            let mut image = ep.row_img[0];
+            let mut m = _mm256_loadu_ps(ep.max.add(image * NR));
+            for (&out, &row_img) in outs.iter().zip(ep.row_img) {
+                if row_img != image {
+                    _mm256_storeu_ps(ep.max.add(image * NR), m);
+                    image = row_img;
+                    m = _mm256_loadu_ps(ep.max.add(image * NR));
+                }
+                m = _mm256_max_ps(_mm256_loadu_ps(out), m);
+            }
+            _mm256_storeu_ps(ep.max.add(image * NR), m);
         }
     }
 }

@@ -132,6 +132,26 @@ macro_rules! store_tile {
                 _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
                 _mm512_storeu_ps(at.add(16), _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1));
             }
+            if !ep.max.is_null() {
+                // Each image's lane maxima, from the rows read back from L1; NaN never wins
+                // (`max_ps` returns its second operand when either is NaN).
+                let mut image = ep.row_img[0];
+                let mut at = ep.max.add(image * NR);
+                let (mut m0, mut m1) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
+                for r in 0..rows {
+                    if ep.row_img[r] != image {
+                        _mm512_storeu_ps(at, m0);
+                        _mm512_storeu_ps(at.add(16), m1);
+                        image = ep.row_img[r];
+                        at = ep.max.add(image * NR);
+                        (m0, m1) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
+                    }
+                    m0 = _mm512_max_ps(_mm512_loadu_ps(outs[r]), m0);
+                    m1 = _mm512_max_ps(_mm512_loadu_ps(outs[r].add(16)), m1);
+                }
+                _mm512_storeu_ps(at, m0);
+                _mm512_storeu_ps(at.add(16), m1);
+            }
         } else {
             for r in 0..rows {
                 _mm512_storeu_ps(outs[r], $acc[r][0]);

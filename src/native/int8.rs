@@ -123,42 +123,55 @@ fn unword(w: f32) -> [u8; PER_WORD] {
 /// Writes `src` (`c` channels, a multiple of 4) quantised into the interior of `dst`, which
 /// holds `c / 4` words of four `u8` codes per pixel (its border stays zero, the code of 0.0),
 /// and each image's scale, its largest value / 255 (1.0 for an image of zeros), into
-/// `dst.image_scale`.
+/// `dst.image_scale`. `max` holds each image's largest value (at least 0, NaN never counting)
+/// where the convolution that wrote `src` found it ([`super::kernel::conv_stats`]); without it,
+/// a first pass over `src` finds it.
 ///
 /// # Panics
-/// If the shapes differ.
-pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act) {
+/// If the shapes differ, or `max` does not hold one value per image.
+pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act, max: Option<&[f32]>) {
     assert!(
         src.c.is_multiple_of(PER_WORD)
             && dst.c * PER_WORD == src.c
             && (dst.n, dst.h, dst.w) == (src.n, src.h, src.w),
         "quantised activation shape"
     );
+    assert!(
+        max.is_none_or(|m| m.len() == src.n),
+        "one maximum per image"
+    );
     let from = src.layout();
     let (h, w, c, pad, cs) = (src.h, src.w, src.c, dst.pad, dst.cs);
-    let scales: Vec<f32> = (0..src.n)
-        .into_par_iter()
-        .map(|n| {
-            let mut max = 0f32;
-            for y in 0..h {
-                let row = &src.data[from.offset(n, y, 0)..];
-                if src.cs == c {
-                    // Channels without gaps: the row's pixels are one run.
-                    max = isa.max(&row[..w * c], max);
-                } else {
-                    for x in 0..w {
-                        max = isa.max(&row[x * src.cs..][..c], max);
-                    }
+    let largest = |n: usize| {
+        let mut max = 0f32;
+        for y in 0..h {
+            let row = &src.data[from.offset(n, y, 0)..];
+            if src.cs == c {
+                // Channels without gaps: the row's pixels are one run.
+                max = isa.max(&row[..w * c], max);
+            } else {
+                for x in 0..w {
+                    max = isa.max(&row[x * src.cs..][..c], max);
                 }
             }
-            // NaN never wins `max`; an image of zeros quantises exactly under any scale.
-            if max > 0.0 && max.is_finite() {
-                max / ACT_MAX
-            } else {
-                1.0
-            }
-        })
-        .collect();
+        }
+        max
+    };
+    // NaN never wins `max`; an image of zeros quantises exactly under any scale.
+    let scale = |max: f32| {
+        if max > 0.0 && max.is_finite() {
+            max / ACT_MAX
+        } else {
+            1.0
+        }
+    };
+    let scales: Vec<f32> = match max {
+        Some(max) => max.iter().map(|&m| scale(m)).collect(),
+        None => (0..src.n)
+            .into_par_iter()
+            .map(|n| scale(largest(n)))
+            .collect(),
+    };
     let rows = h + 2 * pad;
     let row_len = dst.row_stride();
     dst.data
@@ -187,7 +200,7 @@ mod tests {
     use crate::native::act::Pool;
     use crate::native::isa::testing::skip;
     use crate::native::isa::{Avx2Fma, Isa};
-    use crate::native::kernel::conv;
+    use crate::native::kernel::conv_stats;
 
     /// Deterministic values in [-1, 1).
     fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -270,7 +283,7 @@ mod tests {
             let mut input = pool.take(n, h, w, cin, pad);
             input.fill_from_nchw(&x);
             let mut q = pool.take(n, h, w, cin / PER_WORD, pad);
-            quantize(isa, &input, &mut q);
+            quantize(isa, &input, &mut q, None);
             // Each image's scale: its own maximum / 255.
             for (b, image) in x.chunks_exact(cin * h * w).enumerate() {
                 let max = image.iter().fold(0f32, |m, v| m.max(*v));
@@ -278,8 +291,31 @@ mod tests {
             }
             let (oh, ow) = (pc.out_side(h), pc.out_side(w));
             let mut out = pool.take(n, oh, ow, cout, 0);
-            conv(Avx2Int8::from(isa), &pc, &q, &mut out, false, false);
+            let stats = conv_stats(
+                Avx2Int8::from(isa),
+                &pc,
+                &q,
+                &mut out,
+                false,
+                false,
+                false,
+                true,
+            );
             let layout = out.layout();
+            // The maxima found in the epilogue quantise the output as a pass over it does.
+            let max = stats.max.expect("asked for");
+            let mut by_pass = pool.take(n, oh, ow, cout / PER_WORD, 1);
+            let mut by_epilogue = pool.take(n, oh, ow, cout / PER_WORD, 1);
+            quantize(isa, &out, &mut by_pass, None);
+            quantize(isa, &out, &mut by_epilogue, Some(&max));
+            assert_eq!(by_pass.image_scale, by_epilogue.image_scale);
+            assert!(
+                by_pass
+                    .data
+                    .iter()
+                    .zip(by_epilogue.data.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            );
             let xq = |b: usize, c: usize, y: isize, xx: isize| -> i64 {
                 if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
                     return 0;

@@ -178,6 +178,9 @@ pub(crate) struct Epilogue<'a> {
     /// at `pool + i * pool_stride`.
     pub pool: *mut f32,
     pub pool_stride: usize,
+    /// Where the running maxima of this block's stored values go (null: not tracked): `NR`
+    /// lanes per image, image `i` at `max + i * NR`. A lane only grows, and NaN never wins.
+    pub max: *mut f32,
     /// Each stored row's image, counted from the block's first: its length is the number of
     /// rows stored.
     pub row_img: &'a [usize],
@@ -219,8 +222,9 @@ pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
     /// `a + jump + o + (r - MR / 2) * STEP + i` (rows from it, when `SPLIT`) must be readable
     /// for `r < MR`, `i < len`; `b` must address (sum of the lengths) x `NR` floats;
     /// `outs[r]` must address `NR` floats that no other thread accesses, for every stored row;
-    /// `ep.bias` must hold `NR` floats (and `ep.scale` too, for an integer kernel) and, unless null, `ep.pool + i * ep.pool_stride` `NR`
-    /// floats for every image `i` in `ep.row_img`.
+    /// `ep.bias` must hold `NR` floats (and `ep.scale` too, for an integer kernel) and, for
+    /// every image `i` in `ep.row_img`, `ep.pool + i * ep.pool_stride` and `ep.max + i * NR`
+    /// `NR` floats each, unless null, that no other thread accesses.
     unsafe fn tile<const STEP: usize, const SPLIT: bool>(
         self,
         a: *const f32,

@@ -19,6 +19,7 @@
 //! separate pass reads the output again.
 
 use std::marker::PhantomData;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -166,7 +167,7 @@ pub(crate) fn conv<K: Kernel>(
     accumulate: bool,
     relu: bool,
 ) {
-    run(isa, pc, input, out, accumulate, relu, None);
+    conv_stats(isa, pc, input, out, accumulate, relu, false, false);
 }
 
 /// [`conv`], also returning the global average pool of the output (`[n][cout]`), summed in the
@@ -182,14 +183,60 @@ pub(crate) fn conv_pooled<K: Kernel>(
     accumulate: bool,
     relu: bool,
 ) -> Vec<f32> {
-    let sums = std::sync::Mutex::new(vec![0f64; out.n * pc.cout]);
-    run(isa, pc, input, out, accumulate, relu, Some(&sums));
+    let stats = conv_stats(isa, pc, input, out, accumulate, relu, true, false);
+    stats.pooled.expect("pooling was asked for")
+}
+
+/// What [`conv_stats`] gathers about the output it writes, from the registers' stores.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// The global average pool (`[n][cout]`), when asked for.
+    pub pooled: Option<Vec<f32>>,
+    /// Each image's largest output value, at least 0 (NaN never counts), when asked for: what
+    /// the int8 path's quantising pass would otherwise read the whole output again to find.
+    pub max: Option<Vec<f32>>,
+}
+
+/// [`conv`], also gathering the average pool (`pool`) and each image's largest value (`max`)
+/// of the output in the epilogue.
+///
+/// # Panics
+/// As [`conv`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_stats<K: Kernel>(
+    isa: K,
+    pc: &PackedConv<K>,
+    input: &Act,
+    out: &mut Act,
+    accumulate: bool,
+    relu: bool,
+    pool: bool,
+    max: bool,
+) -> Stats {
+    let sums = pool.then(|| Mutex::new(vec![0f64; out.n * pc.cout]));
+    let maxes = max.then(|| Mutex::new(vec![0f32; out.n]));
+    run(
+        isa,
+        pc,
+        input,
+        out,
+        [accumulate, relu],
+        sums.as_ref(),
+        maxes.as_ref(),
+    );
     let count = (out.h * out.w) as f64;
-    sums.into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|s| (s / count) as f32)
-        .collect()
+    fn inner<T>(m: Mutex<T>) -> T {
+        m.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+    Stats {
+        pooled: sums.map(|s| {
+            inner(s)
+                .into_iter()
+                .map(|s: f64| (s / count) as f32)
+                .collect()
+        }),
+        max: maxes.map(inner),
+    }
 }
 
 fn run<K: Kernel>(
@@ -197,9 +244,9 @@ fn run<K: Kernel>(
     pc: &PackedConv<K>,
     input: &Act,
     out: &mut Act,
-    accumulate: bool,
-    relu: bool,
-    pool: Option<&std::sync::Mutex<Vec<f64>>>,
+    [accumulate, relu]: [bool; 2],
+    pool: Option<&Mutex<Vec<f64>>>,
+    max: Option<&Mutex<Vec<f32>>>,
 ) {
     // The bounds the kernels' raw reads and writes rely on: both buffers hold their layouts,
     // the input's border covers the padding (so every patch lies inside its padded image),
@@ -233,6 +280,7 @@ fn run<K: Kernel>(
         isa,
         pc,
         pool,
+        max,
         input,
         out: SendPtr(out.data.as_mut_ptr()),
         out_layout: out.layout(),
@@ -297,7 +345,9 @@ struct Job<'a, K> {
     isa: K,
     pc: &'a PackedConv<K>,
     /// Channel sums per image (`[n][cout]`) of the output, when the convolution pools it.
-    pool: Option<&'a std::sync::Mutex<Vec<f64>>>,
+    pool: Option<&'a Mutex<Vec<f64>>>,
+    /// Each image's largest value of the output, when the convolution tracks it.
+    max: Option<&'a Mutex<Vec<f32>>>,
     input: &'a Act,
     out: SendPtr,
     out_layout: Layout,
@@ -401,17 +451,24 @@ impl<K: Kernel> Job<'_, K> {
         self.input.image_scale.get(px.first_img..).unwrap_or(&[])
     }
 
-    /// Adds a block's pooled sums to the convolution's totals.
-    fn add_sums(&self, px: &BlockPixels, sums: &[f32]) {
-        let Some(pool) = self.pool else {
-            return;
-        };
-        let cout = self.pc.cout;
-        let mut total = pool.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, image) in sums.chunks_exact(cout).enumerate() {
-            let at = &mut total[(px.first_img + i) * cout..][..cout];
-            for (t, s) in at.iter_mut().zip(image) {
-                *t += f64::from(*s);
+    /// Adds a block's pooled sums to the convolution's totals, and its images' lane maxima
+    /// (`NR` per image) to their maxima.
+    fn finish(&self, px: &BlockPixels, sums: &[f32], maxes: &[f32]) {
+        if let Some(pool) = self.pool {
+            let cout = self.pc.cout;
+            let mut total = pool.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, image) in sums.chunks_exact(cout).enumerate() {
+                let at = &mut total[(px.first_img + i) * cout..][..cout];
+                for (t, s) in at.iter_mut().zip(image) {
+                    *t += f64::from(*s);
+                }
+            }
+        }
+        if let Some(max) = self.max {
+            let mut total = max.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, lanes) in maxes.chunks_exact(K::NR).enumerate() {
+                let at = &mut total[px.first_img + i];
+                *at = lanes.iter().copied().fold(*at, f32::max);
             }
         }
     }
@@ -442,6 +499,21 @@ impl<K: Kernel> Job<'_, K> {
         } else {
             std::ptr::null_mut()
         };
+        // And its lane maxima per image, when the convolution tracks them (0: the maximum of
+        // no values, as the quantising pass counts it).
+        let mut maxes = vec![
+            0f32;
+            if self.max.is_some() {
+                px.images() * nr
+            } else {
+                0
+            }
+        ];
+        let max_base = if self.max.is_some() {
+            maxes.as_mut_ptr()
+        } else {
+            std::ptr::null_mut()
+        };
         let k_len = pc.k_len();
         let panels = pc.cout / nr;
         let data = &self.input.data;
@@ -465,9 +537,9 @@ impl<K: Kernel> Job<'_, K> {
             // SAFETY: as this function's contract; each tile's pixels, at `src` and one stride
             // apart within each half, hold the patch runs (the zero border covers the
             // padding).
-            && unsafe { self.direct_block(&px, pool_base, split) }
+            && unsafe { self.direct_block(&px, pool_base, max_base, split) }
         {
-            self.add_sums(&px, &sums);
+            self.finish(&px, &sums, &maxes);
             return;
         }
         APACK.with_borrow_mut(|apack| {
@@ -505,6 +577,7 @@ impl<K: Kernel> Job<'_, K> {
                         image_scale: self.image_scale(&px),
                         pool: pool_at(pool_base, p, nr),
                         pool_stride: pc.cout,
+                        max: max_base,
                         row_img: &px.img[t * mr..t * mr + rows],
                     };
                     let mut outs = [std::ptr::null_mut::<f32>(); MAX_MR];
@@ -552,7 +625,7 @@ impl<K: Kernel> Job<'_, K> {
                 }
             }
         });
-        self.add_sums(&px, &sums);
+        self.finish(&px, &sums, &maxes);
     }
 
     /// The block's tiles straight from the input, without packing, when the distance between
@@ -563,8 +636,14 @@ impl<K: Kernel> Job<'_, K> {
     /// # Safety
     /// As [`Job::run_block`], and every tile's pixels one stride apart in the input (within
     /// each half of the tile, with `split`).
-    unsafe fn direct_block(&self, px: &BlockPixels, pool_base: *mut f32, split: bool) -> bool {
-        type Tiles<'j, K> = unsafe fn(&Job<'j, K>, &BlockPixels, *mut f32);
+    unsafe fn direct_block(
+        &self,
+        px: &BlockPixels,
+        pool_base: *mut f32,
+        max_base: *mut f32,
+        split: bool,
+    ) -> bool {
+        type Tiles<'j, K> = unsafe fn(&Job<'j, K>, &BlockPixels, *mut f32, *mut f32);
         let kernel: Tiles<'_, K> = match (self.pc.stride * self.input.cs, split) {
             (6, false) => Self::direct_tiles::<6, false>,
             // The int8 kernel's words (four channels): 64 and 128 channels.
@@ -590,7 +669,7 @@ impl<K: Kernel> Job<'_, K> {
             _ => return false,
         };
         // SAFETY: passed on from the caller.
-        unsafe { kernel(self, px, pool_base) };
+        unsafe { kernel(self, px, pool_base, max_base) };
         true
     }
 
@@ -603,6 +682,7 @@ impl<K: Kernel> Job<'_, K> {
         &self,
         px: &BlockPixels,
         pool_base: *mut f32,
+        max_base: *mut f32,
     ) {
         let (mr, nr) = (K::MR, K::NR);
         let pc = self.pc;
@@ -620,6 +700,7 @@ impl<K: Kernel> Job<'_, K> {
                 image_scale: self.image_scale(px),
                 pool: pool_at(pool_base, p, nr),
                 pool_stride: pc.cout,
+                max: max_base,
                 row_img: &px.img[t * mr..(t + 1) * mr],
             };
             let mut outs = [std::ptr::null_mut::<f32>(); MAX_MR];
@@ -751,8 +832,19 @@ mod tests {
             if accumulate {
                 out.fill_from_nchw(&residual[..n * cout * oh * ow]);
             }
-            conv(isa, &pc, &input, &mut out, accumulate, relu);
+            let stats = conv_stats(isa, &pc, &input, &mut out, accumulate, relu, false, true);
             let layout = out.layout();
+            // Each image's largest stored value (at least 0), tracked in the epilogue.
+            for (b, &max) in stats.max.expect("asked for").iter().enumerate() {
+                let mut want = 0f32;
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let px = &out.data[layout.offset(b, y, xx)..][..cout];
+                        want = px.iter().copied().fold(want, f32::max);
+                    }
+                }
+                assert_eq!(max, want, "{}: image {b}'s maximum", K::ISA);
+            }
             for b in 0..n {
                 for o in 0..cout {
                     for y in 0..oh {

@@ -27,7 +27,7 @@ mod kernel;
 use std::time::Instant;
 
 use act::{Act, Pool, max_pool_3x3_s2};
-use kernel::{PackedConv, conv, conv_pooled};
+use kernel::{PackedConv, Stats, conv, conv_pooled, conv_stats};
 
 use crate::arch::Bottleneck;
 use crate::weights::FoldedNet;
@@ -249,11 +249,29 @@ impl<K: Kernel> Net<K> {
         })
     }
 
-    /// `x` quantised for the int8 kernel, with a border of `pad`, timed.
-    fn quantized(&self, isa: Avx2Int8, x: &Act, pad: usize) -> Act {
+    /// [`conv_stats`] with kernel `isa`, timed.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_stats<J: Kernel>(
+        &self,
+        isa: J,
+        pc: &PackedConv<J>,
+        input: &Act,
+        out: &mut Act,
+        [accumulate, relu]: [bool; 2],
+        pool: bool,
+        max: bool,
+    ) -> Stats {
+        self.timed_conv(pc, [out.n, out.h, out.w], || {
+            conv_stats(isa, pc, input, out, accumulate, relu, pool, max)
+        })
+    }
+
+    /// `x` quantised for the int8 kernel, with a border of `pad`, timed; `max` is each image's
+    /// largest value where the convolution that wrote `x` found it.
+    fn quantized(&self, isa: Avx2Int8, x: &Act, max: Option<&[f32]>, pad: usize) -> Act {
         self.timed("quantize", || {
             let mut q = self.pool.take(x.n, x.h, x.w, x.c / int8::PER_WORD, pad);
-            int8::quantize(isa.fp32(), x, &mut q);
+            int8::quantize(isa.fp32(), x, &mut q, max);
             q
         })
     }
@@ -312,6 +330,9 @@ impl<K: Kernel> Net<K> {
         });
         self.pool.give(stem);
         let lens = self.stages.lens();
+        // For int8: each image's largest value of `x`, found by the convolution that wrote it
+        // (none for the max-pool's output).
+        let mut x_max = None;
         for (i, &len) in lens.iter().enumerate().take(deepest - 1) {
             for j in 0..len {
                 let pool = wanted[i + 1] && j + 1 == len;
@@ -319,7 +340,11 @@ impl<K: Kernel> Net<K> {
                 (x, pooled) = match &self.stages {
                     Stages::Fp32(stages) => self.bottleneck(&stages[i][j], x, pool),
                     Stages::Int8 { isa, stages } => {
-                        self.bottleneck_int8(*isa, &stages[i][j], x, pool)
+                        let stats;
+                        (x, stats) =
+                            self.bottleneck_int8(*isa, &stages[i][j], x, x_max.as_deref(), pool);
+                        x_max = stats.max;
+                        (x, stats.pooled)
                     }
                 };
                 out.extend(pooled);
@@ -377,16 +402,18 @@ impl<K: Kernel> Net<K> {
     }
 
     /// One bottleneck in int8: each convolution's input quantised, outputs and the residual in
-    /// f32. With `pool`, also the average pool of its output.
+    /// f32. `x_max` is each image's largest value of `x`, where known. Returns the output and
+    /// each image's largest value of it, and with `pool` its average pool.
     fn bottleneck_int8(
         &self,
         isa: Avx2Int8,
         c: &Bottleneck<PackedConv<Avx2Int8>>,
         x: Act,
+        x_max: Option<&[f32]>,
         pool: bool,
-    ) -> (Act, Option<Vec<f32>>) {
+    ) -> (Act, Stats) {
         let border = c.downsample.as_ref().map_or(0, |d| d.pad).max(c.conv1.pad);
-        let xq = self.quantized(isa, &x, border);
+        let xq = self.quantized(isa, &x, x_max, border);
         // The shortcut buffer receives conv3's output in place.
         let mut out = match &c.downsample {
             Some(d) => {
@@ -401,24 +428,19 @@ impl<K: Kernel> Net<K> {
         };
         let (h1, w1) = (c.conv1.out_side(xq.h), c.conv1.out_side(xq.w));
         let mut y1 = self.pool.take(xq.n, h1, w1, c.conv1.cout, 0);
-        self.conv(isa, &c.conv1, &xq, &mut y1, false, true);
+        let s1 = self.conv_stats(isa, &c.conv1, &xq, &mut y1, [false, true], false, true);
         self.pool.give(xq);
-        let y1q = self.quantized(isa, &y1, c.conv2.pad);
+        let y1q = self.quantized(isa, &y1, s1.max.as_deref(), c.conv2.pad);
         self.pool.give(y1);
         let (h2, w2) = (c.conv2.out_side(h1), c.conv2.out_side(w1));
         let mut y2 = self.pool.take(y1q.n, h2, w2, c.conv2.cout, 0);
-        self.conv(isa, &c.conv2, &y1q, &mut y2, false, true);
+        let s2 = self.conv_stats(isa, &c.conv2, &y1q, &mut y2, [false, true], false, true);
         self.pool.give(y1q);
-        let y2q = self.quantized(isa, &y2, c.conv3.pad);
+        let y2q = self.quantized(isa, &y2, s2.max.as_deref(), c.conv3.pad);
         self.pool.give(y2);
-        let pooled = if pool {
-            Some(self.conv_pooled(isa, &c.conv3, &y2q, &mut out, true, true))
-        } else {
-            self.conv(isa, &c.conv3, &y2q, &mut out, true, true);
-            None
-        };
+        let stats = self.conv_stats(isa, &c.conv3, &y2q, &mut out, [true, true], pool, true);
         self.pool.give(y2q);
-        (out, pooled)
+        (out, stats)
     }
 }
 
