@@ -170,27 +170,11 @@ pub(crate) fn conv<K: Kernel>(
     conv_stats(isa, pc, input, out, accumulate, relu, false, false);
 }
 
-/// [`conv`], also returning the global average pool of the output (`[n][cout]`), summed in the
-/// epilogue from the registers instead of read back from memory.
-///
-/// # Panics
-/// As [`conv`].
-pub(crate) fn conv_pooled<K: Kernel>(
-    isa: K,
-    pc: &PackedConv<K>,
-    input: &Act,
-    out: &mut Act,
-    accumulate: bool,
-    relu: bool,
-) -> Vec<f32> {
-    let stats = conv_stats(isa, pc, input, out, accumulate, relu, true, false);
-    stats.pooled.expect("pooling was asked for")
-}
-
 /// What [`conv_stats`] gathers about the output it writes, from the registers' stores.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    /// The global average pool (`[n][cout]`), when asked for.
+    /// The global average pool (`[n][cout]`), when asked for: summed in the epilogue from the
+    /// registers instead of read back from memory.
     pub pooled: Option<Vec<f32>>,
     /// Each image's largest output value, at least 0 (NaN never counts), when asked for: what
     /// the int8 path's quantising pass would otherwise read the whole output again to find.
@@ -974,7 +958,8 @@ mod tests {
             for accumulate in [false, true] {
                 let mut out = pool.take(n, oh, ow, cout, 0);
                 out.fill_from_nchw(&values(n * cout * oh * ow, 8));
-                let means = conv_pooled(isa, &pc, &input, &mut out, accumulate, true);
+                let stats = conv_stats(isa, &pc, &input, &mut out, accumulate, true, true, false);
+                let means = stats.pooled.expect("asked for");
                 let want = out.global_avg_pool();
                 for (i, (g, w)) in means.iter().zip(&want).enumerate() {
                     assert!(

@@ -27,7 +27,7 @@ mod kernel;
 use std::time::Instant;
 
 use act::{Act, Pool, max_pool_3x3_s2};
-use kernel::{PackedConv, Stats, conv, conv_pooled, conv_stats};
+use kernel::{PackedConv, Stats, conv, conv_stats};
 
 use crate::arch::Bottleneck;
 use crate::weights::FoldedNet;
@@ -234,21 +234,6 @@ impl<K: Kernel> Net<K> {
         });
     }
 
-    /// [`conv_pooled`] with kernel `isa`, timed.
-    fn conv_pooled<J: Kernel>(
-        &self,
-        isa: J,
-        pc: &PackedConv<J>,
-        input: &Act,
-        out: &mut Act,
-        accumulate: bool,
-        relu: bool,
-    ) -> Vec<f32> {
-        self.timed_conv(pc, [out.n, out.h, out.w], || {
-            conv_pooled(isa, pc, input, out, accumulate, relu)
-        })
-    }
-
     /// [`conv_stats`] with kernel `isa`, timed.
     #[allow(clippy::too_many_arguments)]
     fn conv_stats<J: Kernel>(
@@ -314,11 +299,16 @@ impl<K: Kernel> Net<K> {
         let mut stem = self.pool.take(n, sh, sw, self.stem.cout, 1);
         // A tapped block's average pool is summed in the epilogue of the convolution that
         // writes it.
-        if wanted[0] {
-            out.push(self.conv_pooled(self.isa, &self.stem, &input, &mut stem, false, true));
-        } else {
-            self.conv(self.isa, &self.stem, &input, &mut stem, false, true);
-        }
+        let stats = self.conv_stats(
+            self.isa,
+            &self.stem,
+            &input,
+            &mut stem,
+            [false, true],
+            wanted[0],
+            false,
+        );
+        out.extend(stats.pooled);
         pool_weighted(0, &stem);
         self.pool.give(input);
         let mut x = self.timed("maxpool", || {
@@ -391,12 +381,9 @@ impl<K: Kernel> Net<K> {
         let mut y2 = self.pool.take(y1.n, h2, w2, b.conv2.cout, b.conv3.pad);
         self.conv(self.isa, &b.conv2, &y1, &mut y2, false, true);
         self.pool.give(y1);
-        let pooled = if pool {
-            Some(self.conv_pooled(self.isa, &b.conv3, &y2, &mut out, true, true))
-        } else {
-            self.conv(self.isa, &b.conv3, &y2, &mut out, true, true);
-            None
-        };
+        let pooled = self
+            .conv_stats(self.isa, &b.conv3, &y2, &mut out, [true, true], pool, false)
+            .pooled;
         self.pool.give(y2);
         (out, pooled)
     }
