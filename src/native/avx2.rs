@@ -1,13 +1,17 @@
-//! The AVX2 + FMA micro-kernel, for x86-64 CPUs without AVX-512 (Intel client CPUs since Alder
-//! Lake, AMD before Zen 4): a 14 x 8 output tile.
+//! The AVX2 + FMA micro-kernels, for x86-64 CPUs without AVX-512 (Intel client CPUs since Alder
+//! Lake, AMD before Zen 4): a 14 x 16 output tile, in `f32` and in int8.
 //!
-//! AVX2 has 16 256-bit registers: 14 accumulators (one 8-float vector per output pixel), the
-//! weight vector and the broadcast input value fill them all, which is why the multiply-add
-//! loop is written in assembly ([`multiply_add`]). Keeping the AVX-512 tile's 14 rows keeps
-//! the driver's pixel tiling, and with it the direct path over 56-, 28-, 14- and 7-wide maps;
-//! the price is one broadcast load per multiply-add (a 6 x 16 tile would need 0.5), which
-//! cores with two or three load ports absorb: the loop runs at 85 % of the FMA peak of a Zen 3
-//! core on data in L1.
+//! AVX2 has 16 256-bit registers. The tile keeps the AVX-512 tile's 14 rows, and with them the
+//! driver's pixel tiling and its direct path over 56-, 28-, 14- and 7-wide maps, but computes
+//! them in three groups of 5, 5 and 4 rows by two vectors: a group's 10 accumulators, its two
+//! weight vectors and the broadcast input value leave room for the int8 kernel's temporaries,
+//! and each broadcast feeds two multiply-adds. A 14 x 8 tile (14 accumulators in registers)
+//! needs a broadcast load per multiply-add; in an `rdtsc` loop on one Zen 3 core the groups ran
+//! 17 % (`f32`) and 8 % (int8) faster, and the whole network 10-16 % faster (`benches/README.md`).
+//! The groups take turns over [`WIDE_CHUNK`] reduction steps, so that the chunk of the weight
+//! panel and of the rows they share stays in L1, and keep their sums in a 896-byte buffer
+//! between turns. The multiply-add loops are written in assembly so that the register
+//! allocation is the one described here.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::asm;
@@ -24,8 +28,11 @@ use super::isa::{Avx2Fma, Avx2Int8, Epilogue, Isa, Kernel, MAX_MR};
 
 /// Output pixels per tile.
 const MR: usize = 14;
-/// Output channels per tile: one 8-float vector.
-const NR: usize = 8;
+/// Output channels per tile: two vectors of eight `f32` or `i32` sums.
+const NR: usize = 16;
+/// Reduction steps per turn of the row groups: that much of the weight panel (4 KiB) and of
+/// the 14 rows stays in L1 while the three groups pass over it.
+const WIDE_CHUNK: usize = 64;
 
 impl Kernel for Avx2Fma {
     const ISA: Isa = Isa::Avx2;
@@ -63,7 +70,7 @@ impl Kernel for Avx2Fma {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves AVX2 and FMA; the pointers are as the caller's contract says.
         unsafe {
-            tile_kernel::<STEP, SPLIT, false>(a, jump, runs, b, outs, ep);
+            wide_tile::<STEP, SPLIT, false>(a, jump, runs, b, outs, ep);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -118,7 +125,7 @@ impl Kernel for Avx2Int8 {
         // SAFETY: `self` proves AVX2 and FMA; the pointers are as the caller's contract says,
         // and the scales were checked above.
         unsafe {
-            tile_kernel::<STEP, SPLIT, true>(a, jump, runs, b, outs, ep);
+            wide_tile::<STEP, SPLIT, true>(a, jump, runs, b, outs, ep);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -237,17 +244,18 @@ unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) {
     }
 }
 
-/// [`Kernel::tile`] for AVX2 and FMA: `f32` values, or with `INT` the int8 kernel's words,
-/// each four bytes (four consecutive input channels, and their four weights), multiplied and
-/// summed exactly into 32-bit integers ([`multiply_add_quads`]), then scaled by the panel's
-/// [`Epilogue::scale`] and each row's image's [`Epilogue::image_scale`] into floats.
+/// [`Kernel::tile`] for AVX2 and FMA: 14 rows by 16 channels (two vectors), in
+/// three groups of 5, 5 and 4 rows (see the module documentation). With `INT`, the int8
+/// kernel's words, each four bytes (four consecutive input channels, and their four weights),
+/// multiplied and summed exactly into 32-bit integers ([`multiply_add_quads_5x16`]), then
+/// scaled by the panel's [`Epilogue::scale`] and each row's image's [`Epilogue::image_scale`]
+/// into floats.
 ///
 /// # Safety
-/// AVX2 and FMA must be available, and the pointers as [`Kernel::tile`] says; with `INT`,
-/// `ep.scale` must hold `NR` floats.
+/// AVX2 and FMA must be available, and the pointers as [`Kernel::tile`] says (with `NR` 16).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_kernel<const STEP: usize, const SPLIT: bool, const INT: bool>(
+unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
     a: *const f32,
     jump: usize,
     runs: &[(usize, usize)],
@@ -257,234 +265,297 @@ unsafe fn tile_kernel<const STEP: usize, const SPLIT: bool, const INT: bool>(
 ) {
     const { assert!(MR == 14 && MR <= MAX_MR) };
     let rows = ep.row_img.len();
+    let mut sums = Sums([[0.0; NR]; MR]);
     // SAFETY: the caller's contract covers every access below.
     unsafe {
-        // The partial sums or the residual in the output are added after the multiply-adds:
-        // start fetching them now.
         let from_out = !ep.first || ep.accumulate;
         if from_out {
             for out in &outs[..rows] {
                 _mm_prefetch::<_MM_HINT_T0>(out.cast::<i8>());
             }
         }
-        // All bits zero: 0.0 in every lane, or the integer 0.
-        let mut acc = [_mm256_setzero_ps(); MR];
+        // Row `r`'s patch: rows 0..7 from `a`, rows 7..14 from their own base.
+        let a1 = if SPLIT {
+            a.add(jump)
+        } else {
+            a.add(MR / 2 * STEP)
+        };
+        let row = |r: usize| {
+            if r < MR / 2 {
+                a.add(r * STEP)
+            } else {
+                a1.add((r - MR / 2) * STEP)
+            }
+        };
+        let bases: [*const f32; MR] = std::array::from_fn(row);
+        let acc = sums.0.as_mut_ptr().cast::<f32>();
         let mut bp = b;
-        for &(off, cin) in runs {
-            if cin == 0 {
-                continue;
-            }
-            // Rows 0..7 are read from `a + off`, rows 7..14 from their own base, one STEP
-            // apart: the next rows of the same evenly spaced tile, or the second segment.
-            let a0 = a.add(off);
-            let a1 = if SPLIT {
-                a.add(jump + off)
-            } else {
-                a0.add(MR / 2 * STEP)
-            };
-            if INT {
-                multiply_add_quads::<STEP>(&mut acc, a0, a1, bp, cin);
-            } else {
-                multiply_add::<STEP>(&mut acc, a0, a1, bp, cin);
-            }
-            bp = bp.add(cin * NR);
-        }
-        if INT {
-            // The registers hold 32-bit integer sums: to floats, dequantised by the weights'
-            // scale per channel and the input's per image.
-            let scale = _mm256_loadu_ps(ep.scale.as_ptr());
-            let image_scale =
-                |image: usize| _mm256_mul_ps(scale, _mm256_set1_ps(ep.image_scale[image]));
-            if ep.row_img[0] == ep.row_img[rows - 1] {
-                // One image's rows (the common case): one scale for all.
-                let s = image_scale(ep.row_img[0]);
-                for v in &mut acc {
-                    *v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_castps_si256(*v)), s);
+        for &(off, len) in runs {
+            let mut k = 0;
+            while k < len {
+                let n = WIDE_CHUNK.min(len - k);
+                let p = |r: usize| bases[r].add(off + k);
+                let w = bp.add(k * NR);
+                let (g0, g1, g2) = (acc, acc.add(5 * NR), acc.add(10 * NR));
+                if INT {
+                    multiply_add_quads_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
+                    multiply_add_quads_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
+                    multiply_add_quads_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
+                } else {
+                    multiply_add_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
+                    multiply_add_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
+                    multiply_add_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
                 }
-            } else {
-                for (v, &image) in acc.iter_mut().zip(ep.row_img) {
-                    *v = _mm256_mul_ps(
-                        _mm256_cvtepi32_ps(_mm256_castps_si256(*v)),
-                        image_scale(image),
-                    );
-                }
+                k += n;
             }
+            bp = bp.add(len * NR);
         }
-        // The end of the tile (in this function: a call would pass the accumulators through
-        // memory): the partial sums or residual in the output added, then (last reduction
-        // block) bias and ReLU, one store per row, the pooled sums and the maxima.
-        if from_out {
-            for r in 0..rows {
-                acc[r] = _mm256_add_ps(acc[r], _mm256_loadu_ps(outs[r]));
-            }
-        }
-        if !ep.last {
-            for r in 0..rows {
-                _mm256_storeu_ps(outs[r], acc[r]);
-            }
-            return;
-        }
-        let bias = _mm256_loadu_ps(ep.bias.as_ptr());
         let zero = _mm256_setzero_ps();
-        // Maxima tracked, of one image's rows (the common case): taken from the registers.
-        let one_image = !ep.max.is_null() && ep.row_img[0] == ep.row_img[rows - 1];
-        let mut m = zero;
-        for r in 0..rows {
-            let mut v = _mm256_add_ps(acc[r], bias);
-            if ep.relu {
-                v = _mm256_max_ps(v, zero);
-            }
-            _mm256_storeu_ps(outs[r], v);
-            if one_image {
-                // `max_ps` returns its second operand when either is NaN: NaN never wins.
-                m = _mm256_max_ps(v, m);
-            }
-        }
-        if one_image {
-            let at = ep.max.add(ep.row_img[0] * NR);
-            _mm256_storeu_ps(at, _mm256_max_ps(_mm256_loadu_ps(at), m));
-        }
-        if !ep.pool.is_null() {
-            // Channel sums of each image's rows, read back from L1, added to that image's
-            // pooled sums when the image changes and at the end.
-            let (mut s, mut image) = (zero, ep.row_img[0]);
-            for (&out, &row_img) in outs.iter().zip(ep.row_img) {
-                if row_img != image {
-                    let at = ep.pool.add(image * ep.pool_stride);
-                    _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), s));
-                    (s, image) = (zero, row_img);
+        let bias = if ep.last {
+            [
+                _mm256_loadu_ps(ep.bias.as_ptr()),
+                _mm256_loadu_ps(ep.bias.as_ptr().add(8)),
+            ]
+        } else {
+            [zero; 2]
+        };
+        // Integer sums: to floats, dequantised by the weights' scale per channel and the
+        // input's per image.
+        let scale = if INT {
+            [
+                _mm256_loadu_ps(ep.scale.as_ptr()),
+                _mm256_loadu_ps(ep.scale.as_ptr().add(8)),
+            ]
+        } else {
+            [zero; 2]
+        };
+        // The last block's pooled sums and maxima, of one image's rows at a time: kept in
+        // registers, added to the image's totals when the image changes and at the end.
+        let pooling = ep.last && !ep.pool.is_null();
+        let maxing = ep.last && !ep.max.is_null();
+        let lanes = |image: usize| ep.max.add(image * NR);
+        let mut image = ep.row_img[0];
+        let mut pool = [zero; 2];
+        let mut max = if maxing {
+            [
+                _mm256_loadu_ps(lanes(image)),
+                _mm256_loadu_ps(lanes(image).add(8)),
+            ]
+        } else {
+            [zero; 2]
+        };
+        for ((&row_out, &row_img), row_sums) in outs.iter().zip(ep.row_img).zip(&sums.0) {
+            if row_img != image {
+                if pooling {
+                    flush_pool(ep, image, &mut pool);
                 }
-                s = _mm256_add_ps(s, _mm256_loadu_ps(out));
-            }
-            let at = ep.pool.add(image * ep.pool_stride);
-            _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), s));
-        }
-        if !ep.max.is_null() && !one_image {
-            // Rows of two images: each image's lane maxima, from the rows read back from L1.
-            // `max_ps` returns its second operand when either is NaN, so NaN never wins.
-            let mut image = ep.row_img[0];
-            let mut m = _mm256_loadu_ps(ep.max.add(image * NR));
-            for (&out, &row_img) in outs.iter().zip(ep.row_img) {
-                if row_img != image {
-                    _mm256_storeu_ps(ep.max.add(image * NR), m);
-                    image = row_img;
-                    m = _mm256_loadu_ps(ep.max.add(image * NR));
+                if maxing {
+                    flush_max(lanes(image), &mut max);
                 }
-                m = _mm256_max_ps(_mm256_loadu_ps(out), m);
+                image = row_img;
+                if maxing {
+                    max = [
+                        _mm256_loadu_ps(lanes(image)),
+                        _mm256_loadu_ps(lanes(image).add(8)),
+                    ];
+                }
             }
-            _mm256_storeu_ps(ep.max.add(image * NR), m);
+            for h in 0..2 {
+                let out = row_out.add(8 * h);
+                let mut v = _mm256_loadu_ps(row_sums.as_ptr().add(8 * h));
+                if INT {
+                    let s = _mm256_mul_ps(scale[h], _mm256_set1_ps(ep.image_scale[image]));
+                    v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_castps_si256(v)), s);
+                }
+                if from_out {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(out));
+                }
+                if ep.last {
+                    v = _mm256_add_ps(v, bias[h]);
+                    if ep.relu {
+                        v = _mm256_max_ps(v, zero);
+                    }
+                    pool[h] = _mm256_add_ps(pool[h], v);
+                    // `max_ps` returns its second operand when either is NaN: NaN never wins.
+                    max[h] = _mm256_max_ps(v, max[h]);
+                }
+                _mm256_storeu_ps(out, v);
+            }
+        }
+        if pooling {
+            flush_pool(ep, image, &mut pool);
+        }
+        if maxing {
+            flush_max(lanes(image), &mut max);
         }
     }
 }
 
-/// `acc[r] += sum_i a_r[i] * b[i][0..8]` for `i < len`, where row `r`'s values are at
-/// `a0 + r * STEP` (rows 0..7) and `a1 + (r - 7) * STEP` (rows 7..14).
-///
-/// Written in assembly: with the 14 accumulators, the weight vector and the broadcast value in
-/// all 16 registers, LLVM keeps some accumulators on the stack and adds a store per
-/// multiply-add (28 GMAC/s on one Zen 3 core, against 40 for this loop and 47 for bare FMAs).
+/// Stores an image's lane maxima of a tile (which started from the stored ones).
 ///
 /// # Safety
-/// AVX2 and FMA must be available; `a0 + r * STEP + i`, `a1 + r * STEP + i` (`r < 7`) and
-/// `b + 8 * i .. + 8` must be readable for `i < len`, and `len > 0`.
+/// AVX2 must be available; `at` must address 16 floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn multiply_add<const STEP: usize>(
-    acc: &mut [__m256; MR],
-    a0: *const f32,
-    a1: *const f32,
-    b: *const f32,
-    len: usize,
-) {
-    let [
-        mut c0,
-        mut c1,
-        mut c2,
-        mut c3,
-        mut c4,
-        mut c5,
-        mut c6,
-        mut c7,
-        mut c8,
-        mut c9,
-        mut c10,
-        mut c11,
-        mut c12,
-        mut c13,
-    ] = *acc;
-    // SAFETY: the loop reads `len` floats of each of the 14 rows (byte offsets `4 * j * STEP`
-    // from the two bases, advancing 4 bytes a step) and `len` vectors of `b`, all readable by
-    // the contract; it writes only the registers it names, and `len > 0` so that the count
-    // does not wrap.
+unsafe fn flush_max(at: *mut f32, max: &mut [__m256; 2]) {
+    // SAFETY: as the contract says.
     unsafe {
-        asm!(
-            "2:",
-            "vmovups ymm14, [{b}]",
-            "vbroadcastss ymm15, [{a0}]",
-            "vfmadd231ps ymm0, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a0} + {s1}]",
-            "vfmadd231ps ymm1, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a0} + {s2}]",
-            "vfmadd231ps ymm2, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a0} + {s3}]",
-            "vfmadd231ps ymm3, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a0} + {s4}]",
-            "vfmadd231ps ymm4, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a0} + {s5}]",
-            "vfmadd231ps ymm5, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a0} + {s6}]",
-            "vfmadd231ps ymm6, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a1}]",
-            "vfmadd231ps ymm7, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a1} + {s1}]",
-            "vfmadd231ps ymm8, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a1} + {s2}]",
-            "vfmadd231ps ymm9, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a1} + {s3}]",
-            "vfmadd231ps ymm10, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a1} + {s4}]",
-            "vfmadd231ps ymm11, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a1} + {s5}]",
-            "vfmadd231ps ymm12, ymm15, ymm14",
-            "vbroadcastss ymm15, [{a1} + {s6}]",
-            "vfmadd231ps ymm13, ymm15, ymm14",
-            "add {a0}, 4",
-            "add {a1}, 4",
-            "add {b}, 32",
-            "dec {n}",
-            "jnz 2b",
-            a0 = inout(reg) a0 => _,
-            a1 = inout(reg) a1 => _,
-            b = inout(reg) b => _,
-            n = inout(reg) len => _,
-            s1 = const 4 * STEP,
-            s2 = const 8 * STEP,
-            s3 = const 12 * STEP,
-            s4 = const 16 * STEP,
-            s5 = const 20 * STEP,
-            s6 = const 24 * STEP,
-            inout("ymm0") c0,
-            inout("ymm1") c1,
-            inout("ymm2") c2,
-            inout("ymm3") c3,
-            inout("ymm4") c4,
-            inout("ymm5") c5,
-            inout("ymm6") c6,
-            inout("ymm7") c7,
-            inout("ymm8") c8,
-            inout("ymm9") c9,
-            inout("ymm10") c10,
-            inout("ymm11") c11,
-            inout("ymm12") c12,
-            inout("ymm13") c13,
-            out("ymm14") _,
-            out("ymm15") _,
-            options(nostack, readonly),
-        );
+        _mm256_storeu_ps(at, max[0]);
+        _mm256_storeu_ps(at.add(8), max[1]);
     }
-    *acc = [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13];
 }
+
+/// Adds one image's channel sums of a tile to its pooled sums, and clears them.
+///
+/// # Safety
+/// AVX2 must be available; `ep.pool + image * ep.pool_stride` must address 16 floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn flush_pool(ep: &Epilogue<'_>, image: usize, pool: &mut [__m256; 2]) {
+    // SAFETY: as the contract says.
+    unsafe {
+        let at = ep.pool.add(image * ep.pool_stride);
+        for (h, s) in pool.iter_mut().enumerate() {
+            let p = at.add(8 * h);
+            _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), *s));
+            *s = _mm256_setzero_ps();
+        }
+    }
+}
+
+/// A wide tile's running sums, 16 per row, aligned for whole-vector loads.
+#[cfg(target_arch = "x86_64")]
+#[repr(align(64))]
+struct Sums([[f32; NR]; MR]);
+
+/// Defines a row group's multiply-add loop: `acc[j][0..16] += sum_i rows[j][i] * b[i][0..16]`
+/// for `i < len` and each row `j` of the group, with the sums (16 per row) loaded into
+/// registers at the start and stored back at the end. Each row names its pointer operand and
+/// its two accumulator registers; the loop body is the `f32` one (a broadcast and two FMAs per
+/// row) or the int8 one ([`multiply_add_quads_5x16`]).
+macro_rules! row_group {
+    // The five-row and four-row loops of one kind.
+    (
+        $kind:ident,
+        $(#[$doc5:meta])* $five:ident,
+        $(#[$doc4:meta])* $four:ident $(,)?
+    ) => {
+        row_group!(
+            $(#[$doc5])* $five, $kind, 5,
+            [(r0, 0, 0, 1), (r1, 1, 2, 3), (r2, 2, 4, 5), (r3, 3, 6, 7), (r4, 4, 8, 9)]
+        );
+        row_group!(
+            $(#[$doc4])* $four, $kind, 4,
+            [(r0, 0, 0, 1), (r1, 1, 2, 3), (r2, 2, 4, 5), (r3, 3, 6, 7)]
+        );
+    };
+    (
+        $(#[$doc:meta])*
+        $name:ident, $kind:ident, $n:literal,
+        [$(($row:ident, $i:literal, $lo:literal, $hi:literal)),*]
+    ) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn $name(rows: [*const f32; $n], b: *const f32, len: usize, acc: *mut f32) {
+            // SAFETY: the loop reads `len` values of each row, `len` 16-value rows of `b` (and
+            // the ones), and reads and writes the group's sums in `acc`, all valid by the
+            // contract; `len > 0`, so that the count does not wrap.
+            unsafe {
+                asm!(
+                    "vmovdqu ymm12, [{ones}]",
+                    $(
+                        concat!("vmovdqu ymm", $lo, ", [{acc} + 64 * ", $i, "]"),
+                        concat!("vmovdqu ymm", $hi, ", [{acc} + 64 * ", $i, " + 32]"),
+                    )*
+                    "xor {i}, {i}",
+                    "2:",
+                    "vmovdqu ymm10, [{b}]",
+                    "vmovdqu ymm11, [{b} + 32]",
+                    $(row_group!(@step $kind, $row, $lo, $hi),)*
+                    "add {b}, 64",
+                    "inc {i}",
+                    "cmp {i}, {n}",
+                    "jne 2b",
+                    $(
+                        concat!("vmovdqu [{acc} + 64 * ", $i, "], ymm", $lo),
+                        concat!("vmovdqu [{acc} + 64 * ", $i, " + 32], ymm", $hi),
+                    )*
+                    $($row = in(reg) rows[$i],)*
+                    b = inout(reg) b => _,
+                    n = in(reg) len,
+                    i = out(reg) _,
+                    acc = in(reg) acc,
+                    ones = in(reg) ONES.0.as_ptr(),
+                    out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+                    out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+                    out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+                    out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+                    options(nostack),
+                );
+            }
+        }
+    };
+    // One row's step in `f32`: the broadcast value times the two weight vectors.
+    (@step f32, $row:ident, $lo:literal, $hi:literal) => {
+        concat!(
+            "vbroadcastss ymm13, [{", stringify!($row), "} + 4 * {i}]\n",
+            "vfmadd231ps ymm", $lo, ", ymm13, ymm10\n",
+            "vfmadd231ps ymm", $hi, ", ymm13, ymm11",
+        )
+    };
+    // One row's step on words of four bytes: `vpmaddubsw` multiplies the bytes and adds them
+    // in pairs into `i16`, `vpmaddwd` by the ones (ymm12) adds the pairs into `i32`, `vpaddd`
+    // accumulates; the broadcast register takes the second product.
+    (@step quads, $row:ident, $lo:literal, $hi:literal) => {
+        concat!(
+            "vpbroadcastd ymm13, [{", stringify!($row), "} + 4 * {i}]\n",
+            "vpmaddubsw ymm14, ymm13, ymm10\n",
+            "vpmaddwd ymm14, ymm14, ymm12\n",
+            "vpaddd ymm", $lo, ", ymm", $lo, ", ymm14\n",
+            "vpmaddubsw ymm13, ymm13, ymm11\n",
+            "vpmaddwd ymm13, ymm13, ymm12\n",
+            "vpaddd ymm", $hi, ", ymm", $hi, ", ymm13",
+        )
+    };
+}
+
+row_group!(
+    f32,
+    /// `acc[j][0..16] += sum_i rows[j][i] * b[i][0..16]` for `i < len` and the five rows `j`
+    /// (80 sums of `acc`).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `rows[j] + i` and `b + 16 * i .. + 16` readable for
+    /// `i < len`, `acc` 80 floats, and `len > 0`.
+    multiply_add_5x16,
+    /// [`multiply_add_5x16`] for four rows (64 sums of `acc`).
+    ///
+    /// # Safety
+    /// As [`multiply_add_5x16`], for four rows.
+    multiply_add_4x16,
+);
+
+row_group!(
+    quads,
+    /// [`multiply_add_5x16`] on words that each hold four bytes: the sums are 32-bit integers,
+    /// and each step adds `sum_q rows[j][i].q * b[i][c].q` (`q < 4`, activations unsigned,
+    /// weights signed) to lane `c`, exactly: with activations at most 255 and weights within
+    /// +-63 a pair of products is at most 32,130, so `vpmaddubsw` never saturates, and a sum of
+    /// up to 33,000 words cannot overflow.
+    ///
+    /// # Safety
+    /// As [`multiply_add_5x16`] (AVX2 for these instructions).
+    multiply_add_quads_5x16,
+    /// [`multiply_add_quads_5x16`] for four rows (64 sums of `acc`).
+    ///
+    /// # Safety
+    /// As [`multiply_add_5x16`], for four rows.
+    multiply_add_quads_4x16,
+);
 
 /// Sixteen `i16` ones, for `vpmaddwd` to add pairs.
 #[cfg(target_arch = "x86_64")]
@@ -492,144 +563,6 @@ unsafe fn multiply_add<const STEP: usize>(
 struct Ones([i16; 16]);
 #[cfg(target_arch = "x86_64")]
 static ONES: Ones = Ones([1; 16]);
-
-/// [`multiply_add`] on words that each hold four bytes: the accumulators' lanes are 32-bit
-/// integers, and each step adds `sum_q a_r[i].q * b[i][j].q` (`q < 4`, activations unsigned,
-/// weights signed) to lane `j`: `vpmaddubsw` multiplies the bytes and adds them in pairs into
-/// `i16` (exact: with activations at most 255 and weights within +-63 a pair is at most
-/// 32,130), `vpmaddwd` by ones adds the pairs into `i32`, `vpaddd` accumulates. The broadcast
-/// register takes the products and the ones are read from memory, so the loop needs no 17th
-/// register. A sum of up to 33,000 words cannot overflow.
-///
-/// # Safety
-/// As [`multiply_add`] (AVX2 for these instructions).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn multiply_add_quads<const STEP: usize>(
-    acc: &mut [__m256; MR],
-    a0: *const f32,
-    a1: *const f32,
-    b: *const f32,
-    len: usize,
-) {
-    let [
-        mut c0,
-        mut c1,
-        mut c2,
-        mut c3,
-        mut c4,
-        mut c5,
-        mut c6,
-        mut c7,
-        mut c8,
-        mut c9,
-        mut c10,
-        mut c11,
-        mut c12,
-        mut c13,
-    ] = *acc;
-    // SAFETY: the loop reads `len` words of each of the 14 rows (byte offsets `4 * j * STEP`
-    // from the two bases, advancing 4 bytes a step), `len` vectors of `b` and the 32 bytes of
-    // `ONES`, all readable by the contract; it writes only the registers it names, and
-    // `len > 0` so that the count does not wrap.
-    unsafe {
-        asm!(
-            "2:",
-            "vmovdqu ymm14, [{b}]",
-            "vpbroadcastd ymm15, [{a0}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm0, ymm0, ymm15",
-            "vpbroadcastd ymm15, [{a0} + {s1}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm1, ymm1, ymm15",
-            "vpbroadcastd ymm15, [{a0} + {s2}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm2, ymm2, ymm15",
-            "vpbroadcastd ymm15, [{a0} + {s3}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm3, ymm3, ymm15",
-            "vpbroadcastd ymm15, [{a0} + {s4}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm4, ymm4, ymm15",
-            "vpbroadcastd ymm15, [{a0} + {s5}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm5, ymm5, ymm15",
-            "vpbroadcastd ymm15, [{a0} + {s6}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm6, ymm6, ymm15",
-            "vpbroadcastd ymm15, [{a1}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm7, ymm7, ymm15",
-            "vpbroadcastd ymm15, [{a1} + {s1}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm8, ymm8, ymm15",
-            "vpbroadcastd ymm15, [{a1} + {s2}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm9, ymm9, ymm15",
-            "vpbroadcastd ymm15, [{a1} + {s3}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm10, ymm10, ymm15",
-            "vpbroadcastd ymm15, [{a1} + {s4}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm11, ymm11, ymm15",
-            "vpbroadcastd ymm15, [{a1} + {s5}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm12, ymm12, ymm15",
-            "vpbroadcastd ymm15, [{a1} + {s6}]",
-            "vpmaddubsw ymm15, ymm15, ymm14",
-            "vpmaddwd ymm15, ymm15, ymmword ptr [{ones}]",
-            "vpaddd ymm13, ymm13, ymm15",
-            "add {a0}, 4",
-            "add {a1}, 4",
-            "add {b}, 32",
-            "dec {n}",
-            "jnz 2b",
-            a0 = inout(reg) a0 => _,
-            a1 = inout(reg) a1 => _,
-            b = inout(reg) b => _,
-            n = inout(reg) len => _,
-            ones = in(reg) ONES.0.as_ptr(),
-            s1 = const 4 * STEP,
-            s2 = const 8 * STEP,
-            s3 = const 12 * STEP,
-            s4 = const 16 * STEP,
-            s5 = const 20 * STEP,
-            s6 = const 24 * STEP,
-            inout("ymm0") c0,
-            inout("ymm1") c1,
-            inout("ymm2") c2,
-            inout("ymm3") c3,
-            inout("ymm4") c4,
-            inout("ymm5") c5,
-            inout("ymm6") c6,
-            inout("ymm7") c7,
-            inout("ymm8") c8,
-            inout("ymm9") c9,
-            inout("ymm10") c10,
-            inout("ymm11") c11,
-            inout("ymm12") c12,
-            inout("ymm13") c13,
-            out("ymm14") _,
-            out("ymm15") _,
-            options(nostack, readonly),
-        );
-    }
-    *acc = [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13];
-}
 
 /// `dst.copy_from_slice(src)` in 32-byte vectors, the tail under a mask.
 ///

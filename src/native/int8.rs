@@ -42,7 +42,7 @@ pub(crate) fn pack_bottleneck(
     let p = |c: &FoldedConv| {
         pack(c).ok_or(
             "a convolution cannot run in int8 (input channels not a multiple of 4, or an \
-             output width not a multiple of 8)",
+             output width not a multiple of 16)",
         )
     };
     Ok(Bottleneck {
@@ -255,9 +255,9 @@ mod tests {
         // several blocks, and a strided 1x1.
         for (n, cin, cout, h, w, k, stride) in [
             (2, 64, 16, 7, 7, 3, 1),
-            (1, 2048, 8, 5, 6, 1, 1),
+            (1, 2048, 16, 5, 6, 1, 1),
             (2, 256, 32, 14, 14, 1, 2),
-            (1, 128, 8, 4, 28, 3, 1),
+            (1, 128, 16, 4, 28, 3, 1),
         ] {
             let pad = k / 2;
             let x: Vec<f32> = values(n * cin * h * w, 11)

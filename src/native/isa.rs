@@ -22,8 +22,8 @@ pub enum Isa {
     /// AVX-512F (Intel since Skylake-SP / Ice Lake, AMD since Zen 4): a 14 x 32 register tile
     /// in 28 of the 32 512-bit registers.
     Avx512,
-    /// AVX2 and FMA (Intel since Haswell, AMD since Zen), for CPUs without AVX-512: a 14 x 8
-    /// register tile in 14 of the 16 256-bit registers.
+    /// AVX2 and FMA (Intel since Haswell, AMD since Zen), for CPUs without AVX-512: a 14 x 16
+    /// tile, computed in groups of at most 5 x 16 in the 16 256-bit registers.
     Avx2,
 }
 

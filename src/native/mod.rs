@@ -162,7 +162,7 @@ impl<K: Kernel> Net<K> {
             )
             .ok_or(match K::ISA {
                 Isa::Avx512 => "an output width is not a multiple of 32 (the AVX-512 panel)",
-                Isa::Avx2 => "an output width is not a multiple of 8 (the AVX2 panel)",
+                Isa::Avx2 => "an output width is not a multiple of 16 (the AVX2 panel)",
             })
         })?;
         Ok(Self {
@@ -443,7 +443,7 @@ impl Net<Avx2Fma> {
             &net.convs.stem.weight,
             &net.convs.stem.bias,
         )
-        .ok_or("an output width is not a multiple of 8 (the AVX2 panel)")?;
+        .ok_or("an output width is not a multiple of 16 (the AVX2 panel)")?;
         let mut stages: [Vec<_>; 4] = Default::default();
         for (out, stage) in stages.iter_mut().zip(&net.convs.stages) {
             for b in stage {

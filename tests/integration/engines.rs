@@ -159,12 +159,12 @@ fn engines_agree_on_random_weights_v1_5() {
 
 #[test]
 fn avx2_engine_takes_widths_the_avx512_panel_does_not() {
-    // Widths that are multiples of 8 but not of 32: the AVX2 kernels (panels of 8) run them,
-    // AVX-512 (panels of 32) is refused, and the default falls back to Burn.
+    // Widths that are multiples of 16 but not of 32: the AVX2 kernels (panels of 16) run
+    // them, AVX-512 (panels of 32) is refused, and the default falls back to Burn.
     let config = ResNetConfig::new()
         .with_layers([1, 1, 1, 1])
-        .with_stem_width(24)
-        .with_widths([8, 16, 24, 40])
+        .with_stem_width(48)
+        .with_widths([16, 16, 48, 80])
         .with_num_classes(0);
     let burn = Arc::new(random_backbone(&config, 5, Some(Engine::Burn)));
     let x = Tensor::<4>::random([2, 3, 45, 38], Distribution::Normal(0.0, 50.0), &device());
