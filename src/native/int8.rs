@@ -183,9 +183,15 @@ pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act, max: Option<&[f32
                 return;
             }
             let inv = 1.0 / scales[n];
-            for x in 0..w {
-                let px = &src.data[from.offset(n, py - pad, x)..][..c];
-                isa.quantize_u8(px, inv, &mut line[(x + pad) * cs..][..c / PER_WORD]);
+            if src.cs == c && cs * PER_WORD == c {
+                // Channels without gaps on both sides: the row's pixels are one run.
+                let px = &src.data[from.offset(n, py - pad, 0)..][..w * c];
+                isa.quantize_u8(px, inv, &mut line[pad * cs..][..w * cs]);
+            } else {
+                for x in 0..w {
+                    let px = &src.data[from.offset(n, py - pad, x)..][..c];
+                    isa.quantize_u8(px, inv, &mut line[(x + pad) * cs..][..c / PER_WORD]);
+                }
             }
         });
     dst.image_scale = scales;
