@@ -7,7 +7,8 @@
 //! weight vectors and the broadcast input value leave room for the int8 kernel's temporaries,
 //! and each broadcast feeds two multiply-adds. A 14 x 8 tile (14 accumulators in registers)
 //! needs a broadcast load per multiply-add; in an `rdtsc` loop on one Zen 3 core the groups ran
-//! 17 % (`f32`) and 8 % (int8) faster, and the whole network 10-16 % faster (`benches/README.md`).
+//! 17 % (`f32`) and 8 % (int8) faster, and the whole network 16 % (`f32`) and 8 % (int8) faster
+//! (`benches/README.md`).
 //! The groups take turns over [`WIDE_CHUNK`] reduction steps, so that the chunk of the weight
 //! panel and of the rows they share stays in L1, and keep their sums in a 896-byte buffer
 //! between turns. The multiply-add loops are written in assembly so that the register
@@ -268,6 +269,8 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
     let mut sums = Sums([[0.0; NR]; MR]);
     // SAFETY: the caller's contract covers every access below.
     unsafe {
+        // The partial sums or the residual in the output are added after the multiply-adds:
+        // start fetching them now.
         let from_out = !ep.first || ep.accumulate;
         if from_out {
             for out in &outs[..rows] {

@@ -153,6 +153,15 @@ impl<K: Kernel> std::fmt::Debug for Net<K> {
     }
 }
 
+/// Why a convolution could not be packed for `isa`'s kernels: its output width is not a whole
+/// number of panels.
+fn panel_width_error(isa: Isa) -> &'static str {
+    match isa {
+        Isa::Avx512 => "an output width is not a multiple of 32 (the AVX-512 panel)",
+        Isa::Avx2 => "an output width is not a multiple of 16 (the AVX2 panel)",
+    }
+}
+
 impl<K: Kernel> Net<K> {
     fn new(isa: K, net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
         let packed = net.convs.try_map(|c| {
@@ -160,10 +169,7 @@ impl<K: Kernel> Net<K> {
             PackedConv::new(
                 s.channels, s.kernel, s.stride, s.padding, &c.weight, &c.bias,
             )
-            .ok_or(match K::ISA {
-                Isa::Avx512 => "an output width is not a multiple of 32 (the AVX-512 panel)",
-                Isa::Avx2 => "an output width is not a multiple of 16 (the AVX2 panel)",
-            })
+            .ok_or(panel_width_error(K::ISA))
         })?;
         Ok(Self {
             isa,
@@ -443,7 +449,7 @@ impl Net<Avx2Fma> {
             &net.convs.stem.weight,
             &net.convs.stem.bias,
         )
-        .ok_or("an output width is not a multiple of 16 (the AVX2 panel)")?;
+        .ok_or(panel_width_error(Isa::Avx2))?;
         let mut stages: [Vec<_>; 4] = Default::default();
         for (out, stage) in stages.iter_mut().zip(&net.convs.stages) {
             for b in stage {
