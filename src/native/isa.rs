@@ -192,9 +192,10 @@ pub(crate) const MAX_MR: usize = 14;
 /// The micro-kernels of one instruction set, implemented by its token: a value of `Self`
 /// proves that the CPU runs them.
 ///
-/// A tile is `MR` output pixels by `NR` output channels held in registers. The driver
-/// ([`super::kernel`]) splits a convolution into tiles, and calls [`Kernel::tile`] on each,
-/// inside [`Kernel::vectorize`].
+/// A tile is `MR` output pixels by `NR` output channels, summed in registers (AVX-512: the
+/// whole tile; AVX2: in row groups that take turns, their sums in an L1 buffer between turns;
+/// see [`super::avx2`]). The driver ([`super::kernel`]) splits a convolution into tiles, and
+/// calls [`Kernel::tile`] on each, inside [`Kernel::vectorize`].
 pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
     /// The instruction set, as the public API names it.
     const ISA: Isa;
