@@ -10,10 +10,10 @@
 //! The micro-kernel computes an `MR x NR` tile of the output in registers (14 x 32 for
 //! AVX-512, 14 x 16 for AVX2, in groups of rows). Where the tile's 14 pixels are evenly spaced
 //! in the input (a stride-1 row, a 1x1 over an unpadded map, the stem) the kernel reads the
-//! input in place, at constant offsets: the spacing is a compile-time parameter (the direct path). Elsewhere (the last
-//! partial tile, odd map widths) a block of tiles is first copied, `KC` values of `k` at a
-//! time, into a small buffer that stays in cache while every output-channel panel passes over
-//! it (the packed path).
+//! input in place, at constant offsets: the spacing is a compile-time parameter (the direct
+//! path). Elsewhere (the last partial tile, odd map widths) a block of tiles is first copied,
+//! `KC` values of `k` at a time, into a small buffer that stays in cache while every
+//! output-channel panel passes over it (the packed path).
 //!
 //! Bias, the residual and ReLU are applied to the registers before the one store, so no
 //! separate pass reads the output again.

@@ -30,7 +30,7 @@ use act::{Act, Pool, max_pool_3x3_s2};
 use kernel::{PackedConv, Stats, conv, conv_stats};
 
 use crate::arch::Bottleneck;
-use crate::weights::FoldedNet;
+use crate::weights::{FoldedConv, FoldedNet};
 
 pub(crate) use int8::SCHEME as INT8_SCHEME;
 pub use isa::Isa;
@@ -153,24 +153,24 @@ impl<K: Kernel> std::fmt::Debug for Net<K> {
     }
 }
 
-/// Why a convolution could not be packed for `isa`'s kernels: its output width is not a whole
-/// number of panels.
-fn panel_width_error(isa: Isa) -> &'static str {
-    match isa {
+/// A folded convolution packed for the float kernel `K`.
+///
+/// # Errors
+/// When its output width is not a whole number of `K`'s panels.
+fn pack_float<K: Kernel>(c: &FoldedConv) -> Result<PackedConv<K>, &'static str> {
+    let s = &c.spec;
+    PackedConv::new(
+        s.channels, s.kernel, s.stride, s.padding, &c.weight, &c.bias,
+    )
+    .ok_or(match K::ISA {
         Isa::Avx512 => "an output width is not a multiple of 32 (the AVX-512 panel)",
         Isa::Avx2 => "an output width is not a multiple of 16 (the AVX2 panel)",
-    }
+    })
 }
 
 impl<K: Kernel> Net<K> {
     fn new(isa: K, net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
-        let packed = net.convs.try_map(|c| {
-            let s = &c.spec;
-            PackedConv::new(
-                s.channels, s.kernel, s.stride, s.padding, &c.weight, &c.bias,
-            )
-            .ok_or(panel_width_error(K::ISA))
-        })?;
+        let packed = net.convs.try_map(pack_float)?;
         Ok(Self {
             isa,
             stem: packed.stem,
@@ -440,16 +440,7 @@ impl<K: Kernel> Net<K> {
 impl Net<Avx2Fma> {
     /// See [`NativeNet::new_int8`].
     fn new_int8(isa: Avx2Fma, net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
-        let s = &net.convs.stem.spec;
-        let stem = PackedConv::new(
-            s.channels,
-            s.kernel,
-            s.stride,
-            s.padding,
-            &net.convs.stem.weight,
-            &net.convs.stem.bias,
-        )
-        .ok_or(panel_width_error(Isa::Avx2))?;
+        let stem = pack_float(&net.convs.stem)?;
         let mut stages: [Vec<_>; 4] = Default::default();
         for (out, stage) in stages.iter_mut().zip(&net.convs.stages) {
             for b in stage {
