@@ -45,12 +45,16 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let backbone = Arc::new(args.setup.backbone()?);
     if !args.json {
         out!(
-            "weights {} loaded in {:.2?} on {:?}, engine {}, precision {}",
+            "weights {} loaded in {:.2?} on {:?}, engine {}, precision {}{}",
             &backbone.weights_id()[..12],
             backbone.load_time(),
             backbone.device(),
             backbone.engine(),
-            backbone.precision()
+            backbone.precision(),
+            backbone
+                .int8_kernel()
+                .map(|k| format!(" (the {k} int8 kernel)"))
+                .unwrap_or_default()
         );
     }
     let tap = BlockTap::all(backbone);

@@ -12,7 +12,8 @@
 //! weights (the speed is the same). `--engine burn` forces Burn's engine, `--engine avx2` (or
 //! `avx512`) the native engine with that instruction set (also `ATTREX_ENGINE`); `--profile`
 //! (or `ATTREX_PROFILE=1`) prints the native engine's time per convolution. `--precision int8`
-//! runs the int8 engine.
+//! runs the int8 engine (with AVX512-VNNI for `avx512`, the default where the CPU has it), and
+//! `precision=` names its kernel (`int8-avx512-vnni`, `int8-avx-vnni`, `int8-avx2`).
 
 #[macro_use]
 #[path = "common/mod.rs"]
@@ -89,6 +90,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let backbone = args.setup.finish(builder)?;
     let engine = backbone.engine();
     let precision = backbone.precision();
+    // The int8 kernel, where int8 runs (`avx512-vnni`, `avx-vnni`, `avx2`).
+    let precision = match backbone.int8_kernel() {
+        Some(kernel) => format!("{precision}-{kernel}"),
+        None => precision.to_string(),
+    };
     let last = Block::new(upto)?;
     let blocks: Vec<Block> = Block::ALL.into_iter().filter(|b| *b <= last).collect();
     let tap = BlockTap::new(Arc::new(backbone), &blocks)?;

@@ -9,8 +9,8 @@ use image::{DynamicImage, RgbImage};
 
 use crate::arch::ResNetConfig;
 use crate::error::{TapError, WeightsError};
-pub use crate::native::Isa;
 use crate::native::NativeNet;
+pub use crate::native::{Int8Kernel, Isa};
 use crate::preprocess::{INPUT_SIDE, Preprocessing, centre_crop};
 use crate::resnet::ResNet;
 use crate::weights::{self, FoldedNet, WeightsFormat};
@@ -53,8 +53,11 @@ pub enum Precision {
     /// `u8` with a scale per image (its largest value; no calibration data), weights to `i8`
     /// symmetric per output channel (-63..=63, so that the byte products never saturate),
     /// products summed exactly in 32-bit integers. The stem, the residual stream and the
-    /// pooled outputs stay `f32`. Native engine only, with the AVX2 int8 kernel (also where
-    /// AVX-512 runs). Pooled blocks stay within cosine 0.995 of fp32 on the dev photos.
+    /// pooled outputs stay `f32`. Native engine only: with AVX512-VNNI where the CPU has it
+    /// (and no engine, or [`Engine::Native`]`(`[`Isa::Avx512`]`)`, is asked for), else with
+    /// the AVX2 kernel, which uses AVX-VNNI where the CPU has it
+    /// ([`Backbone::int8_kernel`] says which runs). All sum the same integers. Pooled blocks
+    /// stay within cosine 0.995 of fp32 on the dev photos.
     Int8,
 }
 
@@ -211,7 +214,7 @@ impl BackboneBuilder {
     /// where it cannot run (another device, a CPU without the instruction set, or a network
     /// whose widths the kernels do not take); for [`Precision::Int8`],
     /// [`TapError::EngineUnavailable`] where its kernels cannot run (`Engine::Burn`, another
-    /// device, AVX-512 forced, no AVX2).
+    /// device, AVX-512 forced on a CPU without AVX512-VNNI, no AVX2).
     pub fn build(self) -> Result<Backbone, TapError> {
         let device = match self.device {
             Some(d) => d,
@@ -245,21 +248,17 @@ impl BackboneBuilder {
             (Precision::Fp32, None) => Native::Best,
             (Precision::Fp32, Some(Engine::Burn)) => Native::No,
             (Precision::Fp32, Some(Engine::Native(isa))) => Native::Forced(isa),
-            (Precision::Int8, None | Some(Engine::Native(Isa::Avx2))) => {
-                if let Some(reason) = native_unavailable(&device, Isa::Avx2) {
+            (Precision::Int8, None) => {
+                let isa = NativeNet::best_int8().unwrap_or(Isa::Avx2);
+                if let Some(reason) = native_unavailable(&device, isa) {
                     return Err(TapError::EngineUnavailable { reason });
                 }
-                Native::Int8
+                Native::Int8(isa)
             }
-            (Precision::Int8, Some(engine)) => {
+            (Precision::Int8, Some(Engine::Native(isa))) => Native::Int8(isa),
+            (Precision::Int8, Some(_)) => {
                 return Err(TapError::EngineUnavailable {
-                    reason: match engine {
-                        Engine::Burn => "int8 runs on the native engine only, not Burn",
-                        _ => {
-                            "the int8 kernels are AVX2 kernels (no AVX-512 VNNI kernel yet): \
-                              use Engine::Native(Isa::Avx2) or no engine"
-                        }
-                    },
+                    reason: "int8 runs on the native engine only, not Burn",
                 });
             }
         };
@@ -286,8 +285,8 @@ enum Native {
     Best,
     /// With this instruction set, or an error.
     Forced(Isa),
-    /// In int8 (AVX2 kernels), or an error.
-    Int8,
+    /// In int8 with this instruction set's kernels, or an error.
+    Int8(Isa),
 }
 
 /// The engine choices a [`Backbone`] is assembled with.
@@ -430,9 +429,9 @@ impl Backbone {
                 Some(build(isa).map_err(|reason| TapError::EngineUnavailable { reason })?),
                 Precision::Fp32,
             ),
-            Native::Int8 => (
+            Native::Int8(isa) => (
                 Some(
-                    NativeNet::new_int8(&folded, options.profile)
+                    NativeNet::new_int8(&folded, isa, options.profile)
                         .map_err(|reason| TapError::EngineUnavailable { reason })?,
                 ),
                 Precision::Int8,
@@ -463,6 +462,24 @@ impl Backbone {
     /// The number format the network computes in.
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The int8 kernel that runs the bottleneck stages, or `None` in fp32.
+    ///
+    /// ```no_run
+    /// use attrex::{Backbone, Precision, Preprocessing};
+    ///
+    /// let backbone = Backbone::builder()
+    ///     .random_weights(7, Preprocessing::Caffe)
+    ///     .device(attrex::device_from_name("flex")?)
+    ///     .precision(Precision::Int8)
+    ///     .build()?;
+    /// // `avx512-vnni` on a CPU with AVX512-VNNI, else `avx-vnni` or `avx2`.
+    /// println!("{} with the {} int8 kernel", backbone.engine(), backbone.int8_kernel().unwrap());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn int8_kernel(&self) -> Option<Int8Kernel> {
+        self.native.as_ref().and_then(NativeNet::int8_kernel)
     }
 
     /// The same backbone run by `engine`.

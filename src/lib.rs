@@ -56,7 +56,7 @@ mod tap;
 pub mod weights;
 
 pub use arch::{Block, NoSuchBlock, ResNetConfig, Variant};
-pub use backbone::{Backbone, BackboneBuilder, Engine, Isa, Precision};
+pub use backbone::{Backbone, BackboneBuilder, Engine, Int8Kernel, Isa, Precision};
 pub use dataset::{Dataset, IMAGE_EXTENSIONS, Item};
 pub use device::{Backend, default_device, device_from_name};
 pub use error::{

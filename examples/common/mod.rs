@@ -71,7 +71,7 @@ pub struct Setup {
     #[arg(long)]
     pub no_cache: bool,
     /// Number format: fp32, or int8 (blocks 2-5 in 8-bit integers, by the native engine's
-    /// AVX2 int8 kernels).
+    /// int8 kernel: AVX512-VNNI, AVX-VNNI or AVX2, as the CPU has them).
     #[arg(long, default_value = "fp32", value_name = "fp32|int8")]
     pub precision: String,
 }

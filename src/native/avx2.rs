@@ -25,7 +25,7 @@ use std::arch::x86_64::{
     _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
 };
 
-use super::isa::{Avx2Fma, Avx2Int8, Epilogue, Isa, Kernel, MAX_MR};
+use super::isa::{Avx2Fma, Avx2Int8, Epilogue, Isa, Kernel, MAX_MR, vectorize_with};
 
 /// Output pixels per tile.
 const MR: usize = 14;
@@ -42,20 +42,7 @@ impl Kernel for Avx2Fma {
 
     #[inline(always)]
     fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2,fma")]
-            fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            // SAFETY: `self` exists, so `Avx2Fma::detect` found AVX2 and FMA on this CPU.
-            unsafe { with_avx2(f) }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = f;
-            self.never()
-        }
+        vectorize_with!("avx2,fma", f, self)
     }
 
     #[inline]
@@ -71,7 +58,7 @@ impl Kernel for Avx2Fma {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves AVX2 and FMA; the pointers are as the caller's contract says.
         unsafe {
-            wide_tile::<STEP, SPLIT, false>(a, jump, runs, b, outs, ep);
+            wide_tile::<STEP, SPLIT, false>(a, jump, runs, b, outs, ep, false);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -117,16 +104,12 @@ impl Kernel for Avx2Int8 {
         outs: &[*mut f32; MAX_MR],
         ep: &Epilogue<'_>,
     ) {
-        assert_eq!(ep.scale.len(), NR, "an int8 tile needs its panel's scales");
-        assert!(
-            ep.row_img.iter().all(|&i| i < ep.image_scale.len()),
-            "an int8 tile needs its images' scales"
-        );
+        ep.assert_int8(NR);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves AVX2 and FMA; the pointers are as the caller's contract says,
         // and the scales were checked above.
         unsafe {
-            wide_tile::<STEP, SPLIT, true>(a, jump, runs, b, outs, ep);
+            wide_tile::<STEP, SPLIT, true>(a, jump, runs, b, outs, ep, self.vnni().is_some());
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -250,10 +233,12 @@ unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) {
 /// kernel's words, each four bytes (four consecutive input channels, and their four weights),
 /// multiplied and summed exactly into 32-bit integers ([`multiply_add_quads_5x16`]), then
 /// scaled by the panel's [`Epilogue::scale`] and each row's image's [`Epilogue::image_scale`]
-/// into floats.
+/// into floats; with `vnni` as well, multiplied and summed by AVX-VNNI's `vpdpbusd`
+/// ([`multiply_add_vnni_5x16`]) instead.
 ///
 /// # Safety
-/// AVX2 and FMA must be available, and the pointers as [`Kernel::tile`] says (with `NR` 16).
+/// AVX2 and FMA must be available (and AVX-VNNI with `vnni`), and the pointers as
+/// [`Kernel::tile`] says (with `NR` 16).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
@@ -263,6 +248,7 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
     b: *const f32,
     outs: &[*mut f32; MAX_MR],
     ep: &Epilogue<'_>,
+    vnni: bool,
 ) {
     const { assert!(MR == 14 && MR <= MAX_MR) };
     let rows = ep.row_img.len();
@@ -307,7 +293,11 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
                 let p = |r: usize| bases[r].add(off + k);
                 let w = bp.add(k * NR);
                 let (g0, g1, g2) = (acc, acc.add(5 * NR), acc.add(10 * NR));
-                if INT {
+                if INT && vnni {
+                    multiply_add_vnni_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
+                    multiply_add_vnni_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
+                    multiply_add_vnni_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
+                } else if INT {
                     multiply_add_quads_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
                     multiply_add_quads_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
                     multiply_add_quads_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
@@ -531,6 +521,15 @@ macro_rules! row_group {
             "vpaddd ymm", $hi, ", ymm", $hi, ", ymm13",
         )
     };
+    // One row's step with AVX-VNNI: `vpdpbusd` multiplies the bytes, adds each word's four
+    // products and accumulates, in one instruction per vector (VEX-encoded, 256 bits).
+    (@step vnni, $row:ident, $lo:literal, $hi:literal) => {
+        concat!(
+            "vpbroadcastd ymm13, [{", stringify!($row), "} + 4 * {i}]\n",
+            "{{vex}} vpdpbusd ymm", $lo, ", ymm13, ymm10\n",
+            "{{vex}} vpdpbusd ymm", $hi, ", ymm13, ymm11",
+        )
+    };
 }
 
 row_group!(
@@ -565,6 +564,21 @@ row_group!(
     /// # Safety
     /// As [`multiply_add_5x16`], for four rows.
     multiply_add_quads_4x16,
+);
+
+row_group!(
+    vnni,
+    /// [`multiply_add_quads_5x16`] with AVX-VNNI: the same exact sums (`vpdpbusd` adds a
+    /// word's four products in 32 bits, where they cannot overflow either).
+    ///
+    /// # Safety
+    /// As [`multiply_add_5x16`], and AVX-VNNI must be available.
+    multiply_add_vnni_5x16,
+    /// [`multiply_add_vnni_5x16`] for four rows (64 sums of `acc`).
+    ///
+    /// # Safety
+    /// As [`multiply_add_vnni_5x16`], for four rows.
+    multiply_add_vnni_4x16,
 );
 
 /// Sixteen `i16` ones, for `vpmaddwd` to add pairs.

@@ -1,10 +1,14 @@
 //! The AVX-512F micro-kernel: a 14 x 32 output tile in 28 of the 32 512-bit registers, 28
-//! fused multiply-adds per 2 weight loads and 14 broadcasts.
+//! fused multiply-adds per 2 weight loads and 14 broadcasts; and the int8 kernel for
+//! AVX512-VNNI, the same tile of 32-bit integer sums with `vpdpbusd` (four byte products each)
+//! in place of the fused multiply-add.
 //!
 //! Bias, the residual and ReLU are applied to the registers before the one store, and a pooled
 //! tap's channel sums are taken from the stored rows while they are in L1, so no separate pass
 //! reads the output again.
 
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
     __m512, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
@@ -12,7 +16,7 @@ use std::arch::x86_64::{
     _mm512_storeu_ps,
 };
 
-use super::isa::{Avx512, Epilogue, Isa, Kernel, MAX_MR};
+use super::isa::{Avx512, Avx512Vnni, Epilogue, Isa, Kernel, MAX_MR, vectorize_with};
 
 /// Output pixels per tile.
 const MR: usize = 14;
@@ -26,20 +30,7 @@ impl Kernel for Avx512 {
 
     #[inline(always)]
     fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f")]
-            fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            // SAFETY: `self` exists, so `Avx512::detect` found AVX-512F on this CPU.
-            unsafe { with_avx512(f) }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = f;
-            self.never()
-        }
+        vectorize_with!("avx512f", f, self)
     }
 
     #[inline]
@@ -76,6 +67,49 @@ impl Kernel for Avx512 {
             let _ = (dst, src);
             self.never()
         }
+    }
+}
+
+/// The int8 kernel for AVX512-VNNI: the AVX-512 tile on words of four bytes
+/// ([`super::int8`]).
+impl Kernel for Avx512Vnni {
+    const ISA: Isa = Isa::Avx512;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const VALUES_PER_WORD: usize = 4;
+
+    #[inline(always)]
+    fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
+        vectorize_with!("avx512f,avx512vnni", f, self.fp32())
+    }
+
+    #[inline]
+    unsafe fn tile<const STEP: usize, const SPLIT: bool>(
+        self,
+        a: *const f32,
+        jump: usize,
+        runs: &[(usize, usize)],
+        b: *const f32,
+        outs: &[*mut f32; MAX_MR],
+        ep: &Epilogue<'_>,
+    ) {
+        ep.assert_int8(NR);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves AVX-512F and AVX512-VNNI; the pointers are as the caller's
+        // contract says, and the scales were checked above.
+        unsafe {
+            vnni_tile::<STEP, SPLIT>(a, jump, runs, b, outs, ep);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (a, jump, runs, b, outs, ep);
+            self.fp32().never()
+        }
+    }
+
+    #[inline]
+    fn copy(self, dst: &mut [f32], src: &[f32]) {
+        self.fp32().copy(dst, src);
     }
 }
 
@@ -161,6 +195,29 @@ macro_rules! store_tile {
     }};
 }
 
+/// The reduction loop of a tile: `$step(&mut $acc, ci, $bp)` for each step `ci < $len`, four
+/// at a time, `$bp` advancing by one panel row (`NR` words) per step.
+#[cfg(target_arch = "x86_64")]
+macro_rules! steps {
+    ($step:ident, $acc:ident, $len:expr, $bp:ident) => {{
+        let len = $len;
+        let mut ci = 0;
+        while ci + 4 <= len {
+            $step(&mut $acc, ci, $bp);
+            $step(&mut $acc, ci + 1, $bp.add(NR));
+            $step(&mut $acc, ci + 2, $bp.add(2 * NR));
+            $step(&mut $acc, ci + 3, $bp.add(3 * NR));
+            ci += 4;
+            $bp = $bp.add(4 * NR);
+        }
+        while ci < len {
+            $step(&mut $acc, ci, $bp);
+            ci += 1;
+            $bp = $bp.add(NR);
+        }
+    }};
+}
+
 /// [`Kernel::tile`] for AVX-512F.
 ///
 /// # Safety
@@ -208,22 +265,245 @@ unsafe fn tile_kernel<const STEP: usize, const SPLIT: bool>(
                     row[1] = _mm512_fmadd_ps(av, b1, row[1]);
                 }
             };
-            let mut ci = 0;
-            while ci + 4 <= cin {
-                step(&mut acc, ci, bp);
-                step(&mut acc, ci + 1, bp.add(NR));
-                step(&mut acc, ci + 2, bp.add(2 * NR));
-                step(&mut acc, ci + 3, bp.add(3 * NR));
-                ci += 4;
-                bp = bp.add(4 * NR);
-            }
-            while ci < cin {
-                step(&mut acc, ci, bp);
-                ci += 1;
-                bp = bp.add(NR);
-            }
+            steps!(step, acc, cin, bp);
         }
         store_tile!(acc, outs, rows, ep);
+    }
+}
+
+/// Defines the AVX512-VNNI tile ([`vnni_tile`]) as function `$name`, with the intrinsics of
+/// module `$ops` (named from this module): `std::arch`'s for the kernel, and, for a test on
+/// CPUs without AVX512-VNNI, plain-Rust versions of the same intrinsics ([`emulated`]), so that
+/// the tile's indexing, splitting and epilogue run everywhere.
+macro_rules! define_vnni_tile {
+    ($(#[$attr:meta])* $name:ident, $ops:ident) => {
+        $(#[$attr])*
+        unsafe fn $name<const STEP: usize, const SPLIT: bool>(
+            a: *const f32,
+            jump: usize,
+            runs: &[(usize, usize)],
+            b: *const f32,
+            outs: &[*mut f32; MAX_MR],
+            ep: &Epilogue<'_>,
+        ) {
+            use $ops::{
+                __m512i, _MM_HINT_ET0, _mm_prefetch, _mm512_add_ps, _mm512_cvtepi32_ps,
+                _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_max_ps,
+                _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
+                _mm512_setzero_si512, _mm512_storeu_ps,
+            };
+            const { assert!(MR <= MAX_MR) };
+            let seg = if SPLIT { MR / 2 } else { MR };
+            let rows = ep.row_img.len();
+            // SAFETY: the caller's contract covers every access below.
+            unsafe {
+                // Every row's output is stored after the multiply-adds (and read first when it holds
+                // partial sums or the residual): start fetching its lines, for writing, as the AVX2
+                // int8 kernel does.
+                for out in &outs[..rows] {
+                    _mm_prefetch::<_MM_HINT_ET0>(out.cast::<i8>());
+                    _mm_prefetch::<_MM_HINT_ET0>(out.add(16).cast::<i8>());
+                }
+                let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+                let mut bp = b;
+                for &(off, len) in runs {
+                    let ap = a.add(off);
+                    let ap2 = a.wrapping_add(jump + off);
+                    let step = |acc: &mut [[__m512i; 2]; MR], ci: usize, bp: *const f32| {
+                        let b0 = _mm512_loadu_si512(bp.cast());
+                        let b1 = _mm512_loadu_si512(bp.add(16).cast());
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            let at = if r < seg {
+                                ap.add(r * STEP + ci)
+                            } else {
+                                ap2.add((r - seg) * STEP + ci)
+                            };
+                            let av = _mm512_set1_epi32(at.cast::<i32>().read_unaligned());
+                            row[0] = _mm512_dpbusd_epi32(row[0], av, b0);
+                            row[1] = _mm512_dpbusd_epi32(row[1], av, b1);
+                        }
+                    };
+                    steps!(step, acc, len, bp);
+                }
+                // To floats, dequantised by the weights' scale per channel and the input's per image.
+                let scale0 = _mm512_loadu_ps(ep.scale.as_ptr());
+                let scale1 = _mm512_loadu_ps(ep.scale.as_ptr().add(16));
+                // Every row, at constant indices (a loop to `rows` would index the
+                // accumulators at run time, and LLVM then mirrors every multiply-add's result
+                // to the stack); rows past `rows` take the last row's image and are not stored.
+                let last = ep.row_img[rows - 1];
+                let images: [f32; MR] = std::array::from_fn(|r| {
+                    ep.image_scale[*ep.row_img.get(r).unwrap_or(&last)]
+                });
+                let mut sums = [[_mm512_setzero_ps(); 2]; MR];
+                for ((sum, row), &image) in sums.iter_mut().zip(&acc).zip(&images) {
+                    let image = _mm512_set1_ps(image);
+                    sum[0] = _mm512_mul_ps(_mm512_cvtepi32_ps(row[0]), _mm512_mul_ps(scale0, image));
+                    sum[1] = _mm512_mul_ps(_mm512_cvtepi32_ps(row[1]), _mm512_mul_ps(scale1, image));
+                }
+                store_tile!(sums, outs, rows, ep);
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+define_vnni_tile!(
+    /// [`Kernel::tile`] for AVX512-VNNI: words of four bytes (four input channels, activations
+    /// unsigned, weights signed within +-63) multiplied and summed exactly into 32-bit integers by
+    /// `vpdpbusd`, then scaled by the panel's [`Epilogue::scale`] and each row's image's
+    /// [`Epilogue::image_scale`] into floats, in the same order of operations as the AVX2 int8
+    /// kernel, and stored as the float tile is.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512-VNNI must be available, `ep.scale` must hold `NR` floats and
+    /// `ep.image_scale` every row's image, and the pointers as [`Kernel::tile`] says.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    vnni_tile,
+    x86_64
+);
+
+#[cfg(all(test, target_arch = "x86_64"))]
+define_vnni_tile!(
+    /// [`vnni_tile`] on [`emulated`] intrinsics.
+    ///
+    /// # Safety
+    /// As [`vnni_tile`], without the instruction sets.
+    vnni_tile_emulated,
+    emulated
+);
+
+/// The intrinsics of [`vnni_tile`] in plain Rust, after Intel's definitions: the tile's code on
+/// CPUs without AVX512-VNNI, for the tests ([`testing::EmulatedVnni`]).
+#[cfg(all(test, target_arch = "x86_64"))]
+#[allow(non_camel_case_types)]
+mod emulated {
+    #[derive(Clone, Copy)]
+    pub struct __m512([f32; 16]);
+    #[derive(Clone, Copy)]
+    pub struct __m512i([i32; 16]);
+
+    pub const _MM_HINT_ET0: i32 = 7;
+
+    pub fn _mm_prefetch<const HINT: i32>(_: *const i8) {}
+
+    pub fn _mm512_setzero_si512() -> __m512i {
+        __m512i([0; 16])
+    }
+
+    pub fn _mm512_setzero_ps() -> __m512 {
+        __m512([0.0; 16])
+    }
+
+    pub fn _mm512_set1_epi32(v: i32) -> __m512i {
+        __m512i([v; 16])
+    }
+
+    pub fn _mm512_set1_ps(v: f32) -> __m512 {
+        __m512([v; 16])
+    }
+
+    /// # Safety
+    /// `p` must address 64 readable bytes.
+    pub unsafe fn _mm512_loadu_si512(p: *const __m512i) -> __m512i {
+        // SAFETY: as the contract says.
+        __m512i(unsafe { p.cast::<[i32; 16]>().read_unaligned() })
+    }
+
+    /// # Safety
+    /// `p` must address 16 readable floats.
+    pub unsafe fn _mm512_loadu_ps(p: *const f32) -> __m512 {
+        // SAFETY: as the contract says.
+        __m512(unsafe { p.cast::<[f32; 16]>().read_unaligned() })
+    }
+
+    /// # Safety
+    /// `p` must address 16 writable floats.
+    pub unsafe fn _mm512_storeu_ps(p: *mut f32, v: __m512) {
+        // SAFETY: as the contract says.
+        unsafe { p.cast::<[f32; 16]>().write_unaligned(v.0) }
+    }
+
+    /// Each lane of `src` plus the four products of `a`'s bytes (unsigned) by `b`'s (signed)
+    /// in that lane, wrapping.
+    pub fn _mm512_dpbusd_epi32(src: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        __m512i(std::array::from_fn(|i| {
+            let (x, y) = (a.0[i].to_le_bytes(), b.0[i].to_le_bytes());
+            (0..4).fold(src.0[i], |s, j| {
+                s.wrapping_add(i32::from(x[j]) * i32::from(y[j].cast_signed()))
+            })
+        }))
+    }
+
+    /// Rounded to nearest, ties to even (`as` rounds as the default MXCSR mode does).
+    pub fn _mm512_cvtepi32_ps(v: __m512i) -> __m512 {
+        __m512(v.0.map(|x| x as f32))
+    }
+
+    pub fn _mm512_mul_ps(a: __m512, b: __m512) -> __m512 {
+        __m512(std::array::from_fn(|i| a.0[i] * b.0[i]))
+    }
+
+    pub fn _mm512_add_ps(a: __m512, b: __m512) -> __m512 {
+        __m512(std::array::from_fn(|i| a.0[i] + b.0[i]))
+    }
+
+    /// `a` where it is greater, else `b` (so `b` when either is NaN).
+    pub fn _mm512_max_ps(a: __m512, b: __m512) -> __m512 {
+        __m512(std::array::from_fn(|i| {
+            if a.0[i] > b.0[i] { a.0[i] } else { b.0[i] }
+        }))
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) mod testing {
+    use super::super::isa::{Avx2Fma, Epilogue, Int8, Int8Kernel, Isa, Kernel, MAX_MR};
+    use super::{MR, NR};
+
+    /// The AVX512-VNNI int8 kernel's tile with its intrinsics [`emulated`](super::emulated) in
+    /// plain Rust: the same code as the kernel, run where the CPU lacks AVX512-VNNI. Holds the
+    /// AVX2 token for the quantising pass.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct EmulatedVnni(pub Avx2Fma);
+
+    impl Kernel for EmulatedVnni {
+        const ISA: Isa = Isa::Avx512;
+        const MR: usize = MR;
+        const NR: usize = NR;
+        const VALUES_PER_WORD: usize = 4;
+
+        fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
+            f()
+        }
+
+        unsafe fn tile<const STEP: usize, const SPLIT: bool>(
+            self,
+            a: *const f32,
+            jump: usize,
+            runs: &[(usize, usize)],
+            b: *const f32,
+            outs: &[*mut f32; MAX_MR],
+            ep: &Epilogue<'_>,
+        ) {
+            ep.assert_int8(NR);
+            // SAFETY: as the caller's contract says; no instruction set is needed.
+            unsafe { super::vnni_tile_emulated::<STEP, SPLIT>(a, jump, runs, b, outs, ep) }
+        }
+
+        fn copy(self, dst: &mut [f32], src: &[f32]) {
+            dst.copy_from_slice(src);
+        }
+    }
+
+    impl Int8 for EmulatedVnni {
+        fn name(self) -> Int8Kernel {
+            Int8Kernel::Avx512Vnni
+        }
+
+        fn avx2(self) -> Avx2Fma {
+            self.0
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! int8 inference for the bottleneck stages: weights quantised per output channel, activations
 //! to 8 bits with a scale per image, products summed exactly in 32-bit integers.
 //!
-//! The int8 kernel reuses the convolution driver ([`super::kernel`]) unchanged: it sees a
+//! The int8 kernels reuse the convolution driver ([`super::kernel`]) unchanged: it sees a
 //! convolution whose "channels" are 32-bit words, each holding four input channels as bytes
-//! (activations `u8` in 0..=255, weights `i8` in -63..=63), and the AVX2 micro-kernel
-//! multiplies and adds them four at a time with `vpmaddubsw` and `vpmaddwd` (32 multiply-adds
-//! per pair of instructions; see [`super::avx2`]). The words live in the same 64-byte aligned
+//! (activations `u8` in 0..=255, weights `i8` in -63..=63), and the micro-kernel multiplies
+//! and adds them four at a time: with `vpmaddubsw` and `vpmaddwd` on AVX2 (32 multiply-adds
+//! per pair of instructions; see [`super::avx2`]), with one `vpdpbusd` on AVX-VNNI (32) and
+//! AVX512-VNNI (64; see [`super::avx512`]). All sum the same integer products exactly, so the
+//! kernels compute the same values. The words live in the same 64-byte aligned
 //! `f32` buffers as the float activations; only copies ever touch them as floats, which keep
 //! their bits. Activations take a quarter of their float bytes, weights a quarter too.
 //!
@@ -26,7 +28,7 @@
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::isa::{Avx2Fma, Avx2Int8, Kernel};
+use super::isa::{Avx2Fma, Avx2Int8, Int8};
 use super::kernel::PackedConv;
 use crate::arch::Bottleneck;
 use crate::weights::FoldedConv;
@@ -36,13 +38,13 @@ use crate::weights::FoldedConv;
 /// # Errors
 /// When a convolution cannot run in int8: input channels not a multiple of 4, or an output
 /// width the kernel's panel does not divide.
-pub(crate) fn pack_bottleneck(
+pub(crate) fn pack_bottleneck<I: Int8>(
     b: &Bottleneck<FoldedConv>,
-) -> Result<Bottleneck<PackedConv<Avx2Int8>>, &'static str> {
+) -> Result<Bottleneck<PackedConv<I>>, &'static str> {
     let p = |c: &FoldedConv| {
         pack(c).ok_or(
             "a convolution cannot run in int8 (input channels not a multiple of 4, or an \
-             output width not a multiple of 16)",
+             output width not a multiple of the kernel's panel, 16 or 32)",
         )
     };
     Ok(Bottleneck {
@@ -69,7 +71,7 @@ pub(crate) const PER_WORD: usize = 4;
 /// `s_o = max |w[o]| / 63` per output channel, four input channels to a word, with `s_o` as
 /// the panel's scales. `None` when the input channels are not a multiple of 4 (the stem's 3),
 /// or as [`PackedConv::new`].
-pub(crate) fn pack(conv: &FoldedConv) -> Option<PackedConv<Avx2Int8>> {
+pub(crate) fn pack<I: Int8>(conv: &FoldedConv) -> Option<PackedConv<I>> {
     let s = &conv.spec;
     let [cin, cout] = s.channels;
     let k = s.kernel;
@@ -197,7 +199,11 @@ pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act, max: Option<&[f32
     dst.image_scale = scales;
 }
 
-const _: () = assert!(<Avx2Int8 as Kernel>::VALUES_PER_WORD == PER_WORD);
+const _: () = {
+    use super::isa::{Avx512Vnni, Kernel};
+    assert!(<Avx2Int8 as Kernel>::VALUES_PER_WORD == PER_WORD);
+    assert!(<Avx512Vnni as Kernel>::VALUES_PER_WORD == PER_WORD);
+};
 
 #[cfg(test)]
 mod tests {
@@ -205,7 +211,7 @@ mod tests {
     use crate::arch::ConvSpec;
     use crate::native::act::Pool;
     use crate::native::isa::testing::skip;
-    use crate::native::isa::{Avx2Fma, Isa};
+    use crate::native::isa::{Avx2Fma, Isa, each_int8_kernel};
     use crate::native::kernel::conv_stats;
 
     /// Deterministic values in [-1, 1).
@@ -253,17 +259,30 @@ mod tests {
     /// quantisation error of the float convolution.
     #[test]
     fn int8_convolution_equals_integer_arithmetic() {
+        each_int8_kernel!(|kernel| int8_convolution_matches(kernel));
+    }
+
+    /// The AVX512-VNNI kernel's code, its intrinsics emulated: on CPUs without AVX512-VNNI
+    /// (where the test above skips it), its indexing, row split and epilogue still run.
+    #[test]
+    fn emulated_avx512_vnni_tile_equals_integer_arithmetic() {
         let Some(isa) = Avx2Fma::detect() else {
             skip(Isa::Avx2);
             return;
         };
+        int8_convolution_matches(crate::native::avx512::testing::EmulatedVnni(isa));
+    }
+
+    fn int8_convolution_matches<I: Int8>(kernel: I) {
+        let isa = kernel.avx2();
         // A padded 3x3 on a 7-wide map (packed and split tiles), a 1x1 with a reduction in
-        // several blocks, and a strided 1x1.
+        // several blocks, a strided 1x1, and a 3x3 over two panels of the AVX-512 kernel (four
+        // of the AVX2 one). Output widths are multiples of 32, every kernel's panel.
         for (n, cin, cout, h, w, k, stride) in [
-            (2, 64, 16, 7, 7, 3, 1),
-            (1, 2048, 16, 5, 6, 1, 1),
+            (2, 64, 32, 7, 7, 3, 1),
+            (1, 2048, 32, 5, 6, 1, 1),
             (2, 256, 32, 14, 14, 1, 2),
-            (1, 128, 16, 4, 28, 3, 1),
+            (1, 128, 64, 4, 28, 3, 1),
         ] {
             let pad = k / 2;
             let x: Vec<f32> = values(n * cin * h * w, 11)
@@ -284,7 +303,7 @@ mod tests {
                 weight: weight.clone(),
                 bias: bias.clone(),
             };
-            let pc = pack(&folded).unwrap();
+            let pc: PackedConv<I> = pack(&folded).unwrap();
             let pool = Pool::default();
             let mut input = pool.take(n, h, w, cin, pad);
             input.fill_from_nchw(&x);
@@ -297,16 +316,7 @@ mod tests {
             }
             let (oh, ow) = (pc.out_side(h), pc.out_side(w));
             let mut out = pool.take(n, oh, ow, cout, 0);
-            let stats = conv_stats(
-                Avx2Int8::from(isa),
-                &pc,
-                &q,
-                &mut out,
-                false,
-                false,
-                false,
-                true,
-            );
+            let stats = conv_stats(kernel, &pc, &q, &mut out, false, false, false, true);
             let layout = out.layout();
             // The maxima found in the epilogue quantise the output as a pass over it does.
             let max = stats.max.expect("asked for");

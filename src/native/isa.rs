@@ -6,8 +6,8 @@
 //! run time, can make one. Every kernel entry point takes a token, so no kernel is reachable
 //! without its feature check; [`Kernel`] is what the convolution driver is generic over.
 //!
-//! The int8 kernel ([`super::int8`]) is a [`Kernel`] too, implemented by a wrapper of the AVX2
-//! token; a VNNI kernel would slot in as another token with its own `detect`.
+//! The int8 kernels ([`super::int8`]) are [`Kernel`]s too, with tokens of their own
+//! ([`Avx2Int8`], [`Avx512Vnni`]): [`Int8Kernel`] names them for the public API.
 
 use std::fmt;
 
@@ -122,21 +122,154 @@ impl Avx2Fma {
     }
 }
 
-/// Proof that the CPU has AVX2 and FMA, as the token of the int8 kernel ([`super::int8`]),
-/// which needs nothing more. Made only from an [`Avx2Fma`].
+/// Proof that the CPU has AVX2 and FMA, as the token of the AVX2 int8 kernel
+/// ([`super::int8`]), with proof of AVX-VNNI where the CPU has it (then the kernel multiplies
+/// and adds with `vpdpbusd`). Made only from an [`Avx2Fma`].
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx2Int8(Avx2Fma);
+pub(crate) struct Avx2Int8 {
+    isa: Avx2Fma,
+    vnni: Option<AvxVnni>,
+}
+
+/// Proof that the CPU has AVX-VNNI (`vpdpbusd` on 256-bit vectors, VEX-encoded). Only
+/// [`Avx2Int8`]'s `From` creates one, after checking.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AvxVnni(Proof);
 
 impl From<Avx2Fma> for Avx2Int8 {
     fn from(isa: Avx2Fma) -> Self {
-        Self(isa)
+        #[cfg(target_arch = "x86_64")]
+        let vnni = std::arch::is_x86_feature_detected!("avxvnni").then_some(AvxVnni(Proof(())));
+        #[cfg(not(target_arch = "x86_64"))]
+        let vnni = None;
+        Self { isa, vnni }
     }
 }
 
 impl Avx2Int8 {
     /// The AVX2 token it wraps, for the float kernels and passes of the same network.
     pub fn fp32(self) -> Avx2Fma {
-        self.0
+        self.isa
+    }
+
+    /// The proof of AVX-VNNI, where the CPU has it.
+    pub fn vnni(self) -> Option<AvxVnni> {
+        self.vnni
+    }
+
+    /// The same token without AVX-VNNI: the `vpmaddubsw` kernel, for tests.
+    #[cfg(test)]
+    pub fn without_vnni(self) -> Self {
+        Self { vnni: None, ..self }
+    }
+}
+
+/// Proof that the CPU has AVX-512F, AVX512-VNNI (`vpdpbusd` on 512-bit vectors) and AVX2 with
+/// FMA (for the float passes the int8 network shares with the AVX2 kernels). Only
+/// [`Avx512Vnni::detect`] creates one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx512Vnni {
+    isa: Avx512,
+    avx2: Avx2Fma,
+}
+
+impl Avx512Vnni {
+    /// The token, when the CPU has AVX-512F, AVX512-VNNI, AVX2 and FMA.
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let isa = Avx512::detect()?;
+            let avx2 = Avx2Fma::detect()?;
+            std::arch::is_x86_feature_detected!("avx512vnni").then_some(Self { isa, avx2 })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+
+    /// The AVX-512F token it wraps, for the float kernels of the same network.
+    pub fn fp32(self) -> Avx512 {
+        self.isa
+    }
+}
+
+/// The int8 kernels: the public name of the one a network runs ([`Int8Kernel`]), and the float
+/// passes they share (quantising runs with AVX2 on every CPU that has an int8 kernel).
+pub(crate) trait Int8: Kernel {
+    /// The kernel, as the public API names it.
+    fn name(self) -> Int8Kernel;
+    /// The AVX2 token, for the quantising pass.
+    fn avx2(self) -> Avx2Fma;
+}
+
+impl Int8 for Avx2Int8 {
+    fn name(self) -> Int8Kernel {
+        if self.vnni.is_some() {
+            Int8Kernel::AvxVnni
+        } else {
+            Int8Kernel::Avx2
+        }
+    }
+
+    fn avx2(self) -> Avx2Fma {
+        self.isa
+    }
+}
+
+impl Int8 for Avx512Vnni {
+    fn name(self) -> Int8Kernel {
+        Int8Kernel::Avx512Vnni
+    }
+
+    fn avx2(self) -> Avx2Fma {
+        self.avx2
+    }
+}
+
+/// The int8 kernel a [`Precision::Int8`](crate::Precision::Int8) backbone runs
+/// ([`Backbone::int8_kernel`](crate::Backbone::int8_kernel)). All three sum the same integer
+/// products exactly, so they compute the same values. `Display` writes `avx512-vnni`,
+/// `avx-vnni` or `avx2`.
+///
+/// ```
+/// use attrex::Int8Kernel;
+///
+/// assert_eq!(Int8Kernel::Avx512Vnni.to_string(), "avx512-vnni");
+/// assert_eq!(Int8Kernel::AvxVnni.to_string(), "avx-vnni");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Int8Kernel {
+    /// AVX512-VNNI (Intel since Ice Lake / Cascade Lake, AMD since Zen 4): `vpdpbusd` on a
+    /// 14 x 32 tile, with the AVX-512 float kernels for the stem ([`Isa::Avx512`]).
+    Avx512Vnni,
+    /// AVX-VNNI (Intel since Alder Lake, AMD since Zen 5): `vpdpbusd` on 256-bit vectors in
+    /// the AVX2 tile ([`Isa::Avx2`]).
+    AvxVnni,
+    /// AVX2: `vpmaddubsw` and `vpmaddwd` in the AVX2 tile ([`Isa::Avx2`]).
+    Avx2,
+}
+
+impl Int8Kernel {
+    /// The name CI's `ATTREX_EXPECT_ISA` uses for it: `avx512vnni`, `avxvnni`, `avx2`.
+    #[cfg(test)]
+    pub(crate) fn flag(self) -> &'static str {
+        match self {
+            Int8Kernel::Avx512Vnni => "avx512vnni",
+            Int8Kernel::AvxVnni => "avxvnni",
+            Int8Kernel::Avx2 => "avx2",
+        }
+    }
+}
+
+impl fmt::Display for Int8Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Int8Kernel::Avx512Vnni => "avx512-vnni",
+            Int8Kernel::AvxVnni => "avx-vnni",
+            Int8Kernel::Avx2 => "avx2",
+        })
     }
 }
 
@@ -185,6 +318,47 @@ pub(crate) struct Epilogue<'a> {
     /// rows stored.
     pub row_img: &'a [usize],
 }
+
+impl Epilogue<'_> {
+    /// Checks what an integer kernel reads beyond a float one: the panel's `nr` weight scales,
+    /// and the input's scale of every row's image.
+    ///
+    /// # Panics
+    /// When either is missing.
+    pub fn assert_int8(&self, nr: usize) {
+        assert_eq!(
+            self.scale.len(),
+            nr,
+            "an int8 tile needs its panel's scales"
+        );
+        assert!(
+            self.row_img.iter().all(|&i| i < self.image_scale.len()),
+            "an int8 tile needs its images' scales"
+        );
+    }
+}
+
+/// The body of [`Kernel::vectorize`]: `$f()` in a function compiled with the target features
+/// `$features`, which the token `$token` proves the CPU has (it is uninhabited off x86-64).
+macro_rules! vectorize_with {
+    ($features:literal, $f:expr, $token:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = $features)]
+            fn with_features<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: the token exists, so its `detect` found these features on this CPU.
+            unsafe { with_features($f) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = $f;
+            $token.never()
+        }
+    }};
+}
+pub(crate) use vectorize_with;
 
 /// Most rows of any kernel's tile: the driver's per-tile arrays have this length.
 pub(crate) const MAX_MR: usize = 14;
@@ -246,28 +420,41 @@ pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::Isa;
+    use super::{Int8Kernel, Isa};
 
-    /// The instruction sets that CI says this machine has: `ATTREX_EXPECT_ISA`, names as
-    /// [`Isa`] displays them, separated by commas (`.ci/run` sets `avx512,avx2`). Read by the
-    /// tests only, never by the library.
+    /// The names `ATTREX_EXPECT_ISA` gives, separated by commas: instruction sets as [`Isa`]
+    /// displays them, and the int8 kernels' VNNI extensions as [`Int8Kernel::flag`] writes
+    /// them (`.ci/run` sets e.g. `avx512,avx2,avx512vnni`). Read by the tests only, never by
+    /// the library.
     ///
     /// # Panics
-    /// On a name that is not an instruction set.
-    pub fn expected() -> Vec<Isa> {
+    /// On a name that is neither.
+    fn names() -> Vec<String> {
         let Some(names) = std::env::var_os("ATTREX_EXPECT_ISA") else {
             return Vec::new();
         };
         let names = names.to_string_lossy();
+        let known = |n: &str| {
+            Isa::from_name(n).is_some()
+                || [Int8Kernel::Avx512Vnni, Int8Kernel::AvxVnni]
+                    .iter()
+                    .any(|k| k.flag() == n)
+        };
         names
             .split(',')
             .map(str::trim)
             .filter(|n| !n.is_empty())
-            .map(|n| {
-                Isa::from_name(n)
-                    .unwrap_or_else(|| panic!("ATTREX_EXPECT_ISA: unknown instruction set {n:?}"))
-            })
+            .inspect(|n| assert!(known(n), "ATTREX_EXPECT_ISA: unknown instruction set {n:?}"))
+            .map(str::to_owned)
             .collect()
+    }
+
+    /// The instruction sets that CI says this machine has.
+    ///
+    /// # Panics
+    /// On a name that is not an instruction set or a VNNI extension.
+    pub fn expected() -> Vec<Isa> {
+        names().iter().filter_map(|n| Isa::from_name(n)).collect()
     }
 
     /// Says that the tests of `isa` do not run on this CPU, or fails when CI expects it.
@@ -275,11 +462,23 @@ pub(crate) mod testing {
     /// # Panics
     /// When `ATTREX_EXPECT_ISA` names `isa`.
     pub fn skip(isa: Isa) {
+        skip_named(&isa.to_string());
+    }
+
+    /// [`skip`] for an int8 kernel.
+    ///
+    /// # Panics
+    /// When `ATTREX_EXPECT_ISA` names `kernel`'s flag.
+    pub fn skip_int8(kernel: Int8Kernel) {
+        skip_named(kernel.flag());
+    }
+
+    fn skip_named(name: &str) {
         assert!(
-            !expected().contains(&isa),
-            "ATTREX_EXPECT_ISA names {isa}, but this CPU lacks it: its kernels are not tested"
+            !names().iter().any(|n| n == name),
+            "ATTREX_EXPECT_ISA names {name}, but this CPU lacks it: its kernels are not tested"
         );
-        eprintln!("this CPU lacks {isa}: its kernels are not tested here");
+        eprintln!("this CPU lacks {name}: its kernels are not tested here");
     }
 }
 
@@ -302,6 +501,37 @@ macro_rules! each_kernel {
 }
 #[cfg(test)]
 pub(crate) use each_kernel;
+
+/// Runs `$body` once for each int8 kernel, with its token bound to `$isa`: AVX512-VNNI,
+/// AVX-VNNI and AVX2 (`vpmaddubsw`, also where the CPU has AVX-VNNI); a kernel the CPU lacks is
+/// skipped, or fails the test when CI expects it ([`testing`]).
+#[cfg(test)]
+macro_rules! each_int8_kernel {
+    (|$isa:ident| $body:expr) => {{
+        use $crate::native::isa::testing::{skip, skip_int8};
+        use $crate::native::isa::{Avx2Fma, Avx2Int8, Avx512Vnni, Int8Kernel, Isa};
+        match Avx512Vnni::detect() {
+            Some($isa) => $body,
+            None => skip_int8(Int8Kernel::Avx512Vnni),
+        }
+        match Avx2Fma::detect().map(Avx2Int8::from) {
+            Some(isa) => {
+                match isa.vnni() {
+                    Some(_) => {
+                        let $isa = isa;
+                        $body
+                    }
+                    None => skip_int8(Int8Kernel::AvxVnni),
+                }
+                let $isa = isa.without_vnni();
+                $body
+            }
+            None => skip(Isa::Avx2),
+        }
+    }};
+}
+#[cfg(test)]
+pub(crate) use each_int8_kernel;
 
 #[cfg(test)]
 mod tests {

@@ -9,10 +9,11 @@
 //! ([`kernel`]). With [`BackboneBuilder::profile`](crate::BackboneBuilder::profile) it prints
 //! the time of every convolution and pass to stderr.
 //!
-//! The kernels exist for AVX-512F ([`avx512`]) and for AVX2 + FMA ([`avx2`]), and in int8 for
-//! AVX2 ([`int8`], the bottleneck stages of [`Precision::Int8`](crate::Precision::Int8)); [`isa`]
-//! holds the tokens that prove the CPU runs them, which every kernel entry point takes. The engine is
-//! chosen for the `flex` device where the CPU has one of them (see [`crate::Engine`]);
+//! The kernels exist for AVX-512F ([`avx512`]) and for AVX2 + FMA ([`avx2`]), and in int8 (the
+//! bottleneck stages of [`Precision::Int8`](crate::Precision::Int8), [`int8`]) for AVX512-VNNI,
+//! AVX-VNNI and AVX2; [`isa`] holds the tokens that prove the CPU runs them, which every kernel
+//! entry point takes. The engine is chosen for the `flex` device where the CPU has one of them
+//! (see [`crate::Engine`]);
 //! elsewhere Burn runs the network. All compute the same function and are tested against the
 //! same reference outputs.
 
@@ -33,8 +34,8 @@ use crate::arch::Bottleneck;
 use crate::weights::{FoldedConv, FoldedNet};
 
 pub(crate) use int8::SCHEME as INT8_SCHEME;
-pub use isa::Isa;
-use isa::{Avx2Fma, Avx2Int8, Avx512, Kernel};
+use isa::{Avx2Fma, Avx2Int8, Avx512, Avx512Vnni, Int8, Kernel};
+pub use isa::{Int8Kernel, Isa};
 
 /// A folded ResNet packed for the native kernels of one instruction set.
 #[derive(Debug)]
@@ -72,16 +73,55 @@ impl NativeNet {
         Ok(Self { net })
     }
 
-    /// The bottleneck stages in int8 ([`int8`]), the stem in fp32, with the AVX2 kernels (the
-    /// only int8 kernels so far, also used where AVX-512 runs).
+    /// The bottleneck stages in int8 ([`int8`]), the stem in fp32: with `isa`'s float
+    /// kernels and its int8 kernel (AVX512-VNNI for [`Isa::Avx512`]; for [`Isa::Avx2`],
+    /// AVX-VNNI where the CPU has it, else AVX2 alone).
     ///
     /// # Errors
-    /// Why it cannot run: the CPU lacks AVX2 and FMA, or a width does not fit the kernels.
-    pub fn new_int8(net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
-        let isa = Avx2Fma::detect().ok_or(Isa::Avx2.missing())?;
-        Ok(Self {
-            net: ByIsa::Avx2(Net::new_int8(isa, net, profile)?),
-        })
+    /// Why it cannot run: the CPU lacks the instruction set (or AVX512-VNNI), or a width does
+    /// not fit the kernels.
+    pub fn new_int8(net: &FoldedNet, isa: Isa, profile: bool) -> Result<Self, &'static str> {
+        let net = match isa {
+            Isa::Avx512 => {
+                let int8 = Avx512Vnni::detect().ok_or(INT8_AVX512_MISSING)?;
+                ByIsa::Avx512(Net::new_int8(
+                    int8.fp32(),
+                    int8,
+                    net,
+                    profile,
+                    Int8Stages::Avx512Vnni,
+                )?)
+            }
+            Isa::Avx2 => {
+                let fp32 = Avx2Fma::detect().ok_or(isa.missing())?;
+                ByIsa::Avx2(Net::new_int8(
+                    fp32,
+                    Avx2Int8::from(fp32),
+                    net,
+                    profile,
+                    Int8Stages::Avx2,
+                )?)
+            }
+        };
+        Ok(Self { net })
+    }
+
+    /// The instruction set of the fastest int8 kernel this CPU runs: [`Isa::Avx512`] with
+    /// AVX512-VNNI, else [`Isa::Avx2`] with AVX2 (and FMA), else `None`.
+    pub fn best_int8() -> Option<Isa> {
+        if Avx512Vnni::detect().is_some() {
+            Some(Isa::Avx512)
+        } else {
+            Avx2Fma::detect().map(|_| Isa::Avx2)
+        }
+    }
+
+    /// The int8 kernel that runs the bottleneck stages, or `None` in fp32.
+    pub fn int8_kernel(&self) -> Option<Int8Kernel> {
+        match &self.net {
+            ByIsa::Avx512(net) => net.int8_kernel(),
+            ByIsa::Avx2(net) => net.int8_kernel(),
+        }
     }
 
     /// The instruction set the kernels use.
@@ -123,13 +163,23 @@ struct Net<K> {
     profile: bool,
 }
 
-/// The bottleneck stages, packed for the float kernel `K` or for the int8 kernel.
+/// Why the int8 engine cannot run with [`Isa::Avx512`].
+const INT8_AVX512_MISSING: &str =
+    "this CPU lacks AVX512-VNNI (the int8 kernel for AVX-512; Isa::Avx2 runs int8 without it)";
+
+/// The bottleneck stages, packed for the float kernel `K` or for an int8 kernel.
 enum Stages<K> {
-    Fp32([Vec<Bottleneck<PackedConv<K>>>; 4]),
-    Int8 {
-        isa: Avx2Int8,
-        stages: [Vec<Bottleneck<PackedConv<Avx2Int8>>>; 4],
-    },
+    Fp32(Packed<K>),
+    Int8(Int8Stages),
+}
+
+/// The four stages of bottlenecks, packed for kernel `K`.
+type Packed<K> = [Vec<Bottleneck<PackedConv<K>>>; 4];
+
+/// The bottleneck stages packed for one of the int8 kernels, with its token.
+enum Int8Stages {
+    Avx2(Avx2Int8, Packed<Avx2Int8>),
+    Avx512Vnni(Avx512Vnni, Packed<Avx512Vnni>),
 }
 
 impl<K> Stages<K> {
@@ -137,7 +187,8 @@ impl<K> Stages<K> {
     fn lens(&self) -> [usize; 4] {
         match self {
             Stages::Fp32(s) => s.each_ref().map(Vec::len),
-            Stages::Int8 { stages, .. } => stages.each_ref().map(Vec::len),
+            Stages::Int8(Int8Stages::Avx2(_, s)) => s.each_ref().map(Vec::len),
+            Stages::Int8(Int8Stages::Avx512Vnni(_, s)) => s.each_ref().map(Vec::len),
         }
     }
 }
@@ -148,7 +199,7 @@ impl<K: Kernel> std::fmt::Debug for Net<K> {
             .field("isa", &K::ISA)
             .field("stem", &self.stem)
             .field("blocks", &self.stages.lens())
-            .field("int8", &self.is_int8())
+            .field("int8", &self.int8_kernel())
             .finish_non_exhaustive()
     }
 }
@@ -180,8 +231,38 @@ impl<K: Kernel> Net<K> {
         })
     }
 
-    fn is_int8(&self) -> bool {
-        matches!(self.stages, Stages::Int8 { .. })
+    /// See [`NativeNet::int8_kernel`].
+    fn int8_kernel(&self) -> Option<Int8Kernel> {
+        match &self.stages {
+            Stages::Fp32(_) => None,
+            Stages::Int8(Int8Stages::Avx2(isa, _)) => Some(isa.name()),
+            Stages::Int8(Int8Stages::Avx512Vnni(isa, _)) => Some(isa.name()),
+        }
+    }
+
+    /// The network with its stem in `isa`'s float kernel and its bottleneck stages packed for
+    /// the int8 kernel `int8` (`wrap` names which).
+    fn new_int8<I: Int8>(
+        isa: K,
+        int8: I,
+        net: &FoldedNet,
+        profile: bool,
+        wrap: fn(I, Packed<I>) -> Int8Stages,
+    ) -> Result<Self, &'static str> {
+        let stem = pack_float(&net.convs.stem)?;
+        let mut stages: [Vec<_>; 4] = Default::default();
+        for (out, stage) in stages.iter_mut().zip(&net.convs.stages) {
+            for b in stage {
+                out.push(int8::pack_bottleneck(b)?);
+            }
+        }
+        Ok(Self {
+            isa,
+            stem,
+            stages: Stages::Int8(wrap(int8, stages)),
+            pool: Pool::default(),
+            profile,
+        })
     }
 
     /// Runs `f`, printing its time under `profile`.
@@ -259,10 +340,10 @@ impl<K: Kernel> Net<K> {
 
     /// `x` quantised for the int8 kernel, with a border of `pad`, timed; `max` is each image's
     /// largest value where the convolution that wrote `x` found it.
-    fn quantized(&self, isa: Avx2Int8, x: &Act, max: Option<&[f32]>, pad: usize) -> Act {
+    fn quantized(&self, isa: impl Int8, x: &Act, max: Option<&[f32]>, pad: usize) -> Act {
         self.timed("quantize", || {
             let mut q = self.pool.take(x.n, x.h, x.w, x.c / int8::PER_WORD, pad);
-            int8::quantize(isa.fp32(), x, &mut q, max);
+            int8::quantize(isa.avx2(), x, &mut q, max);
             q
         })
     }
@@ -335,10 +416,17 @@ impl<K: Kernel> Net<K> {
                 let pooled;
                 (x, pooled) = match &self.stages {
                     Stages::Fp32(stages) => self.bottleneck(&stages[i][j], x, pool),
-                    Stages::Int8 { isa, stages } => {
+                    Stages::Int8(int8) => {
+                        let x_max_now = x_max.as_deref();
                         let stats;
-                        (x, stats) =
-                            self.bottleneck_int8(*isa, &stages[i][j], x, x_max.as_deref(), pool);
+                        (x, stats) = match int8 {
+                            Int8Stages::Avx2(isa, s) => {
+                                self.bottleneck_int8(*isa, &s[i][j], x, x_max_now, pool)
+                            }
+                            Int8Stages::Avx512Vnni(isa, s) => {
+                                self.bottleneck_int8(*isa, &s[i][j], x, x_max_now, pool)
+                            }
+                        };
                         x_max = stats.max;
                         (x, stats.pooled)
                     }
@@ -397,10 +485,10 @@ impl<K: Kernel> Net<K> {
     /// One bottleneck in int8: each convolution's input quantised, outputs and the residual in
     /// f32. `x_max` is each image's largest value of `x`, where known. Returns the output and
     /// each image's largest value of it, and with `pool` its average pool.
-    fn bottleneck_int8(
+    fn bottleneck_int8<I: Int8>(
         &self,
-        isa: Avx2Int8,
-        c: &Bottleneck<PackedConv<Avx2Int8>>,
+        isa: I,
+        c: &Bottleneck<PackedConv<I>>,
         x: Act,
         x_max: Option<&[f32]>,
         pool: bool,
@@ -434,28 +522,5 @@ impl<K: Kernel> Net<K> {
         let stats = self.conv_stats(isa, &c.conv3, &y2q, &mut out, [true, true], pool, true);
         self.pool.give(y2q);
         (out, stats)
-    }
-}
-
-impl Net<Avx2Fma> {
-    /// See [`NativeNet::new_int8`].
-    fn new_int8(isa: Avx2Fma, net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
-        let stem = pack_float(&net.convs.stem)?;
-        let mut stages: [Vec<_>; 4] = Default::default();
-        for (out, stage) in stages.iter_mut().zip(&net.convs.stages) {
-            for b in stage {
-                out.push(int8::pack_bottleneck(b)?);
-            }
-        }
-        Ok(Self {
-            isa,
-            stem,
-            stages: Stages::Int8 {
-                isa: isa.into(),
-                stages,
-            },
-            pool: Pool::default(),
-            profile,
-        })
     }
 }

@@ -8,9 +8,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use attrex::burn::tensor::{Tensor, TensorData};
+use attrex::burn::tensor::{Distribution, Tensor, TensorData};
 use attrex::eval::{CvParams, cross_validate};
-use attrex::{Backbone, BlockTap, Dataset, Engine, Precision, TapError, extract_dataset};
+use attrex::{
+    Backbone, BlockTap, Dataset, Engine, Isa, Precision, Preprocessing, TapError, extract_dataset,
+};
 
 use crate::{cached_extraction, device, keras, read_safetensors, shared};
 
@@ -36,7 +38,10 @@ fn int8() -> Option<Arc<Backbone>> {
             {
                 Ok(b) => {
                     assert_eq!(b.precision(), Precision::Int8);
-                    assert_eq!(b.engine(), Engine::Native(attrex::Isa::Avx2));
+                    let kernel = b
+                        .int8_kernel()
+                        .expect("an int8 backbone has an int8 kernel");
+                    eprintln!("int8: {} with the {kernel} kernel", b.engine());
                     Some(Arc::new(b))
                 }
                 Err(TapError::EngineUnavailable { reason }) => {
@@ -158,17 +163,94 @@ fn table1_texture_in_int8_stays_close_to_fp32() {
     table1_int8_matches_fp32("texture");
 }
 
+/// Whether this CPU has AVX512-VNNI (and AVX-512F), read from the standard library rather
+/// than from attrex's own detection.
+fn cpu_has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether `ATTREX_EXPECT_ISA` (set by `.ci/run` from /proc/cpuinfo) names `flag`.
+fn ci_expects(flag: &str) -> bool {
+    std::env::var("ATTREX_EXPECT_ISA")
+        .unwrap_or_default()
+        .split(',')
+        .any(|n| n.trim() == flag)
+}
+
 #[test]
 fn int8_is_refused_where_its_kernels_cannot_run() {
-    for engine in [Engine::Burn, Engine::Native(attrex::Isa::Avx512)] {
-        let refused = Backbone::builder()
+    let refused = |engine| {
+        let built = Backbone::builder()
             .device(device())
             .engine(engine)
+            .random_weights(3, Preprocessing::Caffe)
             .precision(Precision::Int8)
             .build();
+        matches!(built, Err(TapError::EngineUnavailable { .. }))
+    };
+    assert!(refused(Engine::Burn), "int8 on Burn");
+    // AVX-512's int8 kernel needs AVX512-VNNI.
+    assert_eq!(
+        refused(Engine::Native(Isa::Avx512)),
+        !cpu_has_avx512_vnni(),
+        "int8 with AVX-512"
+    );
+}
+
+/// The int8 kernels sum the same integer products exactly and dequantise them in the same
+/// order, so the AVX512-VNNI network (the AVX-512 stem too) computes what the AVX2 one does:
+/// the expected values are the AVX2 kernel's, itself checked against plain integer arithmetic
+/// (the lib tests) and against fp32 on real photos (above). Random weights, two images.
+#[test]
+fn int8_with_avx512_vnni_computes_what_avx2_does() {
+    if !cpu_has_avx512_vnni() {
         assert!(
-            matches!(refused, Err(TapError::EngineUnavailable { .. })),
-            "{engine}: {refused:?}"
+            !ci_expects("avx512vnni"),
+            "ATTREX_EXPECT_ISA names avx512vnni, but this CPU lacks it"
         );
+        eprintln!("this CPU lacks AVX512-VNNI: its int8 network is not tested here");
+        return;
+    }
+    let tap = |isa| {
+        let backbone = Backbone::builder()
+            .device(device())
+            .engine(Engine::Native(isa))
+            .random_weights(5, Preprocessing::Caffe)
+            .precision(Precision::Int8)
+            .build()
+            .unwrap();
+        BlockTap::all(Arc::new(backbone))
+    };
+    let (vnni, avx2) = (tap(Isa::Avx512), tap(Isa::Avx2));
+    assert_eq!(
+        vnni.backbone().int8_kernel(),
+        Some(attrex::Int8Kernel::Avx512Vnni)
+    );
+    let input = Tensor::<4>::random([2, 3, 224, 224], Distribution::Normal(0.0, 50.0), &device());
+    let (a, b) = (
+        vnni.forward(input.clone()).unwrap(),
+        avx2.forward(input).unwrap(),
+    );
+    for ((x, y), block) in a.iter().zip(&b).zip(1..) {
+        let (x, y) = (
+            x.to_data().try_to_vec::<f32>().unwrap(),
+            y.to_data().try_to_vec::<f32>().unwrap(),
+        );
+        let worst = x
+            .iter()
+            .zip(&y)
+            .map(|(p, q)| (p - q).abs() / (1.0 + q.abs()))
+            .fold(0f32, f32::max);
+        eprintln!("int8 block{block}: avx512-vnni against avx2, largest difference {worst:.2e}");
+        // The same values up to the order of the pooled sums (f32 rounding, about 1e-7).
+        assert!(worst <= 1e-5, "block{block}: {worst:.2e}");
     }
 }
