@@ -253,9 +253,9 @@ impl BackboneBuilder {
                 if let Some(reason) = native_unavailable(&device, isa) {
                     return Err(TapError::EngineUnavailable { reason });
                 }
-                Native::Int8(isa)
+                Native::Int8 { isa, forced: false }
             }
-            (Precision::Int8, Some(Engine::Native(isa))) => Native::Int8(isa),
+            (Precision::Int8, Some(Engine::Native(isa))) => Native::Int8 { isa, forced: true },
             (Precision::Int8, Some(_)) => {
                 return Err(TapError::EngineUnavailable {
                     reason: "int8 runs on the native engine only, not Burn",
@@ -285,8 +285,10 @@ enum Native {
     Best,
     /// With this instruction set, or an error.
     Forced(Isa),
-    /// In int8 with this instruction set's kernels, or an error.
-    Int8(Isa),
+    /// In int8 with this instruction set's kernels; unless `forced`, with the AVX2 kernels
+    /// where those of `isa` do not take the network's widths (AVX512-VNNI's panel is 32
+    /// channels, AVX2's 16); else an error.
+    Int8 { isa: Isa, forced: bool },
 }
 
 /// The engine choices a [`Backbone`] is assembled with.
@@ -429,13 +431,17 @@ impl Backbone {
                 Some(build(isa).map_err(|reason| TapError::EngineUnavailable { reason })?),
                 Precision::Fp32,
             ),
-            Native::Int8(isa) => (
-                Some(
-                    NativeNet::new_int8(&folded, isa, options.profile)
-                        .map_err(|reason| TapError::EngineUnavailable { reason })?,
-                ),
-                Precision::Int8,
-            ),
+            Native::Int8 { isa, forced } => {
+                let int8 = |isa| NativeNet::new_int8(&folded, isa, options.profile);
+                let net = match int8(isa) {
+                    Err(_) if !forced && isa != Isa::Avx2 => int8(Isa::Avx2),
+                    built => built,
+                };
+                (
+                    Some(net.map_err(|reason| TapError::EngineUnavailable { reason })?),
+                    Precision::Int8,
+                )
+            }
         };
         let net = ResNet::new(&folded, &device);
         Ok(Self {

@@ -254,3 +254,39 @@ fn int8_with_avx512_vnni_computes_what_avx2_does() {
         assert!(worst <= 1e-5, "block{block}: {worst:.2e}");
     }
 }
+
+/// A network whose widths the AVX512-VNNI kernel's 32-channel panel does not take (16 channels
+/// in stage 1) still runs in int8 when no engine is named: on the AVX2 kernel (16-channel
+/// panel), as fp32 falls back when its kernel cannot run. Named, AVX-512 is refused.
+#[test]
+fn int8_takes_the_avx2_kernel_where_avx512_vnni_cannot_pack_the_widths() {
+    let mut config = attrex::ResNetConfig::keras_resnet50();
+    config.widths = [16, 32, 64, 128];
+    config.layers = [1, 1, 1, 1];
+    let build = |engine: Option<Engine>| {
+        let builder = Backbone::builder()
+            .device(device())
+            .config(config.clone())
+            .random_weights(9, Preprocessing::Caffe)
+            .precision(Precision::Int8);
+        match engine {
+            Some(e) => builder.engine(e),
+            None => builder,
+        }
+        .build()
+    };
+    let backbone = build(None).unwrap();
+    assert!(
+        matches!(
+            backbone.int8_kernel(),
+            Some(attrex::Int8Kernel::Avx2 | attrex::Int8Kernel::AvxVnni)
+        ),
+        "{:?}",
+        backbone.int8_kernel()
+    );
+    assert_eq!(backbone.engine(), Engine::Native(Isa::Avx2));
+    assert!(matches!(
+        build(Some(Engine::Native(Isa::Avx512))),
+        Err(TapError::EngineUnavailable { .. })
+    ));
+}
