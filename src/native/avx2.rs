@@ -25,7 +25,7 @@ use std::arch::x86_64::{
     _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
 };
 
-use super::isa::{Avx2Fma, Avx2Int8, Epilogue, Isa, Kernel, MAX_MR, vectorize_with};
+use super::isa::{Avx2Fma, Avx2Int8, Epilogue, Int8, Isa, Kernel, MAX_MR, vectorize_with};
 
 /// Output pixels per tile.
 const MR: usize = 14;
@@ -91,7 +91,7 @@ impl Kernel for Avx2Int8 {
 
     #[inline(always)]
     fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
-        self.fp32().vectorize(f)
+        self.avx2().vectorize(f)
     }
 
     #[inline]
@@ -114,13 +114,13 @@ impl Kernel for Avx2Int8 {
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = (a, jump, runs, b, outs, ep);
-            self.fp32().never()
+            self.avx2().never()
         }
     }
 
     #[inline]
     fn copy(self, dst: &mut [f32], src: &[f32]) {
-        self.fp32().copy(dst, src);
+        self.avx2().copy(dst, src);
     }
 }
 

@@ -147,11 +147,6 @@ impl From<Avx2Fma> for Avx2Int8 {
 }
 
 impl Avx2Int8 {
-    /// The AVX2 token it wraps, for the float kernels and passes of the same network.
-    pub fn fp32(self) -> Avx2Fma {
-        self.isa
-    }
-
     /// The proof of AVX-VNNI, where the CPU has it.
     pub fn vnni(self) -> Option<AvxVnni> {
         self.vnni
@@ -199,7 +194,8 @@ impl Avx512Vnni {
 pub(crate) trait Int8: Kernel {
     /// The kernel, as the public API names it.
     fn name(self) -> Int8Kernel;
-    /// The AVX2 token, for the quantising pass.
+    /// The AVX2 token, for the quantising pass (and, for the AVX2 int8 kernel, its float
+    /// kernel).
     fn avx2(self) -> Avx2Fma;
 }
 

@@ -187,8 +187,25 @@ impl<K> Stages<K> {
     fn lens(&self) -> [usize; 4] {
         match self {
             Stages::Fp32(s) => s.each_ref().map(Vec::len),
-            Stages::Int8(Int8Stages::Avx2(_, s)) => s.each_ref().map(Vec::len),
-            Stages::Int8(Int8Stages::Avx512Vnni(_, s)) => s.each_ref().map(Vec::len),
+            Stages::Int8(s) => s.lens(),
+        }
+    }
+}
+
+impl Int8Stages {
+    /// Bottlenecks per stage.
+    fn lens(&self) -> [usize; 4] {
+        match self {
+            Int8Stages::Avx2(_, s) => s.each_ref().map(Vec::len),
+            Int8Stages::Avx512Vnni(_, s) => s.each_ref().map(Vec::len),
+        }
+    }
+
+    /// The kernel, as the public API names it.
+    fn kernel(&self) -> Int8Kernel {
+        match self {
+            Int8Stages::Avx2(isa, _) => isa.name(),
+            Int8Stages::Avx512Vnni(isa, _) => isa.name(),
         }
     }
 }
@@ -235,8 +252,7 @@ impl<K: Kernel> Net<K> {
     fn int8_kernel(&self) -> Option<Int8Kernel> {
         match &self.stages {
             Stages::Fp32(_) => None,
-            Stages::Int8(Int8Stages::Avx2(isa, _)) => Some(isa.name()),
-            Stages::Int8(Int8Stages::Avx512Vnni(isa, _)) => Some(isa.name()),
+            Stages::Int8(s) => Some(s.kernel()),
         }
     }
 

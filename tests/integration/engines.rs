@@ -15,7 +15,7 @@ use std::sync::Arc;
 use attrex::burn::tensor::{Distribution, Tensor};
 use attrex::{Backbone, Block, BlockTap, Engine, Isa, Preprocessing, ResNetConfig, TapError};
 
-use crate::{device, rel_l2, shared};
+use crate::{ci_expects, device, rel_l2, shared};
 
 /// The instruction sets whose native engine the tests run here: every one this CPU has, on the
 /// `flex` device.
@@ -23,18 +23,6 @@ use crate::{device, rel_l2, shared};
 /// # Panics
 /// When `ATTREX_EXPECT_ISA` names an instruction set that cannot be tested here.
 pub fn native_isas() -> Vec<Isa> {
-    let expected: Vec<Isa> = std::env::var("ATTREX_EXPECT_ISA")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        // The int8 kernels' VNNI extensions are the lib tests' to check.
-        .filter(|n| !["avx512vnni", "avxvnni"].contains(n))
-        .map(|n| {
-            Isa::from_name(n)
-                .unwrap_or_else(|| panic!("ATTREX_EXPECT_ISA: unknown instruction set {n:?}"))
-        })
-        .collect();
     let mut isas = Vec::new();
     for isa in Isa::ALL {
         let testable = isa.is_available() && cfg!(feature = "flex");
@@ -42,7 +30,7 @@ pub fn native_isas() -> Vec<Isa> {
             isas.push(isa);
         } else {
             assert!(
-                !expected.contains(&isa),
+                !ci_expects(&isa.to_string()),
                 "ATTREX_EXPECT_ISA names {isa}, but its native engine cannot run here \
                  (CPU lacks it, or no `flex` feature)"
             );

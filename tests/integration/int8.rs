@@ -14,7 +14,7 @@ use attrex::{
     Backbone, BlockTap, Dataset, Engine, Isa, Precision, Preprocessing, TapError, extract_dataset,
 };
 
-use crate::{cached_extraction, device, keras, read_safetensors, shared};
+use crate::{cached_extraction, ci_expects, device, keras, read_safetensors, shared};
 
 /// `n` paths spread evenly over the sorted images of a dev set.
 fn spread(set: &str, n: usize) -> Vec<std::path::PathBuf> {
@@ -175,14 +175,6 @@ fn cpu_has_avx512_vnni() -> bool {
     {
         false
     }
-}
-
-/// Whether `ATTREX_EXPECT_ISA` (set by `.ci/run` from /proc/cpuinfo) names `flag`.
-fn ci_expects(flag: &str) -> bool {
-    std::env::var("ATTREX_EXPECT_ISA")
-        .unwrap_or_default()
-        .split(',')
-        .any(|n| n.trim() == flag)
 }
 
 #[test]

@@ -102,3 +102,24 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
     (num / den).sqrt()
 }
+
+/// Whether `ATTREX_EXPECT_ISA` (comma-separated, set by `.ci/run` from /proc/cpuinfo) names
+/// `name`: an instruction set as `attrex::Isa` displays it, or an int8 kernel's VNNI extension
+/// (`avx512vnni`, `avxvnni`). Its tests must then run here, not skip.
+///
+/// # Panics
+/// When the variable names anything else.
+pub fn ci_expects(name: &str) -> bool {
+    std::env::var("ATTREX_EXPECT_ISA")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .inspect(|n| {
+            assert!(
+                attrex::Isa::from_name(n).is_some() || ["avx512vnni", "avxvnni"].contains(n),
+                "ATTREX_EXPECT_ISA: unknown instruction set {n:?}"
+            );
+        })
+        .any(|n| n == name)
+}
