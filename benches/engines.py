@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The engines side by side: `examples/throughput` with Burn's engine and with the native engine
-for each instruction set this CPU has (and the AVX2 int8 engine, `avx2-int8`), interleaved for --rounds rounds (the shared machines
+for each instruction set this CPU has (and the int8 engines: `avx2-int8`, and `avx512-int8`
+with AVX512-VNNI), interleaved for --rounds rounds (the shared machines
 drift by several percent within minutes), then each engine's median img/s and the medians of
 the per-round ratios.
 
@@ -28,6 +29,8 @@ if "avx512f" in flags:
     engines.append("avx512")
 if "avx2" in flags and "fma" in flags:
     engines += ["avx2", "avx2-int8"]
+if "avx512f" in flags and "avx512_vnni" in flags:
+    engines.append("avx512-int8")
 
 
 def run(engine):
@@ -67,3 +70,6 @@ if "avx512" in engines and "avx2" in engines:
     ratio("avx2", "avx512")
 if "avx2-int8" in engines:
     ratio("avx2-int8", "avx2")
+if "avx512-int8" in engines:
+    ratio("avx512-int8", "avx512")
+    ratio("avx2-int8", "avx512-int8")
