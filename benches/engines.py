@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The engines side by side: `examples/throughput` with Burn's engine and with the native engine
 for each instruction set this CPU has (and the int8 engines: `avx2-int8`, and `avx512-int8`
-with AVX512-VNNI), interleaved for --rounds rounds (the shared machines
-drift by several percent within minutes), then each engine's median img/s and the medians of
-the per-round ratios.
+with AVX512-VNNI), interleaved for --rounds rounds (the shared machines drift by several
+percent within minutes), then each engine's median img/s and the medians of the per-round
+ratios.
 
     cargo build --release --example throughput
     python benches/engines.py [--rounds 5] [--runs 5] [--batch 8] [--threads 2] [--upto 5]

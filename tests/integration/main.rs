@@ -110,16 +110,19 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 /// # Panics
 /// When the variable names anything else.
 pub fn ci_expects(name: &str) -> bool {
-    std::env::var("ATTREX_EXPECT_ISA")
-        .unwrap_or_default()
+    let names = std::env::var("ATTREX_EXPECT_ISA").unwrap_or_default();
+    let names: Vec<&str> = names
         .split(',')
         .map(str::trim)
         .filter(|n| !n.is_empty())
-        .inspect(|n| {
-            assert!(
-                attrex::Isa::from_name(n).is_some() || ["avx512vnni", "avxvnni"].contains(n),
-                "ATTREX_EXPECT_ISA: unknown instruction set {n:?}"
-            );
-        })
-        .any(|n| n == name)
+        .collect();
+    // Every name is checked, not only those before a match, so that a misspelt one fails
+    // wherever the variable is read.
+    for n in &names {
+        assert!(
+            attrex::Isa::from_name(n).is_some() || ["avx512vnni", "avxvnni"].contains(n),
+            "ATTREX_EXPECT_ISA: unknown instruction set {n:?}"
+        );
+    }
+    names.contains(&name)
 }
