@@ -1,6 +1,7 @@
 //! The int8 engine against fp32 (the issue's acceptance checks): every pooled block's cosine
-//! similarity to fp32 on the reference photo and on 100 dev photos (>= 0.995), and Table 1 on
-//! both dev sets against fp32 (see `table1_int8_matches_fp32` for the bound).
+//! similarity to fp32 on the reference photo and on 100 dev photos (>= 0.995; the colour
+//! photos pass, the texture photos do not yet, so their test is ignored), and Table 1 on both
+//! dev sets against fp32 (see `table1_int8_matches_fp32` for the bound).
 //!
 //! The fp32 side is the reference the other tests check: the independent NumPy forward pass of
 //! `../shared/fixtures/reference_chelsea.safetensors` for the photo, and the fp32 native engine
@@ -87,12 +88,13 @@ fn int8_pooled_blocks_stay_within_cosine_0_995_of_the_reference_photo() {
     }
 }
 
-#[test]
-fn int8_pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100_dev_photos() {
+/// Every pooled block's cosine to fp32 over 100 photos spread over dev set `set`, at least
+/// 0.995 on each photo.
+fn pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100(set: &str) {
     let Some(backbone) = int8() else {
         return;
     };
-    let paths = spread("color", 100);
+    let paths = spread(set, 100);
     let options = attrex::ExtractOptions::default();
     let int8 = extract_dataset(&BlockTap::all(backbone), &paths, &options).unwrap();
     let fp32 = extract_dataset(&BlockTap::all(keras()), &paths, &options).unwrap();
@@ -103,7 +105,7 @@ fn int8_pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100_dev_photos() {
         let min = cos.iter().copied().fold(f64::INFINITY, f64::min);
         let mean = cos.iter().sum::<f64>() / cos.len() as f64;
         eprintln!(
-            "int8 block{block} (dim {}): cosine to fp32 min {min:.5} mean {mean:.5}",
+            "int8 {set} block{block} (dim {}): cosine to fp32 min {min:.5} mean {mean:.5}",
             info.dim
         );
         worst.push(min);
@@ -111,9 +113,24 @@ fn int8_pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100_dev_photos() {
     for (block, min) in (1..).zip(worst) {
         assert!(
             min >= 0.995,
-            "int8 block{block}: a photo at cosine {min:.5}"
+            "int8 block{block}: a {set} photo at cosine {min:.5}"
         );
     }
+}
+
+#[test]
+fn int8_pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100_dev_photos() {
+    pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100("color");
+}
+
+/// The same bar on the texture photos (web photos, larger activations than the catalogue's):
+/// not met yet, so it cannot gate CI. Measured 2026-11-28 on AVX512-VNNI (Intel Xeon): lowest
+/// cosine 1.00000 / 0.99704 / 0.99369 / 0.98704 / 0.99438 (blocks 1-5); `int8_accuracy.py`
+/// in `benches/` simulates the same figures. Run it with `-- --ignored int8_pooled`.
+#[test]
+#[ignore = "fails: int8 falls to cosine 0.987 on block 4 of some texture photos (issue 14)"]
+fn int8_pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100_texture_photos() {
+    pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100("texture");
 }
 
 /// Table 1 (k = 5, 5 folds, seed 0) on `set` in int8 and fp32.

