@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
@@ -53,36 +52,9 @@ a = ap.parse_args()
 torch.set_num_threads(2)
 a.work.mkdir(parents=True, exist_ok=True)
 
-# --- the network (torchvision names, as ../shared/reference/ref_pipeline.py builds it) ---
-
-
-class Bottleneck(nn.Module):
-    def __init__(s, cin, mid, cout, stride):
-        super().__init__()
-        s.conv1 = nn.Conv2d(cin, mid, 1, stride, bias=False)
-        s.bn1 = nn.BatchNorm2d(mid)
-        s.conv2 = nn.Conv2d(mid, mid, 3, 1, 1, bias=False)
-        s.bn2 = nn.BatchNorm2d(mid)
-        s.conv3 = nn.Conv2d(mid, cout, 1, bias=False)
-        s.bn3 = nn.BatchNorm2d(cout)
-        s.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                        if stride != 1 or cin != cout else None)
-
-
-class R50(nn.Module):
-    def __init__(s):
-        super().__init__()
-        s.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        s.bn1 = nn.BatchNorm2d(64)
-        cin = 64
-        for i, (mid, cout, n, st) in enumerate([(64, 256, 3, 1), (128, 512, 4, 2), (256, 1024, 6, 2),
-                                                (512, 2048, 3, 2)]):
-            blocks = []
-            for j in range(n):
-                blocks.append(Bottleneck(cin, mid, cout, st if j == 0 else 1))
-                cin = cout
-            setattr(s, f"layer{i + 1}", nn.Sequential(*blocks))
-        s.fc = nn.Linear(2048, 1000)
+# --- the network, its BatchNorm folded into each convolution ---
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from resnet50_torch import R50  # noqa: E402
 
 
 def fold(conv, bn):
@@ -105,8 +77,8 @@ def load_net():
                                    strict=False)
     assert not [k for k in missing if "num_batches" not in k], missing
     blocks = []
-    for li in range(1, 5):
-        for bi, b in enumerate(getattr(m, f"layer{li}")):
+    for li, stage in enumerate(m.stages(), 1):
+        for bi, b in enumerate(stage):
             blocks.append(dict(name=f"l{li}.{bi}", layer=li, c1=fold(b.conv1, b.bn1), c2=fold(b.conv2, b.bn2),
                                c3=fold(b.conv3, b.bn3),
                                ds=fold(b.downsample[0], b.downsample[1]) if b.downsample is not None else None))
@@ -188,7 +160,7 @@ if a.only != "sim":
                                           QuantType, quantize_dynamic, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Exported(nn.Module):
+    class Exported(torch.nn.Module):
         def forward(s, x):
             return tuple(forward(net, x))
 
@@ -253,22 +225,20 @@ if a.only != "ort":
         cache = {}
 
         def qconv(name, cname, c, t):
-            if name.split(".")[-1] not in kinds:
+            quantised = name.split(".")[-1] in kinds
+            if not quantised or scheme == "per-image":
                 if cname not in cache:
                     cache[cname] = qweight(c["w"], levels)
+                if quantised:
+                    if percentile is None:
+                        top = t.amax((1, 2, 3), keepdim=True)
+                    else:
+                        flat = t.reshape(len(t), -1)
+                        k = max(1, int(round(flat.shape[1] * percentile)))
+                        top = flat.kthvalue(k, dim=1).values.reshape(-1, 1, 1, 1)
+                    s = (top / 255).clamp_min(1e-30)
+                    t = torch.clamp(torch.round(t / s), 0, 255) * s
                 return F.conv2d(t, cache[cname], c["b"], c["stride"], c["pad"])
-            if scheme == "per-image":
-                if percentile is None:
-                    top = t.amax((1, 2, 3), keepdim=True)
-                else:
-                    flat = t.reshape(len(t), -1)
-                    k = max(1, int(round(flat.shape[1] * percentile)))
-                    top = flat.kthvalue(k, dim=1).values.reshape(-1, 1, 1, 1)
-                s = (top / 255).clamp_min(1e-30)
-                if cname not in cache:
-                    cache[cname] = qweight(c["w"], levels)
-                return F.conv2d(torch.clamp(torch.round(t / s), 0, 255) * s, cache[cname], c["b"],
-                                c["stride"], c["pad"])
             if cname not in cache:
                 st = stats[name]
                 clip = {"static-max": torch.full_like(st["channel"], st["max"]),

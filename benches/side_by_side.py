@@ -37,43 +37,12 @@ ap.add_argument("--rounds", type=int, default=3,
 a = ap.parse_args()
 os.environ["OMP_NUM_THREADS"] = str(a.threads)
 
-import torch, torch.nn as nn
+import torch
 torch.set_num_threads(a.threads)
 
 
-class Bottleneck(nn.Module):
-    def __init__(s, cin, mid, cout, stride):
-        super().__init__()
-        s.conv1 = nn.Conv2d(cin, mid, 1, stride, bias=False); s.bn1 = nn.BatchNorm2d(mid)
-        s.conv2 = nn.Conv2d(mid, mid, 3, 1, 1, bias=False); s.bn2 = nn.BatchNorm2d(mid)
-        s.conv3 = nn.Conv2d(mid, cout, 1, bias=False); s.bn3 = nn.BatchNorm2d(cout)
-        s.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else None
-
-    def forward(s, x):
-        r = x if s.down is None else s.down(x)
-        x = torch.relu(s.bn1(s.conv1(x))); x = torch.relu(s.bn2(s.conv2(x)))
-        return torch.relu(s.bn3(s.conv3(x)) + r)
-
-
-class R50Taps(nn.Module):
-    def __init__(s, upto):
-        super().__init__()
-        s.upto = upto
-        s.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False); s.bn1 = nn.BatchNorm2d(64)
-        cin, stages = 64, []
-        for i, (mid, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
-            blocks = []
-            for j in range(n):
-                blocks.append(Bottleneck(cin, mid, mid * 4, (2 if i > 0 else 1) if j == 0 else 1)); cin = mid * 4
-            stages.append(nn.Sequential(*blocks))
-        s.stages = nn.ModuleList(stages[: upto - 1])
-
-    def forward(s, x):
-        x = torch.relu(s.bn1(s.conv1(x))); out = [x.mean((2, 3))]
-        x = nn.functional.max_pool2d(x, 3, 2, 1)
-        for st in s.stages:
-            x = st(x); out.append(x.mean((2, 3)))
-        return tuple(out)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from resnet50_torch import R50  # noqa: E402
 
 
 def bench(fn, runs):
@@ -84,7 +53,7 @@ def bench(fn, runs):
     return a.batch / float(np.median(times))
 
 
-m = R50Taps(a.upto).eval()
+m = R50(a.upto).eval()
 x = torch.randn(a.batch, 3, 224, 224)
 results = {}
 with torch.inference_mode():
