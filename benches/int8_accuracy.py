@@ -11,8 +11,10 @@ It runs, on 100 photos spread evenly over a dev set (the same photos as
 - ONNX Runtime `quantize_static` (QOperator, per_channel, QUInt8 activations, QInt8 weights),
   calibrated on 32 photos of another set, MinMax or Percentile;
 - ONNX Runtime `quantize_dynamic` (ConvInteger, a scale per batch computed at run time);
-- a simulation in PyTorch of attrex's scheme (each image's own scale per tensor, 7-bit
-  weights), as a cross-check of the Rust figures, and of static scales calibrated once: per
+- a simulation in PyTorch of attrex's scheme (each image's own scale per tensor; the block
+  inputs clipped at a sampled 99.9th percentile with the outliers' excess put back; 8-bit
+  weights on the VNNI kernels, 7-bit on AVX2), as a cross-check of the Rust figures, of the
+  scheme before it (each image's maximum, 7-bit weights), and of static scales calibrated once: per
   tensor from the calibration maximum (`static-max`) or the clip with the least squared error
   (`static-mse`), and per channel at 1.5 x the calibration maximum, folded into the weights
   before they are quantised (`static-channel`). The stem and the max-pool stay in fp32; the
@@ -28,6 +30,7 @@ the weights tarball (`weights/fetch.sh`) and `../shared` (data and the reference
 Prints one line per scheme: the lowest and the mean cosine over the photos for blocks 1-5.
 """
 import argparse
+import math
 import sys
 import subprocess
 import tarfile
@@ -218,10 +221,30 @@ if a.only != "ort":
 
     in_batches(lambda x: forward(net, x, hook=hook), calib, n=len(calib))
 
-    def simulate(label, scheme, levels, kinds=("X", "Y1", "Y2"), percentile=None):
+    def sampled_clip(t):
+        """Each image's clip as attrex's `block_input_scales` chooses it: the 99.9th percentile
+        of 64 runs of 64 consecutive values in (y, x, channel) order, at pixels spread evenly,
+        each run at another window of 64 channels (windows in steps of 7), or the image's
+        maximum where that is not positive."""
+        n, c, h, w = t.shape
+        hwc = t.permute(0, 2, 3, 1).reshape(n, -1)
+        pixels, windows = h * w, max(1, c // 64)
+        idx = []
+        for r in range(min(64, pixels)):
+            start = (r * pixels // min(64, pixels)) * c + ((r * 7 % windows) * 64 if c >= 64 else 0)
+            idx.extend(range(start, min(start + 64, pixels * c)))
+        sample = hwc[:, idx].sort(dim=1).values
+        above = min(max(1, math.floor(sample.shape[1] * 0.001 + 0.5)), sample.shape[1])
+        clip = sample[:, sample.shape[1] - above]
+        return torch.where(clip > 0, clip, hwc.amax(1)).reshape(-1, 1, 1, 1)
+
+    def simulate(label, scheme, levels, kinds=("X", "Y1", "Y2"), percentile=None, x_outliers=False):
         """`scheme` "per-image": each image's scale from its own maximum, or from its
         `percentile` (a fraction) where given; the static ones as the module says. Only the
-        tensors in `kinds` are quantised (X: block inputs, Y1: the 3x3s', Y2: the last 1x1s')."""
+        tensors in `kinds` are quantised (X: block inputs, Y1: the 3x3s', Y2: the last 1x1s').
+        With `x_outliers`, the block inputs are clipped as attrex clips them (`sampled_clip`,
+        or at `percentile` where given) and every value's excess over the clip is added back in
+        f32, as attrex adds it after the first 1x1 and the shortcut."""
         cache = {}
 
         def qconv(name, cname, c, t):
@@ -230,14 +253,20 @@ if a.only != "ort":
                 if cname not in cache:
                     cache[cname] = qweight(c["w"], levels)
                 if quantised:
-                    if percentile is None:
+                    block_input = name.endswith(".X")
+                    if x_outliers and block_input and percentile is None:
+                        top = sampled_clip(t)
+                    elif percentile is None or (x_outliers and not block_input):
                         top = t.amax((1, 2, 3), keepdim=True)
                     else:
                         flat = t.reshape(len(t), -1)
                         k = max(1, int(round(flat.shape[1] * percentile)))
                         top = flat.kthvalue(k, dim=1).values.reshape(-1, 1, 1, 1)
                     s = (top / 255).clamp_min(1e-30)
-                    t = torch.clamp(torch.round(t / s), 0, 255) * s
+                    q = torch.clamp(torch.round(t / s), 0, 255) * s
+                    if x_outliers and block_input:
+                        q = q + (t - torch.minimum(t, 255 * s))
+                    t = q
                 return F.conv2d(t, cache[cname], c["b"], c["stride"], c["pad"])
             if cname not in cache:
                 st = stats[name]
@@ -253,7 +282,11 @@ if a.only != "ort":
 
         report(label, in_batches(lambda x: forward(net, x, qconv=qconv), test), ref)
 
-    simulate("simulated attrex: per-image scales, 7-bit weights", "per-image", 63)
+    simulate("simulated attrex, VNNI kernels: outliers kept, 8-bit weights", "per-image", 127, x_outliers=True)
+    simulate("simulated attrex, AVX2 kernel: outliers kept, 7-bit weights", "per-image", 63, x_outliers=True)
+    simulate("simulated: exact 99.9th pct, outliers kept, 8-bit", "per-image", 127, percentile=0.999,
+             x_outliers=True)
+    simulate("simulated attrex before: per-image max, 7-bit weights", "per-image", 63)
     simulate("simulated: 7-bit weights, activations in f32", "per-image", 63, kinds=())
     for kind, what in [("X", "block inputs"), ("Y1", "3x3s' inputs"), ("Y2", "last 1x1s' inputs")]:
         simulate(f"simulated attrex, only the {what}", "per-image", 63, kinds=(kind,))

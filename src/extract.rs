@@ -16,7 +16,6 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::arch::Block;
-use crate::backbone::Precision;
 use crate::error::{FileError, ImageError, TapError};
 use crate::knn::Rows;
 use crate::preprocess::{DecodeLimits, decode_image};
@@ -185,10 +184,11 @@ pub fn extract_dataset(
                 &backbone.weights_id()[..backbone.weights_id().len().min(16)],
             ))
             .join(backbone.preprocessing().name());
-        // int8 features differ from fp32 ones, and between versions of the scheme.
-        match backbone.precision() {
-            Precision::Fp32 => dir,
-            Precision::Int8 => dir.join(crate::native::INT8_SCHEME),
+        // int8 features differ from fp32 ones, between versions of the scheme, and between
+        // kernels with different weight widths.
+        match backbone.int8_kernel() {
+            None => dir,
+            Some(kernel) => dir.join(crate::native::int8_scheme(kernel)),
         }
     });
     let mut out = ExtractedFeatures {

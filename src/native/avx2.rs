@@ -18,11 +18,12 @@
 use std::arch::asm;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
-    __m256, _MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_castps_si256,
-    _mm256_cmpgt_epi32, _mm256_cvtepi32_ps, _mm256_cvtps_epi32, _mm256_loadu_ps,
-    _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps,
-    _mm256_packus_epi16, _mm256_packus_epi32, _mm256_permutevar8x32_epi32, _mm256_set1_epi32,
-    _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
+    __m256, _CMP_GT_OQ, _MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps,
+    _mm256_castps_si256, _mm256_cmp_ps, _mm256_cmpgt_epi32, _mm256_cvtepi32_ps, _mm256_cvtps_epi32,
+    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps,
+    _mm256_min_ps, _mm256_movemask_ps, _mm256_mul_ps, _mm256_or_ps, _mm256_packus_epi16,
+    _mm256_packus_epi32, _mm256_permutevar8x32_epi32, _mm256_set1_epi32, _mm256_set1_ps,
+    _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
 };
 
 use super::isa::{Avx2Fma, Avx2Int8, Epilogue, Int8, Isa, Kernel, MAX_MR, vectorize_with};
@@ -141,11 +142,13 @@ impl Avx2Fma {
     }
 
     /// `values` quantised to bytes, four to a word of `out` (the first in the lowest byte):
-    /// `round(v * inv)` (ties to even) clamped to 0..=255, NaN to 0.
+    /// `round(v * inv)` (ties to even) clamped to 0..=255, NaN to 0. Returns whether any
+    /// `v * inv` exceeds 254.5 (NaN never does): only then can a value lie above the top
+    /// code's, which the block input's outliers need to know.
     ///
     /// # Panics
     /// If `out` does not hold `values.len() / 4` words, or that is not whole.
-    pub(crate) fn quantize_u8(self, values: &[f32], inv: f32, out: &mut [f32]) {
+    pub(crate) fn quantize_u8(self, values: &[f32], inv: f32, out: &mut [f32]) -> bool {
         assert!(
             values.len().is_multiple_of(4) && out.len() * 4 == values.len(),
             "four values per word"
@@ -160,6 +163,50 @@ impl Avx2Fma {
             let _ = (values, inv, out);
             self.never()
         }
+    }
+
+    /// `y += a * x`, element by element.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub(crate) fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
+        assert_eq!(x.len(), y.len(), "axpy lengths");
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves AVX2 and FMA; the lengths were checked.
+        unsafe {
+            axpy(a, x, y)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (a, x, y);
+            self.never()
+        }
+    }
+}
+
+/// See [`Avx2Fma::axpy`].
+///
+/// # Safety
+/// AVX2 and FMA must be available; `x.len() == y.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let av = _mm256_set1_ps(a);
+    let mut xs = x.chunks_exact(8);
+    let mut ys = y.chunks_exact_mut(8);
+    for (xc, yc) in (&mut xs).zip(&mut ys) {
+        // SAFETY: both chunks hold 8 floats.
+        unsafe {
+            let v = _mm256_fmadd_ps(
+                av,
+                _mm256_loadu_ps(xc.as_ptr()),
+                _mm256_loadu_ps(yc.as_ptr()),
+            );
+            _mm256_storeu_ps(yc.as_mut_ptr(), v);
+        }
+    }
+    for (xv, yv) in xs.remainder().iter().zip(ys.into_remainder()) {
+        *yv = a.mul_add(*xv, *yv);
     }
 }
 
@@ -192,9 +239,11 @@ unsafe fn max(values: &[f32], acc: f32) -> f32 {
 /// AVX2 must be available; `out.len() * 4 == values.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) {
+unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) -> bool {
     let scale = _mm256_set1_ps(inv);
     let top = _mm256_set1_ps(255.0);
+    let edge = _mm256_set1_ps(254.5);
+    let mut high = _mm256_setzero_ps();
     // After the two packs the bytes of 32 values lie as a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7
     // d4-7 (by 32-bit groups); this puts them back in order.
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -203,8 +252,9 @@ unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) {
     for (s, d) in (&mut src).zip(&mut dst) {
         // SAFETY: `s` holds 32 floats and `d` 8 words (32 bytes).
         unsafe {
-            let q = |i: usize| {
+            let mut q = |i: usize| {
                 let v = _mm256_mul_ps(_mm256_loadu_ps(s.as_ptr().add(8 * i)), scale);
+                high = _mm256_or_ps(high, _mm256_cmp_ps::<_CMP_GT_OQ>(v, edge));
                 // At most 255 first (`min_ps` returns its second operand, a NaN, when either is
                 // NaN), then round to nearest (the default MXCSR mode): NaN and values below
                 // i32's range become i32::MIN, which the unsigned saturating pack turns into
@@ -217,7 +267,8 @@ unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) {
             _mm256_storeu_si256(d.as_mut_ptr().cast(), bytes);
         }
     }
-    for (s, d) in src.remainder().chunks_exact(4).zip(dst.into_remainder()) {
+    let rest = src.remainder();
+    for (s, d) in rest.chunks_exact(4).zip(dst.into_remainder()) {
         let code = |v: f32| (v * inv).round_ties_even().clamp(0.0, 255.0) as u8;
         *d = f32::from_bits(u32::from_le_bytes([
             code(s[0]),
@@ -226,6 +277,7 @@ unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) {
             code(s[3]),
         ]));
     }
+    _mm256_movemask_ps(high) != 0 || rest.iter().any(|&v| v * inv > 254.5)
 }
 
 /// [`Kernel::tile`] for AVX2 and FMA: 14 rows by 16 channels (two vectors), in

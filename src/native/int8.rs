@@ -3,75 +3,120 @@
 //!
 //! The int8 kernels reuse the convolution driver ([`super::kernel`]) unchanged: it sees a
 //! convolution whose "channels" are 32-bit words, each holding four input channels as bytes
-//! (activations `u8` in 0..=255, weights `i8` in -63..=63), and the micro-kernel multiplies
-//! and adds them four at a time: with `vpmaddubsw` and `vpmaddwd` on AVX2 (32 multiply-adds
-//! per pair of instructions; see [`super::avx2`]), with one `vpdpbusd` on AVX-VNNI (32) and
-//! AVX512-VNNI (64; see [`super::avx512`]). All sum the same integer products exactly, so the
-//! kernels compute the same values. The words live in the same 64-byte aligned
-//! `f32` buffers as the float activations; only copies ever touch them as floats, which keep
-//! their bits. Activations take a quarter of their float bytes, weights a quarter too.
+//! (activations `u8` in 0..=255, weights `i8`), and the micro-kernel multiplies and adds them
+//! four at a time: with `vpmaddubsw` and `vpmaddwd` on AVX2 (32 multiply-adds per pair of
+//! instructions; see [`super::avx2`]), with one `vpdpbusd` on AVX-VNNI (32) and AVX512-VNNI
+//! (64; see [`super::avx512`]). Each sums its integer products exactly. `vpmaddubsw` adds two
+//! products in 16 bits, so the AVX2 kernel's weights take 7 bits (-63..=63); `vpdpbusd` adds
+//! in 32, so the VNNI kernels' take 8 (-127..=127, [`Int8::weight_max`]). The words live in
+//! the same 64-byte aligned `f32` buffers as the float activations; only copies ever touch
+//! them as floats, which keep their bits. Activations take a quarter of their float bytes,
+//! weights a quarter too.
 //!
 //! What stays in `f32`: the stem (3 input channels, and the network's most sensitive layer),
 //! the max-pool, every convolution's output, the residual stream and the pooled taps. A
 //! convolution's input is quantised in one pass just before it runs (the block input once for
-//! both the first 1x1 and the shortcut). Each image's quantised tensor has one scale, its own
-//! largest value / 255: a value `x` becomes `round(x / s)` in 0..=255, which loses nothing to
-//! the sign because every quantised tensor is the output of a ReLU.
+//! both the first 1x1 and the shortcut): a value `x` becomes `round(x / s)` in 0..=255, with a
+//! scale `s` per image, which loses nothing to the sign because every quantised tensor is the
+//! output of a ReLU (the first 1x1's ReLU is the quantising of its output, see below).
+//!
+//! The scales. The 3x3's and the last 1x1's inputs take their image's largest value / 255.
+//! The block input, the residual stream, is heavy-tailed: its scale is its image's clip (about
+//! the 99.9th percentile, from a sample) / 255, and the values above the clip come back as
+//! [`Outlier`]s whose excess [`add_outliers`] adds, in `f32`, to the first 1x1's and the
+//! shortcut's outputs. The first 1x1 then runs without its ReLU so that they land before it,
+//! and quantising its output (negatives to code 0) is the ReLU.
 //!
 //! Why per image and not calibrated: scales calibrated on 32 dev photos (the 99.99th
 //! percentile of each tensor, or its maximum) clipped the tensors of photos brighter than any
 //! of the 32, and block 4's pooled output fell to cosine 0.988-0.991 of fp32 on some dev
-//! photos; with each image's own maximum every block stays above 0.995 (see
-//! `tests/integration/int8.rs`). The scale depends on the image alone, never on the rest of
-//! the batch, and the cost is one more read of each quantised tensor.
+//! photos. Why the clip and the outliers: with the maximum as the block input's scale, block 4
+//! fell to 0.987 on a texture photo; with them every block stays above 0.995 on both dev sets
+//! with the VNNI kernels (see `tests/integration/int8.rs`). The scales depend on the image
+//! alone, never on the rest of the batch.
 
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::isa::{Avx2Fma, Avx2Int8, Int8};
+use super::isa::{Avx2Fma, Avx2Int8, Int8, Int8Kernel};
 use super::kernel::PackedConv;
 use crate::arch::Bottleneck;
 use crate::weights::FoldedConv;
 
-/// Packs a folded bottleneck's convolutions for the int8 kernel.
+/// A bottleneck packed for the int8 kernel `I`, with what puts its block input's outliers
+/// back: the first 1x1's and the shortcut's weights as the kernel multiplies them
+/// (dequantised), input channel by input channel.
+pub(crate) struct Int8Bottleneck<I> {
+    pub conv1: PackedConv<I>,
+    pub conv2: PackedConv<I>,
+    pub conv3: PackedConv<I>,
+    /// `conv1`'s weights, `[cin][cout]`.
+    pub conv1_by_input: Vec<f32>,
+    /// The shortcut's convolution, where it has one, and its weights `[cin][cout]`.
+    pub shortcut: Option<(PackedConv<I>, Vec<f32>)>,
+}
+
+/// Packs a folded bottleneck's convolutions for the int8 kernel `kernel`.
 ///
 /// # Errors
-/// When a convolution cannot run in int8: input channels not a multiple of 4, or an output
-/// width the kernel's panel does not divide.
+/// When a convolution cannot run in int8: input channels not a multiple of 4, an output
+/// width the kernel's panel does not divide, or a first convolution or shortcut that is not
+/// an unpadded 1x1 (the outliers of the block input are put back for those only).
 pub(crate) fn pack_bottleneck<I: Int8>(
+    kernel: I,
     b: &Bottleneck<FoldedConv>,
-) -> Result<Bottleneck<PackedConv<I>>, &'static str> {
+) -> Result<Int8Bottleneck<I>, &'static str> {
     let p = |c: &FoldedConv| {
-        pack(c).ok_or(
+        pack(kernel, c).ok_or(
             "a convolution cannot run in int8 (input channels not a multiple of 4, or an \
              output width not a multiple of the kernel's panel, 16 or 32)",
         )
     };
-    Ok(Bottleneck {
+    let by_input = |c: &FoldedConv| {
+        if c.spec.kernel == 1 && c.spec.padding == 0 {
+            Ok(by_input(kernel, c))
+        } else {
+            Err("int8 needs each bottleneck's first convolution and shortcut to be unpadded 1x1s")
+        }
+    };
+    Ok(Int8Bottleneck {
         conv1: p(&b.conv1)?,
         conv2: p(&b.conv2)?,
         conv3: p(&b.conv3)?,
-        downsample: b.downsample.as_ref().map(p).transpose()?,
+        conv1_by_input: by_input(&b.conv1)?,
+        shortcut: match &b.downsample {
+            Some(d) => Some((p(d)?, by_input(d)?)),
+            None => None,
+        },
     })
 }
 
 /// The largest activation code (unsigned 8 bits).
 const ACT_MAX: f32 = 255.0;
-/// The largest weight code (symmetric: -63..=63, 7 bits of the byte): with activations up to
-/// 255, `vpmaddubsw`'s sum of two products stays within an `i16` (2 x 255 x 63 = 32,130), so
-/// it never saturates and the kernel is exact.
-const WEIGHT_MAX: f32 = 63.0;
 /// Names the quantisation scheme where its features are cached: a change to the codes (their
-/// widths, rounding or scales) must change it.
-pub(crate) const SCHEME: &str = "int8-v2";
+/// widths, rounding, scales or clips) must change it. The weights' width depends on the
+/// kernel, so the name does too.
+pub(crate) fn scheme(kernel: Int8Kernel) -> &'static str {
+    match kernel {
+        Int8Kernel::Avx2 => "int8-v3-w7",
+        Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni => "int8-v3-w8",
+    }
+}
+/// Runs of consecutive values sampled from each image to choose the clip of its block input,
+/// and their length: 4,096 values.
+const CLIP_RUNS: usize = 64;
+const CLIP_RUN: usize = 64;
+/// The share of the sampled values above the clip: the clip is their 99.9th percentile.
+const CLIP_TAIL: f64 = 0.001;
 /// Input channels per 32-bit word: four bytes.
 pub(crate) const PER_WORD: usize = 4;
 
-/// Quantises a folded convolution for the int8 kernel: weights to `round(w / s_o)` with
-/// `s_o = max |w[o]| / 63` per output channel, four input channels to a word, with `s_o` as
-/// the panel's scales. `None` when the input channels are not a multiple of 4 (the stem's 3),
-/// or as [`PackedConv::new`].
-pub(crate) fn pack<I: Int8>(conv: &FoldedConv) -> Option<PackedConv<I>> {
+/// Quantises a folded convolution for the int8 kernel `kernel`: weights to `round(w / s_o)`
+/// with `s_o = max |w[o]| / m` per output channel (`m` is [`Int8::weight_max`]: 127, or 63
+/// on AVX2 without VNNI), four input channels to a word, with `s_o` as the panel's scales.
+/// `None` when the input channels are not a multiple of 4 (the stem's 3), or as
+/// [`PackedConv::new`].
+pub(crate) fn pack<I: Int8>(kernel: I, conv: &FoldedConv) -> Option<PackedConv<I>> {
     let s = &conv.spec;
     let [cin, cout] = s.channels;
     let k = s.kernel;
@@ -86,10 +131,9 @@ pub(crate) fn pack<I: Int8>(conv: &FoldedConv) -> Option<PackedConv<I>> {
         .chunks_exact(per_out)
         .zip(words.chunks_exact_mut(per_out / PER_WORD))
     {
-        let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let s_o = if max > 0.0 { max / WEIGHT_MAX } else { 1.0 };
+        let s_o = weight_scale(kernel, w);
         scales.push(s_o);
-        let code = |v: f32| (v / s_o).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8 as u8;
+        let code = |v: f32| weight_code(kernel, v, s_o) as u8;
         // OIHW with the input channels in fours: word (o, c / 4, kh, kw) holds channels c..c + 4
         // of tap (kh, kw), channel c in its lowest byte.
         for cq in 0..cin / PER_WORD {
@@ -110,6 +154,36 @@ pub(crate) fn pack<I: Int8>(conv: &FoldedConv) -> Option<PackedConv<I>> {
     .map(|pc| pc.with_scale(&scales))
 }
 
+/// The scale of one output channel's weights `w`: its largest magnitude / the largest code.
+fn weight_scale<I: Int8>(kernel: I, w: &[f32]) -> f32 {
+    let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if max > 0.0 {
+        max / kernel.weight_max()
+    } else {
+        1.0
+    }
+}
+
+/// The code of weight `v` in a channel of scale `s_o`.
+fn weight_code<I: Int8>(kernel: I, v: f32, s_o: f32) -> i8 {
+    let m = kernel.weight_max();
+    (v / s_o).round().clamp(-m, m) as i8
+}
+
+/// A 1x1 convolution's weights as the int8 kernel multiplies them, `code * s_o`, laid out
+/// `[cin][cout]`: what one input value's excess over its clip adds to each output channel.
+fn by_input<I: Int8>(kernel: I, conv: &FoldedConv) -> Vec<f32> {
+    let [cin, cout] = conv.spec.channels;
+    let mut out = vec![0f32; cin * cout];
+    for (o, w) in conv.weight.chunks_exact(cin).enumerate() {
+        let s_o = weight_scale(kernel, w);
+        for (c, &v) in w.iter().enumerate() {
+            out[c * cout + o] = f32::from(weight_code(kernel, v, s_o)) * s_o;
+        }
+    }
+    out
+}
+
 /// Four bytes in one 32-bit word, the first in the lowest byte (the first in memory), as the
 /// kernel's `vpmaddubsw` reads them.
 fn word(bytes: [u8; PER_WORD]) -> f32 {
@@ -127,11 +201,149 @@ fn unword(w: f32) -> [u8; PER_WORD] {
 /// and each image's scale, its largest value / 255 (1.0 for an image of zeros), into
 /// `dst.image_scale`. `max` holds each image's largest value (at least 0, NaN never counting)
 /// where the convolution that wrote `src` found it ([`super::kernel::conv_stats`]); without it,
-/// a first pass over `src` finds it.
+/// a first pass over `src` finds it. Negative values become code 0: quantising is also the
+/// ReLU.
 ///
 /// # Panics
 /// If the shapes differ, or `max` does not hold one value per image.
 pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act, max: Option<&[f32]>) {
+    check_shapes(src, dst, max);
+    let scales: Vec<f32> = match max {
+        Some(max) => max.iter().map(|&m| scale(m)).collect(),
+        None => (0..src.n)
+            .into_par_iter()
+            .map(|n| scale(largest(isa, src, n)))
+            .collect(),
+    };
+    let outliers = write_codes(isa, src, dst, &scales, false);
+    debug_assert!(outliers.is_empty());
+    dst.image_scale = scales;
+}
+
+/// One value of a block input above its image's clip. Its code is the largest, 255, and
+/// `excess` is what that code leaves out: the value is `255 x scale + excess`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Outlier {
+    pub n: u32,
+    pub y: u32,
+    pub x: u32,
+    pub c: u32,
+    pub excess: f32,
+}
+
+/// [`quantize`] for a block input, under `scales` from [`block_input_scales`], which leave
+/// each image's largest values out: its clip is the 99.9th percentile of 4,096 of its values
+/// (see [`sampled_clip`]; the image's largest value where the sample holds no positive
+/// value). Codes are `round(v / s)` with `s = clip / 255`, at most 255, as [`quantize`] writes
+/// them; every value above `255 x s` comes back as an [`Outlier`] with its excess, which
+/// [`add_outliers`] puts back exactly after the convolutions that read the codes.
+///
+/// Why: the block inputs (the residual stream) are heavy-tailed. With each image's maximum as
+/// its clip, a few large values set a step too coarse for the rest, and block 4's pooled
+/// output fell to cosine 0.987 of fp32 on the texture photos. Clipping them instead (at a
+/// percentile, with nothing put back) passed or failed by where the percentile happened to
+/// fall on the photos. With the outliers put back no value is clipped: the clip sets only the
+/// step for the rest and how many values come back (about 0.1%).
+///
+/// # Panics
+/// As [`quantize`], or if `scales` does not hold one value per image.
+pub(crate) fn quantize_block_input(
+    isa: Avx2Fma,
+    src: &Act,
+    dst: &mut Act,
+    scales: Vec<f32>,
+) -> Vec<Outlier> {
+    check_shapes(src, dst, Some(&scales));
+    let outliers = write_codes(isa, src, dst, &scales, true);
+    dst.image_scale = scales;
+    outliers
+}
+
+/// The scales [`quantize_block_input`] takes: each image's clip / 255. `max` is each image's
+/// largest value where known (else a pass finds it where needed).
+///
+/// # Panics
+/// If `max` does not hold one value per image.
+pub(crate) fn block_input_scales(isa: Avx2Fma, src: &Act, max: Option<&[f32]>) -> Vec<f32> {
+    assert!(
+        max.is_none_or(|m| m.len() == src.n),
+        "one maximum per image"
+    );
+    (0..src.n)
+        .into_par_iter()
+        .map(|n| {
+            let clip = sampled_clip(src, n);
+            if clip > 0.0 && clip.is_finite() {
+                clip / ACT_MAX
+            } else {
+                scale(max.map_or_else(|| largest(isa, src, n), |m| m[n]))
+            }
+        })
+        .collect()
+}
+
+/// Adds the outliers' excess times `by_input` (a 1x1 convolution's weights, `[cin][cout]`,
+/// stride `stride`, no padding) to `out`, the convolution's output from the codes: `out` then
+/// holds the convolution of the codes' values plus the outliers' excess, as if they had not
+/// been clipped. Outliers on pixels the stride skips add nothing. With `max`, each image's
+/// largest value there grows to cover the changed outputs.
+///
+/// `outliers` must be in memory order, as [`quantize_block_input`] returns them.
+///
+/// # Panics
+/// If an outlier lies outside `out` (after the stride), or `by_input` does not hold `cout`
+/// weights for its channel, or `max` does not hold one value per image.
+pub(crate) fn add_outliers(
+    isa: Avx2Fma,
+    out: &mut Act,
+    outliers: &[Outlier],
+    by_input: &[f32],
+    stride: usize,
+    max: Option<&mut [f32]>,
+) {
+    assert!(
+        outliers.last().is_none_or(|o| (o.n as usize) < out.n),
+        "outlier outside the output"
+    );
+    let layout = out.layout();
+    let (h, w, cout) = (out.h, out.w, out.c);
+    let per_image = layout.offset(1, 0, 0) - layout.offset(0, 0, 0);
+    let add = |n: usize, image: &mut [f32], mut max: Option<&mut f32>| {
+        // Outliers come in memory order, so image n's are one run.
+        let first = outliers.partition_point(|o| (o.n as usize) < n);
+        let last = outliers.partition_point(|o| (o.n as usize) <= n);
+        for o in &outliers[first..last] {
+            let (y, x, c) = (o.y as usize, o.x as usize, o.c as usize);
+            if !(y.is_multiple_of(stride) && x.is_multiple_of(stride)) {
+                continue;
+            }
+            let (y, x) = (y / stride, x / stride);
+            assert!(y < h && x < w, "outlier outside the output");
+            let at = layout.offset(n, y, x) - layout.offset(n, 0, 0);
+            let row = &mut image[at..][..cout];
+            isa.axpy(o.excess, &by_input[c * cout..][..cout], row);
+            if let Some(max) = max.as_deref_mut() {
+                *max = isa.max(row, *max);
+            }
+        }
+    };
+    let base = layout.offset(0, 0, 0);
+    let images = out.data[base..].par_chunks_mut(per_image).take(out.n);
+    match max {
+        Some(max) => {
+            assert_eq!(max.len(), out.n, "one maximum per image");
+            images
+                .zip(max.par_iter_mut())
+                .enumerate()
+                .for_each(|(n, (image, m))| add(n, image, Some(m)));
+        }
+        None => images
+            .enumerate()
+            .for_each(|(n, image)| add(n, image, None)),
+    }
+}
+
+fn check_shapes(src: &Act, dst: &Act, max: Option<&[f32]>) {
     assert!(
         src.c.is_multiple_of(PER_WORD)
             && dst.c * PER_WORD == src.c
@@ -142,61 +354,148 @@ pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act, max: Option<&[f32
         max.is_none_or(|m| m.len() == src.n),
         "one maximum per image"
     );
+}
+
+/// The scale of an image whose largest value is `max`: NaN never wins `max`, and an image of
+/// zeros quantises exactly under any scale.
+fn scale(max: f32) -> f32 {
+    if max > 0.0 && max.is_finite() {
+        max / ACT_MAX
+    } else {
+        1.0
+    }
+}
+
+/// Image `n`'s largest value (at least 0, NaN never counting).
+fn largest(isa: Avx2Fma, src: &Act, n: usize) -> f32 {
     let from = src.layout();
-    let (h, w, c, pad, cs) = (src.h, src.w, src.c, dst.pad, dst.cs);
-    let largest = |n: usize| {
-        let mut max = 0f32;
-        for y in 0..h {
-            let row = &src.data[from.offset(n, y, 0)..];
-            if src.cs == c {
-                // Channels without gaps: the row's pixels are one run.
-                max = isa.max(&row[..w * c], max);
-            } else {
-                for x in 0..w {
-                    max = isa.max(&row[x * src.cs..][..c], max);
+    let (h, w, c) = (src.h, src.w, src.c);
+    let mut max = 0f32;
+    for y in 0..h {
+        let row = &src.data[from.offset(n, y, 0)..];
+        if src.cs == c {
+            // Channels without gaps: the row's pixels are one run.
+            max = isa.max(&row[..w * c], max);
+        } else {
+            for x in 0..w {
+                max = isa.max(&row[x * src.cs..][..c], max);
+            }
+        }
+    }
+    max
+}
+
+/// The 99.9th percentile of a sample of image `n`: [`CLIP_RUNS`] runs of [`CLIP_RUN`]
+/// consecutive values (in (y, x, channel) order), at pixels spread evenly over the image,
+/// each run starting at another window of channels (the windows taken in steps of 7, so that
+/// every one comes up). Runs, not single values, because each cache line then serves 16
+/// sampled values: a strided sample of single values cost 10 ms of a batch-8 pass in cache
+/// misses. Every sampled value is one of the image's, so this is at most its largest; it
+/// can be 0 or NaN, which the caller does not take.
+fn sampled_clip(src: &Act, n: usize) -> f32 {
+    let (w, c) = (src.w, src.c);
+    let pixels = src.h * w;
+    if pixels == 0 || c == 0 {
+        return 0.0;
+    }
+    let layout = src.layout();
+    let windows = (c / CLIP_RUN).max(1);
+    let runs = CLIP_RUNS.min(pixels);
+    let mut sample = Vec::with_capacity(runs * CLIP_RUN);
+    for r in 0..runs {
+        let mut p = r * pixels / runs;
+        let mut ch = if c >= CLIP_RUN {
+            (r * 7 % windows) * CLIP_RUN
+        } else {
+            0
+        };
+        let mut at = layout.offset(n, p / w, p % w);
+        for _ in 0..CLIP_RUN {
+            sample.push(src.data[at + ch]);
+            ch += 1;
+            if ch == c {
+                (ch, p) = (0, p + 1);
+                if p == pixels {
+                    break;
+                }
+                at = layout.offset(n, p / w, p % w);
+            }
+        }
+    }
+    let above = ((sample.len() as f64 * CLIP_TAIL).round() as usize).clamp(1, sample.len());
+    let at = sample.len() - above;
+    *sample.select_nth_unstable_by(at, f32::total_cmp).1
+}
+
+/// Calls `f(i, v)` for each value `v` of `values` above `top`, at index `i`.
+fn each_above(values: &[f32], top: f32, mut f: impl FnMut(usize, f32)) {
+    const CHUNK: usize = 16;
+    for (k, chunk) in values.chunks(CHUNK).enumerate() {
+        // No early exit, so that it compiles to vector compares; outliers are rare.
+        if chunk.iter().fold(false, |a, &v| a | (v > top)) {
+            for (j, &v) in chunk.iter().enumerate() {
+                if v > top {
+                    f(k * CHUNK + j, v);
                 }
             }
         }
-        max
-    };
-    // NaN never wins `max`; an image of zeros quantises exactly under any scale.
-    let scale = |max: f32| {
-        if max > 0.0 && max.is_finite() {
-            max / ACT_MAX
-        } else {
-            1.0
-        }
-    };
-    let scales: Vec<f32> = match max {
-        Some(max) => max.iter().map(|&m| scale(m)).collect(),
-        None => (0..src.n)
-            .into_par_iter()
-            .map(|n| scale(largest(n)))
-            .collect(),
-    };
+    }
+}
+
+/// Writes the codes of `src` under each image's scale into `dst`; with `outliers`, also
+/// returns every value above 255 x its image's scale, in memory order.
+fn write_codes(
+    isa: Avx2Fma,
+    src: &Act,
+    dst: &mut Act,
+    scales: &[f32],
+    outliers: bool,
+) -> Vec<Outlier> {
+    let from = src.layout();
+    let (h, w, c, pad, cs) = (src.h, src.w, src.c, dst.pad, dst.cs);
     let rows = h + 2 * pad;
     let row_len = dst.row_stride();
     dst.data
         .par_chunks_exact_mut(row_len)
         .enumerate()
-        .for_each(|(i, line)| {
+        .flat_map_iter(|(i, line)| {
             let (n, py) = (i / rows, i % rows);
+            let mut found = Vec::new();
             if py < pad || py >= h + pad {
-                return;
+                return found;
             }
+            let y = py - pad;
             let inv = 1.0 / scales[n];
+            let top = ACT_MAX * scales[n];
+            let mut keep = |x: usize, ch: usize, v: f32| {
+                found.push(Outlier {
+                    n: n as u32,
+                    y: y as u32,
+                    x: x as u32,
+                    c: ch as u32,
+                    excess: v - top,
+                });
+            };
             if src.cs == c && cs * PER_WORD == c {
                 // Channels without gaps on both sides: the row's pixels are one run.
-                let px = &src.data[from.offset(n, py - pad, 0)..][..w * c];
-                isa.quantize_u8(px, inv, &mut line[pad * cs..][..w * cs]);
+                let px = &src.data[from.offset(n, y, 0)..][..w * c];
+                let high = isa.quantize_u8(px, inv, &mut line[pad * cs..][..w * cs]);
+                if outliers && high {
+                    each_above(px, top, |i, v| keep(i / c, i % c, v));
+                }
             } else {
                 for x in 0..w {
-                    let px = &src.data[from.offset(n, py - pad, x)..][..c];
-                    isa.quantize_u8(px, inv, &mut line[(x + pad) * cs..][..c / PER_WORD]);
+                    let px = &src.data[from.offset(n, y, x)..][..c];
+                    let high =
+                        isa.quantize_u8(px, inv, &mut line[(x + pad) * cs..][..c / PER_WORD]);
+                    if outliers && high {
+                        each_above(px, top, |ch, v| keep(x, ch, v));
+                    }
                 }
             }
-        });
-    dst.image_scale = scales;
+            found
+        })
+        .collect()
 }
 
 const _: () = {
@@ -232,7 +531,8 @@ mod tests {
         values[40] = -3e9;
         values[66] = 7.5;
         let mut out = vec![0f32; 17];
-        isa.quantize_u8(&values, 1.0, &mut out);
+        let high = isa.quantize_u8(&values, 1.0, &mut out);
+        assert!(high, "254.5 and above");
         let got: Vec<u8> = out.iter().flat_map(|w| unword(*w)).collect();
         let want: Vec<u8> = values
             .iter()
@@ -303,7 +603,7 @@ mod tests {
                 weight: weight.clone(),
                 bias: bias.clone(),
             };
-            let pc: PackedConv<I> = pack(&folded).unwrap();
+            let pc: PackedConv<I> = pack(kernel, &folded).unwrap();
             let pool = Pool::default();
             let mut input = pool.take(n, h, w, cin, pad);
             input.fill_from_nchw(&x);
@@ -343,7 +643,8 @@ mod tests {
             };
             for o in 0..cout {
                 let wo = &weight[o * cin * k * k..][..cin * k * k];
-                let s_o = wo.iter().fold(0f32, |m, v| m.max(v.abs())) / 63.0;
+                let m = kernel.weight_max();
+                let s_o = wo.iter().fold(0f32, |m, v| m.max(v.abs())) / m;
                 for b in 0..n {
                     for y in 0..oh {
                         for xx in 0..ow {
@@ -354,7 +655,7 @@ mod tests {
                                         let iy = (y * stride + ky) as isize - pad as isize;
                                         let ix = (xx * stride + kx) as isize - pad as isize;
                                         let wv = wo[(c * k + ky) * k + kx];
-                                        let wq = (wv / s_o).round().clamp(-63.0, 63.0) as i64;
+                                        let wq = (wv / s_o).round().clamp(-m, m) as i64;
                                         int += xq(b, c, iy, ix) * wq;
                                         if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize
                                         {
@@ -380,6 +681,136 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The block input's clip and outliers: the codes and the outliers' excess together give
+    /// back every value, and a 1x1 convolution of the codes plus [`add_outliers`] equals plain
+    /// integer arithmetic on the codes plus the excess times the dequantised weights, so that
+    /// the clipped values are not lost. 64 channels (pixels without gaps) and 256 (with gaps
+    /// between pixels), stride 1 and 2; image 0 has planted outliers 55-300x its typical
+    /// values, image 1 a single positive value (no sampled value is positive, so its clip is
+    /// its largest value and nothing is an outlier).
+    #[test]
+    fn block_input_outliers_come_back_exactly() {
+        each_int8_kernel!(|kernel| outliers_come_back(kernel));
+    }
+
+    fn outliers_come_back<I: Int8>(kernel: I) {
+        let isa = kernel.avx2();
+        for (cin, cout, h, w, stride) in [(64, 32, 9, 7, 1), (256, 64, 10, 10, 2)] {
+            let n = 2;
+            let image = cin * h * w;
+            let mut x: Vec<f32> = values(n * image, 31).iter().map(|v| v.max(0.0)).collect();
+            let planted = [(3, 100.0), (image - 1, 300.0), (cin, 55.5)];
+            for (i, v) in planted {
+                x[i] = v;
+            }
+            x[image..].fill(0.0);
+            x[image + image / 3] = 0.25;
+            let weight = values(cout * cin, 32);
+            let bias = values(cout, 33);
+            let folded = FoldedConv {
+                spec: ConvSpec {
+                    conv: "test".into(),
+                    bn: "test".into(),
+                    channels: [cin, cout],
+                    kernel: 1,
+                    stride,
+                    padding: 0,
+                },
+                weight: weight.clone(),
+                bias: bias.clone(),
+            };
+            let pc: PackedConv<I> = pack(kernel, &folded).unwrap();
+            let by_input = by_input(kernel, &folded);
+            let pool = Pool::default();
+            let mut input = pool.take(n, h, w, cin, 0);
+            input.fill_from_nchw(&x);
+            let mut q = pool.take(n, h, w, cin / PER_WORD, 0);
+            let outliers =
+                quantize_block_input(isa, &input, &mut q, block_input_scales(isa, &input, None));
+            let at = |b: usize, c: usize, y: usize, xx: usize| x[((b * cin + c) * h + y) * w + xx];
+            // Image 0's clip lies below its planted values, so they are outliers, each with
+            // its exact excess; image 1's is its single value.
+            let s0 = q.image_scale[0];
+            assert!(
+                s0 * 255.0 < 55.5 && s0 * 255.0 >= 0.5,
+                "clip {}",
+                s0 * 255.0
+            );
+            assert_eq!(q.image_scale[1], 0.25 / 255.0);
+            let mut want = Vec::new();
+            for b in 0..n {
+                let top = 255.0 * q.image_scale[b];
+                for y in 0..h {
+                    for xx in 0..w {
+                        for c in 0..cin {
+                            if at(b, c, y, xx) > top {
+                                want.push((b, y, xx, c));
+                            }
+                        }
+                    }
+                }
+            }
+            let got: Vec<_> = outliers
+                .iter()
+                .map(|o| (o.n as usize, o.y as usize, o.x as usize, o.c as usize))
+                .collect();
+            assert_eq!(got, want);
+            for o in &outliers {
+                let v = at(o.n as usize, o.c as usize, o.y as usize, o.x as usize);
+                assert_eq!(o.excess, v - 255.0 * q.image_scale[o.n as usize]);
+            }
+            let (oh, ow) = (pc.out_side(h), pc.out_side(w));
+            let mut out = pool.take(n, oh, ow, cout, 0);
+            let stats = conv_stats(kernel, &pc, &q, &mut out, false, false, false, true);
+            let mut max = stats.max.expect("asked for");
+            add_outliers(isa, &mut out, &outliers, &by_input, stride, Some(&mut max));
+            let layout = out.layout();
+            let m = kernel.weight_max();
+            for (b, &image_max) in max.iter().enumerate() {
+                let s_b = q.image_scale[b];
+                let mut largest = 0f32;
+                for o in 0..cout {
+                    let wo = &weight[o * cin..][..cin];
+                    let s_o = wo.iter().fold(0f32, |m, v| m.max(v.abs())) / m;
+                    for y in 0..oh {
+                        for xx in 0..ow {
+                            let (iy, ix) = (y * stride, xx * stride);
+                            let (mut int, mut excess, mut float) = (0i64, 0f64, 0f64);
+                            for (c, &wv) in wo.iter().enumerate() {
+                                let v = at(b, c, iy, ix);
+                                let wq = (wv / s_o).round().clamp(-m, m);
+                                int += (v / s_b).round_ties_even().clamp(0.0, 255.0) as i64
+                                    * wq as i64;
+                                let e = f64::from(v) - 255.0 * f64::from(s_b);
+                                if e > 0.0 {
+                                    excess += e * f64::from(wq) * f64::from(s_o);
+                                }
+                                float += f64::from(v) * f64::from(wv);
+                            }
+                            let want =
+                                int as f64 * f64::from(s_b * s_o) + excess + f64::from(bias[o]);
+                            let got = out.data[layout.offset(b, y, xx) + o];
+                            largest = largest.max(got);
+                            let got = f64::from(got);
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                                "{cin}->{cout} s{stride} ({b},{o},{y},{xx}): {got} vs {want}"
+                            );
+                            // Only the codes' rounding and the weights' remain: the outliers
+                            // (up to 300) are not clipped.
+                            let float = float + f64::from(bias[o]);
+                            let bound = cin as f64 * f64::from(s_b) * 0.5
+                                + (300 + cin) as f64 * f64::from(s_o);
+                            assert!((got - float).abs() <= bound, "{got} vs float {float}");
+                        }
+                    }
+                }
+                // At least the largest output (it may keep a value an outlier then lowered).
+                assert!(image_max >= largest, "image {b}: {image_max} < {largest}");
             }
         }
     }

@@ -197,6 +197,16 @@ pub(crate) trait Int8: Kernel {
     /// The AVX2 token, for the quantising pass (and, for the AVX2 int8 kernel, its float
     /// kernel).
     fn avx2(self) -> Avx2Fma;
+    /// The largest weight code, symmetric. `vpdpbusd` (AVX-VNNI, AVX512-VNNI) sums four
+    /// products of `u8` by `i8` into an `i32` exactly, so weights take 127. AVX2's
+    /// `vpmaddubsw` sums two into an `i16` and saturates: with activations up to 255, weights
+    /// up to 63 keep it exact (2 x 255 x 63 = 32,130), so they take 7 bits there.
+    fn weight_max(self) -> f32 {
+        match self.name() {
+            Int8Kernel::Avx2 => 63.0,
+            Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni => 127.0,
+        }
+    }
 }
 
 impl Int8 for Avx2Int8 {

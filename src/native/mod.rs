@@ -33,7 +33,7 @@ use kernel::{PackedConv, Stats, conv, conv_stats};
 use crate::arch::Bottleneck;
 use crate::weights::{FoldedConv, FoldedNet};
 
-pub(crate) use int8::SCHEME as INT8_SCHEME;
+pub(crate) use int8::scheme as int8_scheme;
 use isa::{Avx2Fma, Avx2Int8, Avx512, Avx512Vnni, Int8, Kernel};
 pub use isa::{Int8Kernel, Isa};
 
@@ -175,11 +175,13 @@ enum Stages<K> {
 
 /// The four stages of bottlenecks, packed for kernel `K`.
 type Packed<K> = [Vec<Bottleneck<PackedConv<K>>>; 4];
+/// The int8 stages.
+type PackedInt8<I> = [Vec<int8::Int8Bottleneck<I>>; 4];
 
 /// The bottleneck stages packed for one of the int8 kernels, with its token.
 enum Int8Stages {
-    Avx2(Avx2Int8, Packed<Avx2Int8>),
-    Avx512Vnni(Avx512Vnni, Packed<Avx512Vnni>),
+    Avx2(Avx2Int8, PackedInt8<Avx2Int8>),
+    Avx512Vnni(Avx512Vnni, PackedInt8<Avx512Vnni>),
 }
 
 impl<K> Stages<K> {
@@ -263,13 +265,13 @@ impl<K: Kernel> Net<K> {
         int8: I,
         net: &FoldedNet,
         profile: bool,
-        wrap: fn(I, Packed<I>) -> Int8Stages,
+        wrap: fn(I, PackedInt8<I>) -> Int8Stages,
     ) -> Result<Self, &'static str> {
         let stem = pack_float(&net.convs.stem)?;
         let mut stages: [Vec<_>; 4] = Default::default();
         for (out, stage) in stages.iter_mut().zip(&net.convs.stages) {
             for b in stage {
-                out.push(int8::pack_bottleneck(b)?);
+                out.push(int8::pack_bottleneck(int8, b)?);
             }
         }
         Ok(Self {
@@ -501,23 +503,46 @@ impl<K: Kernel> Net<K> {
     /// One bottleneck in int8: each convolution's input quantised, outputs and the residual in
     /// f32. `x_max` is each image's largest value of `x`, where known. Returns the output and
     /// each image's largest value of it, and with `pool` its average pool.
+    ///
+    /// The block input is clipped per image and its outliers put back after the first 1x1
+    /// and the shortcut ([`int8::quantize_block_input`]). The first 1x1 runs without its ReLU
+    /// so that they land before it; quantising its output is the ReLU (negatives become 0).
     fn bottleneck_int8<I: Int8>(
         &self,
         isa: I,
-        c: &Bottleneck<PackedConv<I>>,
+        c: &int8::Int8Bottleneck<I>,
         x: Act,
         x_max: Option<&[f32]>,
         pool: bool,
     ) -> (Act, Stats) {
-        let border = c.downsample.as_ref().map_or(0, |d| d.pad).max(c.conv1.pad);
-        let xq = self.quantized(isa, &x, x_max, border);
+        let border = c
+            .shortcut
+            .as_ref()
+            .map_or(0, |(d, _)| d.pad)
+            .max(c.conv1.pad);
+        let scales = self.timed("clip", || int8::block_input_scales(isa.avx2(), &x, x_max));
+        let (xq, outliers) = self.timed("quantize", || {
+            let mut q = self.pool.take(x.n, x.h, x.w, x.c / int8::PER_WORD, border);
+            let outliers = int8::quantize_block_input(isa.avx2(), &x, &mut q, scales);
+            if self.profile {
+                eprintln!(
+                    "op outliers count={} of {} values",
+                    outliers.len(),
+                    x.n * x.h * x.w * x.c
+                );
+            }
+            (q, outliers)
+        });
         // The shortcut buffer receives conv3's output in place.
-        let mut out = match &c.downsample {
-            Some(d) => {
+        let mut out = match &c.shortcut {
+            Some((d, by_input)) => {
                 let mut s = self
                     .pool
                     .take(x.n, d.out_side(x.h), d.out_side(x.w), d.cout, 0);
                 self.conv(isa, d, &xq, &mut s, false, false);
+                self.timed("outliers", || {
+                    int8::add_outliers(isa.avx2(), &mut s, &outliers, by_input, d.stride, None);
+                });
                 self.pool.give(x);
                 s
             }
@@ -525,9 +550,20 @@ impl<K: Kernel> Net<K> {
         };
         let (h1, w1) = (c.conv1.out_side(xq.h), c.conv1.out_side(xq.w));
         let mut y1 = self.pool.take(xq.n, h1, w1, c.conv1.cout, 0);
-        let s1 = self.conv_stats(isa, &c.conv1, &xq, &mut y1, [false, true], false, true);
+        let s1 = self.conv_stats(isa, &c.conv1, &xq, &mut y1, [false, false], false, true);
         self.pool.give(xq);
-        let y1q = self.quantized(isa, &y1, s1.max.as_deref(), c.conv2.pad);
+        let mut max1 = s1.max.expect("asked for");
+        self.timed("outliers", || {
+            int8::add_outliers(
+                isa.avx2(),
+                &mut y1,
+                &outliers,
+                &c.conv1_by_input,
+                c.conv1.stride,
+                Some(&mut max1),
+            );
+        });
+        let y1q = self.quantized(isa, &y1, Some(&max1), c.conv2.pad);
         self.pool.give(y1);
         let (h2, w2) = (c.conv2.out_side(h1), c.conv2.out_side(w1));
         let mut y2 = self.pool.take(y1q.n, h2, w2, c.conv2.cout, 0);

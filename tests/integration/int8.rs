@@ -1,7 +1,7 @@
 //! The int8 engine against fp32 (the issue's acceptance checks): every pooled block's cosine
-//! similarity to fp32 on the reference photo and on 100 dev photos (>= 0.995; the colour
-//! photos pass, the texture photos do not yet, so their test is ignored), and Table 1 on both
-//! dev sets against fp32 (see `table1_int8_matches_fp32` for the bound).
+//! similarity to fp32 on the reference photo and on 100 photos of each dev set (>= 0.995; on
+//! the texture photos only with a VNNI kernel's 8-bit weights), and Table 1 on both dev sets
+//! against fp32 (see `table1_int8_matches_fp32` for the bound).
 //!
 //! The fp32 side is the reference the other tests check: the independent NumPy forward pass of
 //! `../shared/fixtures/reference_chelsea.safetensors` for the photo, and the fp32 native engine
@@ -25,18 +25,35 @@ fn spread(set: &str, n: usize) -> Vec<std::path::PathBuf> {
     (0..n).map(|i| paths[i * paths.len() / n].clone()).collect()
 }
 
-/// The real weights in int8, loaded once for the whole binary; `None` (said on stderr) where
-/// the CPU lacks AVX2, which CI's `ATTREX_EXPECT_ISA` turns into a failure of the kernel
-/// tests.
+/// The real weights in int8 on the best engine, loaded once for the whole binary; `None`
+/// (said on stderr) where the CPU lacks AVX2, which CI's `ATTREX_EXPECT_ISA` turns into a
+/// failure of the kernel tests.
 fn int8() -> Option<Arc<Backbone>> {
     static BACKBONE: OnceLock<Option<Arc<Backbone>>> = OnceLock::new();
-    let backbone = BACKBONE
+    int8_on(&BACKBONE, None)
+}
+
+/// [`int8`] on the AVX2 engine: its int8 kernel is AVX2's (7-bit weights), or AVX-VNNI's
+/// where the CPU has it.
+fn int8_avx2() -> Option<Arc<Backbone>> {
+    static BACKBONE: OnceLock<Option<Arc<Backbone>>> = OnceLock::new();
+    int8_on(&BACKBONE, Some(Engine::Native(Isa::Avx2)))
+}
+
+fn int8_on(
+    slot: &'static OnceLock<Option<Arc<Backbone>>>,
+    engine: Option<Engine>,
+) -> Option<Arc<Backbone>> {
+    let backbone = slot
         .get_or_init(|| {
-            match Backbone::builder()
+            let builder = Backbone::builder()
                 .device(device())
-                .precision(Precision::Int8)
-                .build()
-            {
+                .precision(Precision::Int8);
+            let builder = match engine {
+                Some(e) => builder.engine(e),
+                None => builder,
+            };
+            match builder.build() {
                 Ok(b) => {
                     assert_eq!(b.precision(), Precision::Int8);
                     let kernel = b
@@ -89,11 +106,15 @@ fn int8_pooled_blocks_stay_within_cosine_0_995_of_the_reference_photo() {
 }
 
 /// Every pooled block's cosine to fp32 over 100 photos spread over dev set `set`, at least
-/// 0.995 on each photo.
-fn pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100(set: &str) {
-    let Some(backbone) = int8() else {
+/// 0.995 on each photo, for the int8 `backbone`.
+fn pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100(
+    set: &str,
+    backbone: Option<Arc<Backbone>>,
+) {
+    let Some(backbone) = backbone else {
         return;
     };
+    let kernel = backbone.int8_kernel().expect("int8");
     let paths = spread(set, 100);
     let options = attrex::ExtractOptions::default();
     let int8 = extract_dataset(&BlockTap::all(backbone), &paths, &options).unwrap();
@@ -105,7 +126,7 @@ fn pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100(set: &str) {
         let min = cos.iter().copied().fold(f64::INFINITY, f64::min);
         let mean = cos.iter().sum::<f64>() / cos.len() as f64;
         eprintln!(
-            "int8 {set} block{block} (dim {}): cosine to fp32 min {min:.5} mean {mean:.5}",
+            "int8 ({kernel}) {set} block{block} (dim {}): cosine to fp32 min {min:.5} mean {mean:.5}",
             info.dim
         );
         worst.push(min);
@@ -113,24 +134,39 @@ fn pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100(set: &str) {
     for (block, min) in (1..).zip(worst) {
         assert!(
             min >= 0.995,
-            "int8 block{block}: a {set} photo at cosine {min:.5}"
+            "int8 ({kernel}) block{block}: a {set} photo at cosine {min:.5}"
         );
     }
 }
 
+/// The colour photos on the best int8 kernel (AVX512-VNNI here).
 #[test]
 fn int8_pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100_dev_photos() {
-    pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100("color");
+    pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100("color", int8());
 }
 
-/// The same bar on the texture photos (web photos, larger activations than the catalogue's):
-/// not met yet, so it cannot gate CI. Measured 2026-11-28 on AVX512-VNNI (Intel Xeon): lowest
-/// cosine 1.00000 / 0.99704 / 0.99369 / 0.98704 / 0.99438 (blocks 1-5); `int8_accuracy.py`
-/// in `benches/` simulates the same figures. Run it with `-- --ignored int8_pooled`.
+/// The texture photos (web photos, with larger activations than the catalogue's) on the best
+/// int8 kernel.
 #[test]
-#[ignore = "fails: int8 falls to cosine 0.987 on block 4 of some texture photos (issue 14)"]
 fn int8_pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100_texture_photos() {
-    pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100("texture");
+    pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100("texture", int8());
+}
+
+/// The colour photos on the AVX2 engine's int8 kernel, which CPUs without AVX-512 run.
+#[test]
+fn int8_avx2_pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100_dev_photos() {
+    pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100("color", int8_avx2());
+}
+
+/// The texture photos on the AVX2 engine's int8 kernel. Without VNNI its weights have 7 bits
+/// (see `Precision::Int8`), and block 5 falls just below the bar: lowest cosine 1.00000 /
+/// 0.99805 / 0.99800 / 0.99753 / 0.99474 (blocks 1-5; 2026-11-28, Intel Xeon), where
+/// `benches/int8_accuracy.py` simulates 0.9949 for 7-bit weights with the activations left in
+/// f32. Run it with `-- --ignored int8_avx2`.
+#[test]
+#[ignore = "fails without VNNI: AVX2's 7-bit weights leave block 5 at cosine 0.9947 on a texture photo"]
+fn int8_avx2_pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100_texture_photos() {
+    pooled_blocks_stay_within_cosine_0_995_of_fp32_on_100("texture", int8_avx2());
 }
 
 /// Table 1 (k = 5, 5 folds, seed 0) on `set` in int8 and fp32.
@@ -158,10 +194,12 @@ fn table1_int8_matches_fp32(set: &str) {
             q - f
         );
     }
-    // The issue's target is 0.01. Measured on dev: colour within 0.007 on every block;
-    // texture -0.008, +0.005, +0.013, -0.003 on blocks 2-5 (block 4 is where int8 is better:
-    // the kNN vote of 383 photos moves by 0.0026 per photo). The bound here guards those
-    // figures against regressions; the target is reported as not met on texture block 4.
+    // The issue's target is 0.01. Measured on dev (2026-11-28, AVX512-VNNI, the block input's
+    // outliers put back): colour -0.010, +0.000, -0.008, +0.003 on blocks 2-5; texture
+    // -0.013, +0.003, -0.008, +0.005 (block 2: 5 of 383 photos, each moving the accuracy by
+    // 0.0026). The scheme before gave colour within 0.010 and texture block 4 +0.013. The
+    // bound here guards those figures against regressions; the target is reported as not met
+    // on texture block 2.
     for (block, (q, f)) in (1..).zip(q.iter().zip(&f)) {
         assert!(
             (q - f).abs() <= 0.02,
@@ -214,12 +252,14 @@ fn int8_is_refused_where_its_kernels_cannot_run() {
     );
 }
 
-/// The int8 kernels sum the same integer products exactly and dequantise them in the same
-/// order, so the AVX512-VNNI network (the AVX-512 stem too) computes what the AVX2 one does:
-/// the expected values are the AVX2 kernel's, itself checked against plain integer arithmetic
-/// (the lib tests) and against fp32 on real photos (above). Random weights, two images.
+/// The whole AVX512-VNNI network (the AVX-512 stem too) against the AVX2 one and fp32, on
+/// random weights and two images: the VNNI kernel takes 8-bit weights where AVX2's takes 7
+/// (see `Precision::Int8`), with the same activations, so each of its pooled blocks is at
+/// least as close to fp32 (to within 1e-6 of cosine), and both are close. Each kernel is
+/// checked against plain integer arithmetic in the lib tests; this checks that the VNNI
+/// network runs its kernels on the right weights and buffers end to end.
 #[test]
-fn int8_with_avx512_vnni_computes_what_avx2_does() {
+fn int8_with_avx512_vnni_is_at_least_as_close_to_fp32_as_avx2() {
     if !cpu_has_avx512_vnni() {
         assert!(
             !ci_expects("avx512vnni"),
@@ -228,39 +268,44 @@ fn int8_with_avx512_vnni_computes_what_avx2_does() {
         eprintln!("this CPU lacks AVX512-VNNI: its int8 network is not tested here");
         return;
     }
-    let tap = |isa| {
+    let tap = |isa, precision| {
         let backbone = Backbone::builder()
             .device(device())
             .engine(Engine::Native(isa))
             .random_weights(5, Preprocessing::Caffe)
-            .precision(Precision::Int8)
+            .precision(precision)
             .build()
             .unwrap();
         BlockTap::all(Arc::new(backbone))
     };
-    let (vnni, avx2) = (tap(Isa::Avx512), tap(Isa::Avx2));
+    let vnni = tap(Isa::Avx512, Precision::Int8);
     assert_eq!(
         vnni.backbone().int8_kernel(),
         Some(attrex::Int8Kernel::Avx512Vnni)
     );
+    let avx2 = tap(Isa::Avx2, Precision::Int8);
+    let fp32 = tap(Isa::Avx512, Precision::Fp32);
     let input = Tensor::<4>::random([2, 3, 224, 224], Distribution::Normal(0.0, 50.0), &device());
-    let (a, b) = (
-        vnni.forward(input.clone()).unwrap(),
-        avx2.forward(input).unwrap(),
-    );
-    for ((x, y), block) in a.iter().zip(&b).zip(1..) {
-        let (x, y) = (
-            x.to_data().try_to_vec::<f32>().unwrap(),
-            y.to_data().try_to_vec::<f32>().unwrap(),
-        );
-        let worst = x
+    let pooled = |t: &BlockTap| -> Vec<Vec<f32>> {
+        t.forward(input.clone())
+            .unwrap()
             .iter()
-            .zip(&y)
-            .map(|(p, q)| (p - q).abs() / (1.0 + q.abs()))
-            .fold(0f32, f32::max);
-        eprintln!("int8 block{block}: avx512-vnni against avx2, largest difference {worst:.2e}");
-        // The same values up to the order of the pooled sums (f32 rounding, about 1e-7).
-        assert!(worst <= 1e-5, "block{block}: {worst:.2e}");
+            .map(|b| b.to_data().try_to_vec::<f32>().unwrap())
+            .collect()
+    };
+    let (a, b, want) = (pooled(&vnni), pooled(&avx2), pooled(&fp32));
+    for (block, ((x, y), f)) in a.iter().zip(&b).zip(&want).enumerate() {
+        let per_image = f.len() / 2;
+        for image in 0..2 {
+            let part = |v: &Vec<f32>| v[image * per_image..][..per_image].to_vec();
+            let (cv, ca) = (cosine(&part(x), &part(f)), cosine(&part(y), &part(f)));
+            eprintln!(
+                "int8 block{} image {image}: cosine to fp32 avx512-vnni {cv:.6}, avx2 {ca:.6}",
+                block + 1
+            );
+            assert!(cv >= ca - 1e-6, "block{}: {cv} < {ca}", block + 1);
+            assert!(ca >= 0.99, "block{}: avx2 {ca}", block + 1);
+        }
     }
 }
 
