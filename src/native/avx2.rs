@@ -142,13 +142,20 @@ impl Avx2Fma {
     }
 
     /// `values` quantised to bytes, four to a word of `out` (the first in the lowest byte):
-    /// `round(v * inv)` (ties to even) clamped to 0..=255, NaN to 0. Returns whether any
-    /// `v * inv` exceeds 254.5 (NaN never does): only then can a value lie above the top
-    /// code's, which the block input's outliers need to know.
+    /// `round(v * inv)` (ties to even) clamped to 0..=255, NaN to 0. With `high`, pushes onto
+    /// it the index of every group of [`QUANT_GROUP`] values (`values[32 g..32 (g + 1)]`, the
+    /// last maybe shorter) in which some `v * inv` exceeds 254.5 (NaN never does): only there
+    /// can a value lie above the top code's, which the block input's outliers need to know.
     ///
     /// # Panics
     /// If `out` does not hold `values.len() / 4` words, or that is not whole.
-    pub(crate) fn quantize_u8(self, values: &[f32], inv: f32, out: &mut [f32]) -> bool {
+    pub(crate) fn quantize_u8(
+        self,
+        values: &[f32],
+        inv: f32,
+        out: &mut [f32],
+        high: Option<&mut Vec<u32>>,
+    ) {
         assert!(
             values.len().is_multiple_of(4) && out.len() * 4 == values.len(),
             "four values per word"
@@ -156,11 +163,14 @@ impl Avx2Fma {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves AVX2; the lengths were checked.
         unsafe {
-            quantize_u8(values, inv, out)
+            match high {
+                Some(high) => quantize_u8::<true>(values, inv, out, high),
+                None => quantize_u8::<false>(values, inv, out, &mut Vec::new()),
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (values, inv, out);
+            let _ = (values, inv, out, high);
             self.never()
         }
     }
@@ -233,28 +243,38 @@ unsafe fn max(values: &[f32], acc: f32) -> f32 {
         .fold(acc, f32::max)
 }
 
-/// See [`Avx2Fma::quantize_u8`].
+/// The values [`Avx2Fma::quantize_u8`] flags together.
+pub(crate) const QUANT_GROUP: usize = 32;
+
+/// See [`Avx2Fma::quantize_u8`]; the groups go onto `high` only with `HIGH`.
 ///
 /// # Safety
 /// AVX2 must be available; `out.len() * 4 == values.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) -> bool {
+unsafe fn quantize_u8<const HIGH: bool>(
+    values: &[f32],
+    inv: f32,
+    out: &mut [f32],
+    high: &mut Vec<u32>,
+) {
     let scale = _mm256_set1_ps(inv);
     let top = _mm256_set1_ps(255.0);
     let edge = _mm256_set1_ps(254.5);
-    let mut high = _mm256_setzero_ps();
     // After the two packs the bytes of 32 values lie as a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7
     // d4-7 (by 32-bit groups); this puts them back in order.
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    let mut src = values.chunks_exact(32);
+    let mut src = values.chunks_exact(QUANT_GROUP);
     let mut dst = out.chunks_exact_mut(8);
-    for (s, d) in (&mut src).zip(&mut dst) {
+    for (g, (s, d)) in (&mut src).zip(&mut dst).enumerate() {
         // SAFETY: `s` holds 32 floats and `d` 8 words (32 bytes).
         unsafe {
+            let mut above = _mm256_setzero_ps();
             let mut q = |i: usize| {
                 let v = _mm256_mul_ps(_mm256_loadu_ps(s.as_ptr().add(8 * i)), scale);
-                high = _mm256_or_ps(high, _mm256_cmp_ps::<_CMP_GT_OQ>(v, edge));
+                if HIGH {
+                    above = _mm256_or_ps(above, _mm256_cmp_ps::<_CMP_GT_OQ>(v, edge));
+                }
                 // At most 255 first (`min_ps` returns its second operand, a NaN, when either is
                 // NaN), then round to nearest (the default MXCSR mode): NaN and values below
                 // i32's range become i32::MIN, which the unsigned saturating pack turns into
@@ -265,6 +285,9 @@ unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) -> bool {
             let cd = _mm256_packus_epi32(q(2), q(3));
             let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
             _mm256_storeu_si256(d.as_mut_ptr().cast(), bytes);
+            if HIGH && _mm256_movemask_ps(above) != 0 {
+                high.push(g as u32);
+            }
         }
     }
     let rest = src.remainder();
@@ -277,7 +300,9 @@ unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) -> bool {
             code(s[3]),
         ]));
     }
-    _mm256_movemask_ps(high) != 0 || rest.iter().any(|&v| v * inv > 254.5)
+    if HIGH && rest.iter().any(|&v| v * inv > 254.5) {
+        high.push((values.len() / QUANT_GROUP) as u32);
+    }
 }
 
 /// [`Kernel::tile`] for AVX2 and FMA: 14 rows by 16 channels (two vectors), in

@@ -38,6 +38,7 @@
 use rayon::prelude::*;
 
 use super::act::Act;
+use super::avx2::QUANT_GROUP;
 use super::isa::{Avx2Fma, Avx2Int8, Int8, Int8Kernel};
 use super::kernel::PackedConv;
 use crate::arch::Bottleneck;
@@ -108,6 +109,9 @@ const CLIP_RUNS: usize = 64;
 const CLIP_RUN: usize = 64;
 /// The share of the sampled values above the clip: the clip is their 99.9th percentile.
 const CLIP_TAIL: f64 = 0.001;
+/// How many of the largest sampled values [`sampled_clip`] keeps: enough for the whole tail.
+const CLIP_TOP: usize = 5;
+const _: () = assert!((CLIP_RUNS * CLIP_RUN) as f64 * CLIP_TAIL + 0.5 <= CLIP_TOP as f64);
 /// Input channels per 32-bit word: four bytes.
 pub(crate) const PER_WORD: usize = 4;
 
@@ -390,18 +394,20 @@ fn largest(isa: Avx2Fma, src: &Act, n: usize) -> f32 {
 /// each run starting at another window of channels (the windows taken in steps of 7, so that
 /// every one comes up). Runs, not single values, because each cache line then serves 16
 /// sampled values: a strided sample of single values cost 10 ms of a batch-8 pass in cache
-/// misses. Every sampled value is one of the image's, so this is at most its largest; it
-/// can be 0 or NaN, which the caller does not take.
+/// misses. The percentile is the `k`-th largest sampled value (`k` = 0.1% of the sample, at
+/// least 1), kept in one pass: sorting the sample cost more than reading it. Every sampled
+/// value is one of the image's, so this is at most its largest; NaN never counts, and the
+/// result can be 0 or less (minus infinity where nothing was sampled), which the caller does
+/// not take.
 fn sampled_clip(src: &Act, n: usize) -> f32 {
     let (w, c) = (src.w, src.c);
     let pixels = src.h * w;
-    if pixels == 0 || c == 0 {
-        return 0.0;
-    }
     let layout = src.layout();
     let windows = (c / CLIP_RUN).max(1);
     let runs = CLIP_RUNS.min(pixels);
-    let mut sample = Vec::with_capacity(runs * CLIP_RUN);
+    // The `CLIP_TOP` largest sampled values, largest first.
+    let mut top = [f32::NEG_INFINITY; CLIP_TOP];
+    let mut count = 0;
     for r in 0..runs {
         let mut p = r * pixels / runs;
         let mut ch = if c >= CLIP_RUN {
@@ -409,34 +415,36 @@ fn sampled_clip(src: &Act, n: usize) -> f32 {
         } else {
             0
         };
-        let mut at = layout.offset(n, p / w, p % w);
-        for _ in 0..CLIP_RUN {
-            sample.push(src.data[at + ch]);
-            ch += 1;
-            if ch == c {
-                (ch, p) = (0, p + 1);
-                if p == pixels {
-                    break;
+        let mut left = CLIP_RUN;
+        while left > 0 && p < pixels && c > 0 {
+            let k = left.min(c - ch);
+            let run = &src.data[layout.offset(n, p / w, p % w) + ch..][..k];
+            for &v in run {
+                if v > top[CLIP_TOP - 1] {
+                    let mut i = CLIP_TOP - 1;
+                    while i > 0 && top[i - 1] < v {
+                        top[i] = top[i - 1];
+                        i -= 1;
+                    }
+                    top[i] = v;
                 }
-                at = layout.offset(n, p / w, p % w);
             }
+            (count, left, ch, p) = (count + k, left - k, 0, p + 1);
         }
     }
-    let above = ((sample.len() as f64 * CLIP_TAIL).round() as usize).clamp(1, sample.len());
-    let at = sample.len() - above;
-    *sample.select_nth_unstable_by(at, f32::total_cmp).1
+    let above = ((count as f64 * CLIP_TAIL).round() as usize).max(1);
+    top[above - 1]
 }
 
-/// Calls `f(i, v)` for each value `v` of `values` above `top`, at index `i`.
-fn each_above(values: &[f32], top: f32, mut f: impl FnMut(usize, f32)) {
-    const CHUNK: usize = 16;
-    for (k, chunk) in values.chunks(CHUNK).enumerate() {
-        // No early exit, so that it compiles to vector compares; outliers are rare.
-        if chunk.iter().fold(false, |a, &v| a | (v > top)) {
-            for (j, &v) in chunk.iter().enumerate() {
-                if v > top {
-                    f(k * CHUNK + j, v);
-                }
+/// Calls `f(i, v)` for each value `v` of `values` above `top`, at index `i`, looking only in
+/// the [`QUANT_GROUP`]s that [`Avx2Fma::quantize_u8`] flagged (`groups`, which it then clears).
+fn each_above(values: &[f32], top: f32, groups: &mut Vec<u32>, mut f: impl FnMut(usize, f32)) {
+    for g in groups.drain(..) {
+        let from = g as usize * QUANT_GROUP;
+        let to = (from + QUANT_GROUP).min(values.len());
+        for (i, &v) in values[from..to].iter().enumerate() {
+            if v > top {
+                f(from + i, v);
             }
         }
     }
@@ -476,21 +484,19 @@ fn write_codes(
                     excess: v - top,
                 });
             };
+            let mut groups = Vec::new();
             if src.cs == c && cs * PER_WORD == c {
                 // Channels without gaps on both sides: the row's pixels are one run.
                 let px = &src.data[from.offset(n, y, 0)..][..w * c];
-                let high = isa.quantize_u8(px, inv, &mut line[pad * cs..][..w * cs]);
-                if outliers && high {
-                    each_above(px, top, |i, v| keep(i / c, i % c, v));
-                }
+                let out = &mut line[pad * cs..][..w * cs];
+                isa.quantize_u8(px, inv, out, outliers.then_some(&mut groups));
+                each_above(px, top, &mut groups, |i, v| keep(i / c, i % c, v));
             } else {
                 for x in 0..w {
                     let px = &src.data[from.offset(n, y, x)..][..c];
-                    let high =
-                        isa.quantize_u8(px, inv, &mut line[(x + pad) * cs..][..c / PER_WORD]);
-                    if outliers && high {
-                        each_above(px, top, |ch, v| keep(x, ch, v));
-                    }
+                    let out = &mut line[(x + pad) * cs..][..c / PER_WORD];
+                    isa.quantize_u8(px, inv, out, outliers.then_some(&mut groups));
+                    each_above(px, top, &mut groups, |ch, v| keep(x, ch, v));
                 }
             }
             found
@@ -531,8 +537,18 @@ mod tests {
         values[40] = -3e9;
         values[66] = 7.5;
         let mut out = vec![0f32; 17];
-        let high = isa.quantize_u8(&values, 1.0, &mut out);
-        assert!(high, "254.5 and above");
+        let mut high = Vec::new();
+        isa.quantize_u8(&values, 1.0, &mut out, Some(&mut high));
+        // Group 0 holds 254.5 (not above it), 255.5 and 3e9; the others, the tail of 4
+        // among them, hold values up to 300 from `values`.
+        let want_high: Vec<u32> = values
+            .chunks(QUANT_GROUP)
+            .enumerate()
+            .filter(|(_, g)| g.iter().any(|&v| v > 254.5))
+            .map(|(g, _)| g as u32)
+            .collect();
+        assert_eq!(high, want_high, "groups above 254.5");
+        assert!(high.contains(&0));
         let got: Vec<u8> = out.iter().flat_map(|w| unword(*w)).collect();
         let want: Vec<u8> = values
             .iter()
