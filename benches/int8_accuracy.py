@@ -13,8 +13,9 @@ It runs, on 100 photos spread evenly over a dev set (the same photos as
 - ONNX Runtime `quantize_dynamic` (ConvInteger, a scale per batch computed at run time);
 - a simulation in PyTorch of attrex's scheme (each image's own scale per tensor; the block
   inputs clipped at a sampled 99.9th percentile with the outliers' excess put back; 8-bit
-  weights on the VNNI kernels, 7-bit on AVX2), as a cross-check of the Rust figures, of the
-  scheme before it (each image's maximum, 7-bit weights), and of static scales calibrated once: per
+  weights, held on AVX2 to `vpmaddubsw`'s pair limit), as a cross-check of the Rust figures,
+  of the schemes before it (AVX2's 7-bit weights; each image's maximum as every scale), and
+  of static scales calibrated once: per
   tensor from the calibration maximum (`static-max`) or the clip with the least squared error
   (`static-mse`), and per channel at 1.5 x the calibration maximum, folded into the weights
   before they are quantised (`static-channel`). The stem and the max-pool stay in fp32; the
@@ -202,10 +203,25 @@ if a.only != "sim":
     report("ONNX Runtime dynamic int8 (ConvInteger)", run(q), ref)
 
 if a.only != "ort":
-    def qweight(w, levels):
-        s = w.abs().amax((1, 2, 3), keepdim=True) / levels
-        s = torch.where(s > 0, s, torch.ones_like(s))
-        return torch.clamp(torch.round(w / s), -levels, levels) * s
+    def qweight(w, levels, pair_limit=None):
+        """Weights quantised per output channel to `levels` codes each side. With `pair_limit`
+        (AVX2's `vpmaddubsw`), a channel in which two codes of the same sign at one tap, of
+        input channels 2j and 2j + 1, add up to more than the limit takes one level fewer until
+        none does, as attrex's `channel_codes` chooses (it bisects; this steps down)."""
+        co, ci = w.shape[:2]
+        m = torch.full((co, 1, 1, 1), float(levels))
+        while True:
+            s = w.abs().amax((1, 2, 3), keepdim=True) / m
+            s = torch.where(s > 0, s, torch.ones_like(s))
+            c = torch.clamp(torch.round(w / s), -m, m)
+            if pair_limit is None or ci % 2:
+                return c * s
+            pairs = c.reshape(co, ci // 2, 2, *c.shape[2:])
+            a, b = pairs[:, :, 0], pairs[:, :, 1]
+            over = ((a * b > 0) & (a.abs() + b.abs() > pair_limit)).reshape(co, -1).any(1)
+            if not over.any():
+                return c * s
+            m[over] -= 1
 
     # Calibration statistics of every quantised tensor: its maximum, each channel's, and the
     # clip (a fraction 0.2-1.0 of the maximum) with the least squared error in 8 bits.
@@ -238,20 +254,21 @@ if a.only != "ort":
         clip = sample[:, sample.shape[1] - above]
         return torch.where(clip > 0, clip, hwc.amax(1)).reshape(-1, 1, 1, 1)
 
-    def simulate(label, scheme, levels, kinds=("X", "Y1", "Y2"), percentile=None, x_outliers=False):
+    def simulate(label, scheme, levels, kinds=("X", "Y1", "Y2"), percentile=None, x_outliers=False,
+                 pair_limit=None):
         """`scheme` "per-image": each image's scale from its own maximum, or from its
         `percentile` (a fraction) where given; the static ones as the module says. Only the
         tensors in `kinds` are quantised (X: block inputs, Y1: the 3x3s', Y2: the last 1x1s').
         With `x_outliers`, the block inputs are clipped as attrex clips them (`sampled_clip`,
         or at `percentile` where given) and every value's excess over the clip is added back in
-        f32, as attrex adds it after the first 1x1 and the shortcut."""
+        f32, as attrex adds it after the first 1x1 and the shortcut. `pair_limit` as `qweight`."""
         cache = {}
 
         def qconv(name, cname, c, t):
             quantised = name.split(".")[-1] in kinds
             if not quantised or scheme == "per-image":
                 if cname not in cache:
-                    cache[cname] = qweight(c["w"], levels)
+                    cache[cname] = qweight(c["w"], levels, pair_limit)
                 if quantised:
                     block_input = name.endswith(".X")
                     if x_outliers and block_input and percentile is None:
@@ -283,7 +300,10 @@ if a.only != "ort":
         report(label, in_batches(lambda x: forward(net, x, qconv=qconv), test), ref)
 
     simulate("simulated attrex, VNNI kernels: outliers kept, 8-bit weights", "per-image", 127, x_outliers=True)
-    simulate("simulated attrex, AVX2 kernel: outliers kept, 7-bit weights", "per-image", 63, x_outliers=True)
+    simulate("simulated attrex, AVX2 kernel: outliers kept, 8-bit weights, pair limit", "per-image", 127,
+             x_outliers=True, pair_limit=128)
+    simulate("simulated attrex before, AVX2 kernel: outliers kept, 7-bit weights", "per-image", 63,
+             x_outliers=True)
     simulate("simulated: exact 99.9th pct, outliers kept, 8-bit", "per-image", 127, percentile=0.999,
              x_outliers=True)
     simulate("simulated attrex before: per-image max, 7-bit weights", "per-image", 63)

@@ -58,11 +58,11 @@ pub enum Precision {
     /// stay `f32`. Native engine only: with AVX512-VNNI where the CPU has it (and no engine,
     /// or [`Engine::Native`]`(`[`Isa::Avx512`]`)`, is asked for), else with the AVX2 kernel,
     /// which uses AVX-VNNI where the CPU has it ([`Backbone::int8_kernel`] says which runs).
-    /// The VNNI kernels take 8-bit weights (-127..=127); AVX2 without VNNI takes 7 (-63..=63),
-    /// so that `vpmaddubsw` never saturates. With VNNI, every pooled block stays within cosine
-    /// 0.995 of fp32 on 100 colour and 100 texture dev photos; AVX2's 7-bit weights hold it on
-    /// the colour photos, not on every texture photo (0.9947 on block 5). fp32 stays the
-    /// default.
+    /// Weights take 8 bits (-127..=127). AVX2 without VNNI sums pairs of products in 16 bits
+    /// (`vpmaddubsw`), so there a channel whose weights hold a pair of the same sign adding up
+    /// to more than 128 takes a coarser scale, as coarse as it needs (7 bits at worst), so
+    /// that nothing saturates. On every kernel, every pooled block stays within cosine 0.995
+    /// of fp32 on 100 colour and 100 texture dev photos. fp32 stays the default.
     Int8,
 }
 

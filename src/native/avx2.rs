@@ -629,9 +629,11 @@ row_group!(
     quads,
     /// [`multiply_add_5x16`] on words that each hold four bytes: the sums are 32-bit integers,
     /// and each step adds `sum_q rows[j][i].q * b[i][c].q` (`q < 4`, activations unsigned,
-    /// weights signed) to lane `c`, exactly: with activations at most 255 and weights within
-    /// +-63 a pair of products is at most 32,130, so `vpmaddubsw` never saturates, and a sum of
-    /// up to 33,000 words cannot overflow.
+    /// weights signed) to lane `c`, exactly: with activations at most 255, weights within
+    /// +-127, and two weights of the same sign in a pair at most 128 in magnitude together
+    /// ([`Int8::pair_limit`](super::isa::Int8::pair_limit)), a pair of products is at most
+    /// 32,640, so `vpmaddubsw` never saturates; a sum of up to
+    /// [`MAX_WORDS`](super::int8::MAX_WORDS) words cannot overflow.
     ///
     /// # Safety
     /// As [`multiply_add_5x16`] (AVX2 for these instructions).

@@ -350,7 +350,7 @@ macro_rules! define_vnni_tile {
 #[cfg(target_arch = "x86_64")]
 define_vnni_tile!(
     /// [`Kernel::tile`] for AVX512-VNNI: words of four bytes (four input channels, activations
-    /// unsigned, weights signed within +-63) multiplied and summed exactly into 32-bit integers by
+    /// unsigned, weights signed within +-127) multiplied and summed exactly into 32-bit integers by
     /// `vpdpbusd`, then scaled by the panel's [`Epilogue::scale`] and each row's image's
     /// [`Epilogue::image_scale`] into floats, in the same order of operations as the AVX2 int8
     /// kernel, and stored as the float tile is.

@@ -6,9 +6,10 @@
 //! (activations `u8` in 0..=255, weights `i8`), and the micro-kernel multiplies and adds them
 //! four at a time: with `vpmaddubsw` and `vpmaddwd` on AVX2 (32 multiply-adds per pair of
 //! instructions; see [`super::avx2`]), with one `vpdpbusd` on AVX-VNNI (32) and AVX512-VNNI
-//! (64; see [`super::avx512`]). Each sums its integer products exactly. `vpmaddubsw` adds two
-//! products in 16 bits, so the AVX2 kernel's weights take 7 bits (-63..=63); `vpdpbusd` adds
-//! in 32, so the VNNI kernels' take 8 (-127..=127, [`Int8::weight_max`]). The words live in
+//! (64; see [`super::avx512`]). Each sums its integer products exactly. Weights take 8 bits
+//! (-127..=127). `vpdpbusd` adds in 32 bits; `vpmaddubsw` adds two products in 16, so on
+//! AVX2 a channel whose weights hold a large pair of the same sign takes a coarser scale, as
+//! [`channel_codes`] says ([`Int8::pair_limit`]). The words live in
 //! the same 64-byte aligned `f32` buffers as the float activations; only copies ever touch
 //! them as floats, which keep their bits. Activations take a quarter of their float bytes,
 //! weights a quarter too.
@@ -61,7 +62,8 @@ pub(crate) struct Int8Bottleneck<I> {
 ///
 /// # Errors
 /// When a convolution cannot run in int8: input channels not a multiple of 4, an output
-/// width the kernel's panel does not divide, or a first convolution or shortcut that is not
+/// width the kernel's panel does not divide, a reduction longer than [`MAX_WORDS`], or a
+/// first convolution or shortcut that is not
 /// an unpadded 1x1 (the outliers of the block input are put back for those only).
 pub(crate) fn pack_bottleneck<I: Int8>(
     kernel: I,
@@ -69,8 +71,9 @@ pub(crate) fn pack_bottleneck<I: Int8>(
 ) -> Result<Int8Bottleneck<I>, &'static str> {
     let p = |c: &FoldedConv| {
         pack(kernel, c).ok_or(
-            "a convolution cannot run in int8 (input channels not a multiple of 4, or an \
-             output width not a multiple of the kernel's panel, 16 or 32)",
+            "a convolution cannot run in int8 (input channels not a multiple of 4, an output \
+             width not a multiple of the kernel's panel, 16 or 32, or more than 64,000 inputs \
+             per output)",
         )
     };
     let by_input = |c: &FoldedConv| {
@@ -99,7 +102,7 @@ const ACT_MAX: f32 = 255.0;
 /// kernel, so the name does too.
 pub(crate) fn scheme(kernel: Int8Kernel) -> &'static str {
     match kernel {
-        Int8Kernel::Avx2 => "int8-v3-w7",
+        Int8Kernel::Avx2 => "int8-v3-w8p",
         Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni => "int8-v3-w8",
     }
 }
@@ -114,20 +117,24 @@ const CLIP_TOP: usize = 5;
 const _: () = assert!((CLIP_RUNS * CLIP_RUN) as f64 * CLIP_TAIL + 0.5 <= CLIP_TOP as f64);
 /// Input channels per 32-bit word: four bytes.
 pub(crate) const PER_WORD: usize = 4;
+/// The longest reduction (words per output value) whose 32-bit integer sums cannot overflow:
+/// each word adds at most 4 x 255 x 127 = 129,540 in magnitude, and `i32::MAX` / 129,540 is
+/// 16,577. ResNet-50's longest is 1,152 (a 3x3 over 512 channels).
+pub(crate) const MAX_WORDS: usize = 16_000;
 
-/// Quantises a folded convolution for the int8 kernel `kernel`: weights to `round(w / s_o)`
-/// with `s_o = max |w[o]| / m` per output channel (`m` is [`Int8::weight_max`]: 127, or 63
-/// on AVX2 without VNNI), four input channels to a word, with `s_o` as the panel's scales.
-/// `None` when the input channels are not a multiple of 4 (the stem's 3), or as
+/// Quantises a folded convolution for the int8 kernel `kernel`: each output channel's weights
+/// to codes as [`channel_codes`] chooses them, four input channels to a word, with the
+/// channels' scales as the panel's. `None` when the input channels are not a multiple of 4
+/// (the stem's 3), when the reduction is longer than [`MAX_WORDS`], or as
 /// [`PackedConv::new`].
 pub(crate) fn pack<I: Int8>(kernel: I, conv: &FoldedConv) -> Option<PackedConv<I>> {
     let s = &conv.spec;
     let [cin, cout] = s.channels;
     let k = s.kernel;
-    if !cin.is_multiple_of(PER_WORD) {
+    let per_out = cin * k * k;
+    if !cin.is_multiple_of(PER_WORD) || per_out / PER_WORD > MAX_WORDS {
         return None;
     }
-    let per_out = cin * k * k;
     let mut scales = Vec::with_capacity(cout);
     let mut words = vec![0f32; cout * per_out / PER_WORD];
     for (w, out) in conv
@@ -135,14 +142,13 @@ pub(crate) fn pack<I: Int8>(kernel: I, conv: &FoldedConv) -> Option<PackedConv<I
         .chunks_exact(per_out)
         .zip(words.chunks_exact_mut(per_out / PER_WORD))
     {
-        let s_o = weight_scale(kernel, w);
+        let (s_o, codes) = channel_codes(kernel, w, k * k);
         scales.push(s_o);
-        let code = |v: f32| weight_code(kernel, v, s_o) as u8;
         // OIHW with the input channels in fours: word (o, c / 4, kh, kw) holds channels c..c + 4
         // of tap (kh, kw), channel c in its lowest byte.
         for cq in 0..cin / PER_WORD {
             for tap in 0..k * k {
-                let bytes = std::array::from_fn(|i| code(w[(PER_WORD * cq + i) * k * k + tap]));
+                let bytes = std::array::from_fn(|i| codes[(PER_WORD * cq + i) * k * k + tap] as u8);
                 out[cq * k * k + tap] = word(bytes);
             }
         }
@@ -158,20 +164,60 @@ pub(crate) fn pack<I: Int8>(kernel: I, conv: &FoldedConv) -> Option<PackedConv<I
     .map(|pc| pc.with_scale(&scales))
 }
 
-/// The scale of one output channel's weights `w`: its largest magnitude / the largest code.
-fn weight_scale<I: Int8>(kernel: I, w: &[f32]) -> f32 {
-    let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-    if max > 0.0 {
-        max / kernel.weight_max()
-    } else {
-        1.0
-    }
-}
+/// The largest weight code: weights are symmetric `i8`, -127..=127.
+const WEIGHT_MAX: i32 = 127;
 
-/// The code of weight `v` in a channel of scale `s_o`.
-fn weight_code<I: Int8>(kernel: I, v: f32, s_o: f32) -> i8 {
-    let m = kernel.weight_max();
-    (v / s_o).round().clamp(-m, m) as i8
+/// One output channel's weights `w` (OIHW: input channel by input channel, `taps` taps each)
+/// quantised for `kernel`: its scale `s_o = max |w| / m` and the codes `round(v / s_o)`,
+/// clamped to -m..=m. `m` is [`WEIGHT_MAX`] unless the kernel's [`Int8::pair_limit`] binds:
+/// then it is the largest `m` found (by bisection, at least `limit / 2`, where no pair can
+/// exceed it) under which no two codes of the same sign that the kernel multiplies as a pair
+/// add up to more than the limit in magnitude. Only channels with such a pair lose precision,
+/// and only as much as it takes (7 bits at worst). A channel of zeros has scale 1.
+///
+/// Why not 7-bit weights everywhere on AVX2, as before: they left block 5 at cosine 0.9947
+/// of fp32 on a texture photo; this keeps 8 bits where the pairs allow, and the simulation
+/// (`benches/int8_accuracy.py`) puts that photo at 0.998.
+fn channel_codes<I: Int8>(kernel: I, w: &[f32], taps: usize) -> (f32, Vec<i8>) {
+    let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if max <= 0.0 || !max.is_finite() {
+        return (1.0, vec![0; w.len()]);
+    }
+    let codes = |m: i32| {
+        let s = max / m as f32;
+        let c = w
+            .iter()
+            .map(|v| (v / s).round().clamp(-m as f32, m as f32) as i8)
+            .collect();
+        (s, c)
+    };
+    let Some(limit) = kernel.pair_limit() else {
+        return codes(WEIGHT_MAX);
+    };
+    let fits = |c: &[i8]| {
+        c.chunks_exact(2 * taps).all(|two| {
+            let (a, b) = two.split_at(taps);
+            a.iter().zip(b).all(|(&a, &b)| {
+                let (a, b) = (i32::from(a), i32::from(b));
+                a * b <= 0 || a.abs() + b.abs() <= limit
+            })
+        })
+    };
+    let top = codes(WEIGHT_MAX);
+    if fits(&top.1) {
+        return top;
+    }
+    // `lo` always fits: its codes are at most limit / 2 in magnitude. `hi` does not.
+    let (mut lo, mut hi) = ((limit / 2).min(WEIGHT_MAX), WEIGHT_MAX);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(&codes(mid).1) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    codes(lo)
 }
 
 /// A 1x1 convolution's weights as the int8 kernel multiplies them, `code * s_o`, laid out
@@ -180,9 +226,9 @@ fn by_input<I: Int8>(kernel: I, conv: &FoldedConv) -> Vec<f32> {
     let [cin, cout] = conv.spec.channels;
     let mut out = vec![0f32; cin * cout];
     for (o, w) in conv.weight.chunks_exact(cin).enumerate() {
-        let s_o = weight_scale(kernel, w);
-        for (c, &v) in w.iter().enumerate() {
-            out[c * cout + o] = f32::from(weight_code(kernel, v, s_o)) * s_o;
+        let (s_o, codes) = channel_codes(kernel, w, 1);
+        for (c, &code) in codes.iter().enumerate() {
+            out[c * cout + o] = f32::from(code) * s_o;
         }
     }
     out
@@ -211,7 +257,11 @@ fn unword(w: f32) -> [u8; PER_WORD] {
 /// # Panics
 /// If the shapes differ, or `max` does not hold one value per image.
 pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act, max: Option<&[f32]>) {
-    check_shapes(src, dst, max);
+    check_shapes(src, dst);
+    assert!(
+        max.is_none_or(|m| m.len() == src.n),
+        "one maximum per image"
+    );
     let scales: Vec<f32> = match max {
         Some(max) => max.iter().map(|&m| scale(m)).collect(),
         None => (0..src.n)
@@ -250,14 +300,15 @@ pub(crate) struct Outlier {
 /// step for the rest and how many values come back (about 0.1%).
 ///
 /// # Panics
-/// As [`quantize`], or if `scales` does not hold one value per image.
+/// If the shapes differ as [`quantize`] says, or `scales` does not hold one value per image.
 pub(crate) fn quantize_block_input(
     isa: Avx2Fma,
     src: &Act,
     dst: &mut Act,
     scales: Vec<f32>,
 ) -> Vec<Outlier> {
-    check_shapes(src, dst, Some(&scales));
+    check_shapes(src, dst);
+    assert_eq!(scales.len(), src.n, "one scale per image");
     let outliers = write_codes(isa, src, dst, &scales, true);
     dst.image_scale = scales;
     outliers
@@ -347,16 +398,12 @@ pub(crate) fn add_outliers(
     }
 }
 
-fn check_shapes(src: &Act, dst: &Act, max: Option<&[f32]>) {
+fn check_shapes(src: &Act, dst: &Act) {
     assert!(
         src.c.is_multiple_of(PER_WORD)
             && dst.c * PER_WORD == src.c
             && (dst.n, dst.h, dst.w) == (src.n, src.h, src.w),
         "quantised activation shape"
-    );
-    assert!(
-        max.is_none_or(|m| m.len() == src.n),
-        "one maximum per image"
     );
 }
 
@@ -570,6 +617,42 @@ mod tests {
         }
     }
 
+    /// Each channel's weight codes against the slow search ([`reference_codes`]) on every int8
+    /// kernel: random channels, and planted pairs of large weights. On AVX2 the pair limit
+    /// binds: the pair 1.0, 0.99 (of the same sign) fits only at `m` = 64 (64 + 63 = 127,
+    /// where 65 gives 65 + 64 = 129).
+    #[test]
+    fn weight_codes_keep_every_pair_within_the_kernels_limit() {
+        each_int8_kernel!(|kernel| weight_codes_match(kernel));
+    }
+
+    fn weight_codes_match<I: Int8>(kernel: I) {
+        let mut channels: Vec<(Vec<f32>, usize)> = [(1, 1), (2, 9), (3, 1), (4, 9)]
+            .into_iter()
+            .map(|(seed, taps)| (values(256 * taps, seed), taps))
+            .collect();
+        let mut same = values(64, 5);
+        (same[10], same[11]) = (1.0, 0.99);
+        let mut opposite = values(64, 6);
+        (opposite[10], opposite[11]) = (-1.0, 0.99);
+        channels.extend([(same, 1), (opposite, 1)]);
+        for (w, taps) in &channels {
+            let (s, codes) = channel_codes(kernel, w, *taps);
+            let (want_s, want) = reference_codes(kernel, w, *taps);
+            assert_eq!(s, want_s, "{} taps", taps);
+            let codes: Vec<i64> = codes.into_iter().map(i64::from).collect();
+            assert_eq!(codes, want, "{} taps", taps);
+        }
+        let planted = channel_codes(kernel, &channels[4].0, 1).0;
+        let m = if kernel.pair_limit().is_some() {
+            64.0
+        } else {
+            127.0
+        };
+        assert_eq!(planted, 1.0 / m);
+        assert_eq!(channel_codes(kernel, &[0.0; 8], 1), (1.0, vec![0; 8]));
+    }
+
     /// The int8 convolution against the same arithmetic in plain integers: quantised input
     /// codes times quantised weight codes, summed exactly, then scaled; and within the
     /// quantisation error of the float convolution.
@@ -587,6 +670,35 @@ mod tests {
             return;
         };
         int8_convolution_matches(crate::native::avx512::testing::EmulatedVnni(isa));
+    }
+
+    /// One output channel's weight codes as [`channel_codes`] should choose them, found the
+    /// slow way: the largest code maximum `m` (tried from 127 down, one at a time) under which
+    /// no same-sign pair of input channels `2j`, `2j + 1` at one tap exceeds the kernel's
+    /// pair limit; the scale is `max |w| / m`.
+    fn reference_codes<I: Int8>(kernel: I, w: &[f32], taps: usize) -> (f32, Vec<i64>) {
+        let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for m in (1..=127).rev() {
+            let s = max / m as f32;
+            let m = m as f32;
+            let codes: Vec<i64> = w
+                .iter()
+                .map(|v| (v / s).round().clamp(-m, m) as i64)
+                .collect();
+            let cin = w.len() / taps;
+            let fits = kernel.pair_limit().is_none_or(|limit| {
+                (0..cin).step_by(2).all(|c| {
+                    (0..taps).all(|t| {
+                        let (a, b) = (codes[c * taps + t], codes[(c + 1) * taps + t]);
+                        a * b <= 0 || a.abs() + b.abs() <= i64::from(limit)
+                    })
+                })
+            });
+            if fits {
+                return (s, codes);
+            }
+        }
+        unreachable!("m = 1 always fits")
     }
 
     fn int8_convolution_matches<I: Int8>(kernel: I) {
@@ -659,8 +771,7 @@ mod tests {
             };
             for o in 0..cout {
                 let wo = &weight[o * cin * k * k..][..cin * k * k];
-                let m = kernel.weight_max();
-                let s_o = wo.iter().fold(0f32, |m, v| m.max(v.abs())) / m;
+                let (s_o, codes) = reference_codes(kernel, wo, k * k);
                 for b in 0..n {
                     for y in 0..oh {
                         for xx in 0..ow {
@@ -671,7 +782,7 @@ mod tests {
                                         let iy = (y * stride + ky) as isize - pad as isize;
                                         let ix = (xx * stride + kx) as isize - pad as isize;
                                         let wv = wo[(c * k + ky) * k + kx];
-                                        let wq = (wv / s_o).round().clamp(-m, m) as i64;
+                                        let wq = codes[(c * k + ky) * k + kx];
                                         int += xq(b, c, iy, ix) * wq;
                                         if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize
                                         {
@@ -785,25 +896,23 @@ mod tests {
             let mut max = stats.max.expect("asked for");
             add_outliers(isa, &mut out, &outliers, &by_input, stride, Some(&mut max));
             let layout = out.layout();
-            let m = kernel.weight_max();
             for (b, &image_max) in max.iter().enumerate() {
                 let s_b = q.image_scale[b];
                 let mut largest = 0f32;
                 for o in 0..cout {
                     let wo = &weight[o * cin..][..cin];
-                    let s_o = wo.iter().fold(0f32, |m, v| m.max(v.abs())) / m;
+                    let (s_o, codes) = reference_codes(kernel, wo, 1);
                     for y in 0..oh {
                         for xx in 0..ow {
                             let (iy, ix) = (y * stride, xx * stride);
                             let (mut int, mut excess, mut float) = (0i64, 0f64, 0f64);
                             for (c, &wv) in wo.iter().enumerate() {
                                 let v = at(b, c, iy, ix);
-                                let wq = (wv / s_o).round().clamp(-m, m);
-                                int += (v / s_b).round_ties_even().clamp(0.0, 255.0) as i64
-                                    * wq as i64;
+                                let wq = codes[c];
+                                int += (v / s_b).round_ties_even().clamp(0.0, 255.0) as i64 * wq;
                                 let e = f64::from(v) - 255.0 * f64::from(s_b);
                                 if e > 0.0 {
-                                    excess += e * f64::from(wq) * f64::from(s_o);
+                                    excess += e * wq as f64 * f64::from(s_o);
                                 }
                                 float += f64::from(v) * f64::from(wv);
                             }

@@ -197,14 +197,17 @@ pub(crate) trait Int8: Kernel {
     /// The AVX2 token, for the quantising pass (and, for the AVX2 int8 kernel, its float
     /// kernel).
     fn avx2(self) -> Avx2Fma;
-    /// The largest weight code, symmetric. `vpdpbusd` (AVX-VNNI, AVX512-VNNI) sums four
-    /// products of `u8` by `i8` into an `i32` exactly, so weights take 127. AVX2's
-    /// `vpmaddubsw` sums two into an `i16` and saturates: with activations up to 255, weights
-    /// up to 63 keep it exact (2 x 255 x 63 = 32,130), so they take 7 bits there.
-    fn weight_max(self) -> f32 {
+    /// The most that two weight codes of the same sign may add up to in magnitude where the
+    /// kernel multiplies them as a pair, or `None` where nothing limits them below 127 each.
+    /// `vpdpbusd` (AVX-VNNI, AVX512-VNNI) sums four products of `u8` by `i8` into an `i32`
+    /// exactly. AVX2's `vpmaddubsw` sums two, of input channels `2j` and `2j + 1` at one tap,
+    /// into an `i16` and saturates: with activations up to 255, two codes of opposite signs
+    /// stay within 255 x 127 = 32,385, and two of the same sign within 255 x 128 = 32,640 if
+    /// their magnitudes add up to at most 128.
+    fn pair_limit(self) -> Option<i32> {
         match self.name() {
-            Int8Kernel::Avx2 => 63.0,
-            Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni => 127.0,
+            Int8Kernel::Avx2 => Some(128),
+            Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni => None,
         }
     }
 }
@@ -234,9 +237,11 @@ impl Int8 for Avx512Vnni {
 }
 
 /// The int8 kernel a [`Precision::Int8`](crate::Precision::Int8) backbone runs
-/// ([`Backbone::int8_kernel`](crate::Backbone::int8_kernel)). All three sum the same integer
-/// products exactly, so they compute the same values. `Display` writes `avx512-vnni`,
-/// `avx-vnni` or `avx2`.
+/// ([`Backbone::int8_kernel`](crate::Backbone::int8_kernel)). All three sum their integer
+/// products exactly. The two VNNI kernels take the same weights, so they compute the same
+/// values; AVX2's `vpmaddubsw` sums pairs of products in 16 bits, so some of its channels take
+/// coarser weights (see [`Precision::Int8`](crate::Precision::Int8)), and its values differ
+/// slightly. `Display` writes `avx512-vnni`, `avx-vnni` or `avx2`.
 ///
 /// ```
 /// use attrex::Int8Kernel;
