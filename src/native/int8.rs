@@ -317,16 +317,10 @@ pub(crate) fn quantize_block_input(
     outliers
 }
 
-/// The scales [`quantize_block_input`] takes: each image's clip / 255. `max` is each image's
-/// largest value where known (else a pass finds it where needed).
-///
-/// # Panics
-/// If `max` does not hold one value per image.
-pub(crate) fn block_input_scales(isa: Avx2Fma, src: &Act, max: Option<&[f32]>) -> Vec<f32> {
-    assert!(
-        max.is_none_or(|m| m.len() == src.n),
-        "one maximum per image"
-    );
+/// The scales [`quantize_block_input`] takes: each image's clip / 255, where the clip is
+/// positive; else its largest value / 255, from a pass over the image (rare: a sample with no
+/// positive value).
+pub(crate) fn block_input_scales(isa: Avx2Fma, src: &Act) -> Vec<f32> {
     (0..src.n)
         .into_par_iter()
         .map(|n| {
@@ -334,7 +328,7 @@ pub(crate) fn block_input_scales(isa: Avx2Fma, src: &Act, max: Option<&[f32]>) -
             if clip > 0.0 && clip.is_finite() {
                 clip / ACT_MAX
             } else {
-                scale(max.map_or_else(|| largest(isa, src, n), |m| m[n]))
+                scale(largest(isa, src, n))
             }
         })
         .collect()
@@ -575,6 +569,28 @@ mod tests {
         (0..len).map(|_| rng.signed_unit()).collect()
     }
 
+    /// A `k` x `k` convolution, `cin` to `cout` channels, padded by `k / 2`.
+    fn folded(
+        [cin, cout]: [usize; 2],
+        k: usize,
+        stride: usize,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+    ) -> FoldedConv {
+        FoldedConv {
+            spec: ConvSpec {
+                conv: "test".into(),
+                bn: "test".into(),
+                channels: [cin, cout],
+                kernel: k,
+                stride,
+                padding: k / 2,
+            },
+            weight,
+            bias,
+        }
+    }
+
     #[test]
     fn quantised_codes_round_to_nearest_even_and_clamp() {
         let Some(isa) = Avx2Fma::detect() else {
@@ -665,18 +681,7 @@ mod tests {
             if let Some(v) = bad {
                 weight[5] = v;
             }
-            FoldedConv {
-                spec: ConvSpec {
-                    conv: "test".into(),
-                    bn: "test".into(),
-                    channels: [cin, cout],
-                    kernel: k,
-                    stride: 1,
-                    padding: k / 2,
-                },
-                weight,
-                bias: vec![0.0; cout],
-            }
+            folded([cin, cout], k, 1, weight, vec![0.0; cout])
         };
         each_int8_kernel!(|kernel| {
             for bad in [None, Some(f32::NAN), Some(f32::INFINITY)] {
@@ -758,18 +763,7 @@ mod tests {
                 .collect();
             let weight = values(cout * cin * k * k, 12);
             let bias = values(cout, 13);
-            let folded = FoldedConv {
-                spec: ConvSpec {
-                    conv: "test".into(),
-                    bn: "test".into(),
-                    channels: [cin, cout],
-                    kernel: k,
-                    stride,
-                    padding: pad,
-                },
-                weight: weight.clone(),
-                bias: bias.clone(),
-            };
+            let folded = folded([cin, cout], k, stride, weight.clone(), bias.clone());
             let pc: PackedConv<I> = pack(kernel, &folded).unwrap();
             let pool = Pool::default();
             let mut input = pool.take(n, h, w, cin, pad);
@@ -877,18 +871,7 @@ mod tests {
             x[image + image / 3] = 0.25;
             let weight = values(cout * cin, 32);
             let bias = values(cout, 33);
-            let folded = FoldedConv {
-                spec: ConvSpec {
-                    conv: "test".into(),
-                    bn: "test".into(),
-                    channels: [cin, cout],
-                    kernel: 1,
-                    stride,
-                    padding: 0,
-                },
-                weight: weight.clone(),
-                bias: bias.clone(),
-            };
+            let folded = folded([cin, cout], 1, stride, weight.clone(), bias.clone());
             let pc: PackedConv<I> = pack(kernel, &folded).unwrap();
             let by_input = by_input(kernel, &folded);
             let pool = Pool::default();
@@ -896,7 +879,7 @@ mod tests {
             input.fill_from_nchw(&x);
             let mut q = pool.take(n, h, w, cin / PER_WORD, 0);
             let outliers =
-                quantize_block_input(isa, &input, &mut q, block_input_scales(isa, &input, None));
+                quantize_block_input(isa, &input, &mut q, block_input_scales(isa, &input));
             let at = |b: usize, c: usize, y: usize, xx: usize| x[((b * cin + c) * h + y) * w + xx];
             // Image 0's clip lies below its planted values, so they are outliers, each with
             // its exact excess; image 1's is its single value.

@@ -425,29 +425,18 @@ impl<K: Kernel> Net<K> {
         });
         self.pool.give(stem);
         let lens = self.stages.lens();
-        // For int8: each image's largest value of `x`, found by the convolution that wrote it
-        // (none for the max-pool's output).
-        let mut x_max = None;
         for (i, &len) in lens.iter().enumerate().take(deepest - 1) {
             for j in 0..len {
                 let pool = wanted[i + 1] && j + 1 == len;
                 let pooled;
                 (x, pooled) = match &self.stages {
                     Stages::Fp32(stages) => self.bottleneck(&stages[i][j], x, pool),
-                    Stages::Int8(int8) => {
-                        let x_max_now = x_max.as_deref();
-                        let stats;
-                        (x, stats) = match int8 {
-                            Int8Stages::Avx2(isa, s) => {
-                                self.bottleneck_int8(*isa, &s[i][j], x, x_max_now, pool)
-                            }
-                            Int8Stages::Avx512Vnni(isa, s) => {
-                                self.bottleneck_int8(*isa, &s[i][j], x, x_max_now, pool)
-                            }
-                        };
-                        x_max = stats.max;
-                        (x, stats.pooled)
-                    }
+                    Stages::Int8(int8) => match int8 {
+                        Int8Stages::Avx2(isa, s) => self.bottleneck_int8(*isa, &s[i][j], x, pool),
+                        Int8Stages::Avx512Vnni(isa, s) => {
+                            self.bottleneck_int8(*isa, &s[i][j], x, pool)
+                        }
+                    },
                 };
                 out.extend(pooled);
             }
@@ -501,8 +490,7 @@ impl<K: Kernel> Net<K> {
     }
 
     /// One bottleneck in int8: each convolution's input quantised, outputs and the residual in
-    /// f32. `x_max` is each image's largest value of `x`, where known. Returns the output and
-    /// each image's largest value of it, and with `pool` its average pool.
+    /// f32. Returns the output, and with `pool` its average pool.
     ///
     /// The block input is clipped per image and its outliers put back after the first 1x1
     /// and the shortcut ([`int8::quantize_block_input`]). The first 1x1 runs without its ReLU
@@ -512,15 +500,14 @@ impl<K: Kernel> Net<K> {
         isa: I,
         c: &int8::Int8Bottleneck<I>,
         x: Act,
-        x_max: Option<&[f32]>,
         pool: bool,
-    ) -> (Act, Stats) {
+    ) -> (Act, Option<Vec<f32>>) {
         let border = c
             .shortcut
             .as_ref()
             .map_or(0, |(d, _)| d.pad)
             .max(c.conv1.pad);
-        let scales = self.timed("clip", || int8::block_input_scales(isa.avx2(), &x, x_max));
+        let scales = self.timed("clip", || int8::block_input_scales(isa.avx2(), &x));
         let (xq, outliers) = self.timed("quantize", || {
             let mut q = self.pool.take(x.n, x.h, x.w, x.c / int8::PER_WORD, border);
             let outliers = int8::quantize_block_input(isa.avx2(), &x, &mut q, scales);
@@ -571,8 +558,10 @@ impl<K: Kernel> Net<K> {
         self.pool.give(y1q);
         let y2q = self.quantized(isa, &y2, s2.max.as_deref(), c.conv3.pad);
         self.pool.give(y2);
-        let stats = self.conv_stats(isa, &c.conv3, &y2q, &mut out, [true, true], pool, true);
+        let pooled = self
+            .conv_stats(isa, &c.conv3, &y2q, &mut out, [true, true], pool, false)
+            .pooled;
         self.pool.give(y2q);
-        (out, stats)
+        (out, pooled)
     }
 }
