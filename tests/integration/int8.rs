@@ -220,11 +220,12 @@ fn table1_int8_matches_fp32(set: &str, backbone: Option<Arc<Backbone>>) {
         // the mean is held to the issue's 0.01, and seed 0 to 0.02 against regressions.
         assert!(
             mean.abs() <= 0.01,
-            "{set} block {block}: int8 - fp32 accuracy over {SEEDS} seeds is {mean:+.4} on average"
+            "{set} {kernel} block {block}: int8 - fp32 accuracy over {SEEDS} seeds is \
+             {mean:+.4} on average"
         );
         assert!(
             d[0].abs() <= 0.02,
-            "{set} block {block}: int8 accuracy {:.3}, fp32 {:.3}",
+            "{set} {kernel} block {block}: int8 accuracy {:.3}, fp32 {:.3}",
             q[0],
             f[0]
         );
