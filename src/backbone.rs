@@ -192,7 +192,9 @@ impl BackboneBuilder {
 
     /// With `true`, the native engine prints the time of every convolution (with its rate in
     /// GMAC/s) and of every other pass to stderr, on every forward pass (default `false`).
-    /// Burn's engine ignores it.
+    /// Burn's engine ignores it. In int8, with more than one thread, each image of a batch
+    /// runs as its own pass: each prints its own lines, and passes that overlap in time share
+    /// the threads.
     pub fn profile(mut self, profile: bool) -> Self {
         self.profile = profile;
         self

@@ -214,7 +214,8 @@ pub(crate) struct Pool {
     free: Mutex<Vec<AlignedBuf>>,
 }
 
-/// Most buffers the pool keeps between passes.
+/// Most buffers the pool keeps between passes, per thread of rayon's pool (each thread may
+/// run its own group of images through the network, see [`super::NativeNet::pooled`]).
 const POOL_KEEP: usize = 8;
 
 impl Pool {
@@ -257,7 +258,7 @@ impl Pool {
     pub fn give(&self, act: Act) {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         free.push(act.data);
-        if free.len() > POOL_KEEP {
+        if free.len() > POOL_KEEP * rayon::current_num_threads() {
             // Drop the smallest: large buffers are the expensive ones to fault in again.
             if let Some(i) = free
                 .iter()

@@ -378,3 +378,60 @@ fn int8_takes_the_avx2_kernel_where_avx512_vnni_cannot_pack_the_widths() {
         Err(TapError::EngineUnavailable { .. })
     ));
 }
+
+/// With more than one thread, the int8 engine runs each image of a batch as its own task
+/// (`NativeNet::pooled`), and the recipes' weighted pools go with it, cut per image. Each
+/// image's features must be exactly those it gets alone in the same two-thread pool.
+/// Expected values: that same engine, one image at a time. (Across thread counts the features
+/// are not bit for bit the same, with or without the split: the tiles a thread takes set the
+/// order of some `f32` sums, and with random weights an ulp can move a code; block 5 then
+/// differs by up to about 2e-4 relative L2, measured 2026-11-28.)
+#[test]
+fn int8_batch_split_across_threads_gives_each_image_its_own_features() {
+    use attrex::{Block, Recipe, ResNetConfig};
+    let images: Vec<image::DynamicImage> = (0..5u32)
+        .map(|k| {
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(96 + 16 * k, 112, |x, y| {
+                if (20..70).contains(&x) && (24..96).contains(&y) {
+                    image::Rgb([(x * 3 + k * 40) as u8, (y * 2) as u8, (90 + k * 30) as u8])
+                } else {
+                    image::Rgb([240, 240, 238])
+                }
+            }))
+        })
+        .collect();
+    let recipes = [Recipe::Colour, Recipe::Texture, Recipe::Paper(Block::B5)];
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for isa in crate::engines::native_isas() {
+        let built = Backbone::builder()
+            .config(ResNetConfig::keras_resnet50())
+            .random_weights(5, Preprocessing::Caffe)
+            .device(device())
+            .engine(Engine::Native(isa))
+            .precision(Precision::Int8)
+            .build();
+        let backbone = match built {
+            Ok(b) => Arc::new(b),
+            // AVX-512 without AVX512-VNNI has no int8 kernel; AVX2 runs int8 everywhere.
+            Err(e) if isa == Isa::Avx512 && !ci_expects("avx512vnni") => {
+                eprintln!("{isa}: no int8 kernel here ({e}): not tested");
+                continue;
+            }
+            Err(e) => panic!("{isa}: {e}"),
+        };
+        let tap = BlockTap::with_recipes(backbone, &recipes).unwrap();
+        let batch = two.install(|| tap.extract_images(&images)).unwrap();
+        assert_eq!(batch.len(), images.len());
+        for (i, (image, got)) in images.iter().zip(&batch).enumerate() {
+            let alone = two
+                .install(|| tap.extract_images(std::slice::from_ref(image)))
+                .unwrap();
+            for (r, (g, w)) in recipes.iter().zip(got.blocks.iter().zip(&alone[0].blocks)) {
+                assert!(g == w, "{isa} image {i} {r}: differs from the image alone");
+            }
+        }
+    }
+}
