@@ -21,7 +21,8 @@ It runs, on 100 photos spread evenly over a dev set (the same photos as
   before they are quantised (`static-channel`). The stem and the max-pool stay in fp32; the
   block input and the inputs of the 3x3 and the last 1x1 are quantised, as in attrex (or only
   some of them, to see which loses most), and each image's scale may also be clipped at a
-  percentile of its values.
+  percentile of its values; and attrex's scheme with the identity shortcuts adding the block
+  input as quantised instead of in f32 (would a `u8` residual stream lose accuracy?).
 
 Needs: torch, onnx, onnxruntime, numpy, pillow, safetensors (install them outside the repo),
 the weights tarball (`weights/fetch.sh`) and `../shared` (data and the reference converter).
@@ -89,9 +90,10 @@ def load_net():
     return fold(m.conv1, m.bn1), blocks
 
 
-def forward(net, x, qconv=None, hook=None):
+def forward(net, x, qconv=None, hook=None, residual=None):
     """The five pooled blocks. `qconv(tensor, conv_name, conv, x)` runs a convolution whose
-    input is quantised (None: fp32); `hook(tensor, x)` sees every quantised tensor."""
+    input is quantised (None: fp32); `hook(tensor, x)` sees every quantised tensor;
+    `residual(x)` is what an identity shortcut adds (None: the block input itself)."""
     stem, blocks = net
     conv = lambda c, t: F.conv2d(t, c["w"], c["b"], c["stride"], c["pad"])
     x = torch.relu(conv(stem, x))
@@ -103,7 +105,7 @@ def forward(net, x, qconv=None, hook=None):
             if hook and key != "ds":
                 hook(name, t)
             return conv(b[key], t) if qconv is None else qconv(name, f"{b['name']}.{key}", b[key], t)
-        r = x if b["ds"] is None else c("X", "ds", x)
+        r = (x if residual is None else residual(x)) if b["ds"] is None else c("X", "ds", x)
         y = torch.relu(c("X", "c1", x))
         y = torch.relu(c("Y1", "c2", y))
         x = torch.relu(c("Y2", "c3", y) + r)
@@ -255,13 +257,15 @@ if a.only != "ort":
         return torch.where(clip > 0, clip, hwc.amax(1)).reshape(-1, 1, 1, 1)
 
     def simulate(label, scheme, levels, kinds=("X", "Y1", "Y2"), percentile=None, x_outliers=False,
-                 pair_limit=None):
+                 pair_limit=None, residual_codes=False):
         """`scheme` "per-image": each image's scale from its own maximum, or from its
         `percentile` (a fraction) where given; the static ones as the module says. Only the
         tensors in `kinds` are quantised (X: block inputs, Y1: the 3x3s', Y2: the last 1x1s').
         With `x_outliers`, the block inputs are clipped as attrex clips them (`sampled_clip`,
         or at `percentile` where given) and every value's excess over the clip is added back in
-        f32, as attrex adds it after the first 1x1 and the shortcut. `pair_limit` as `qweight`."""
+        f32, as attrex adds it after the first 1x1 and the shortcut. `pair_limit` as `qweight`.
+        With `residual_codes`, an identity shortcut adds the block input as quantised (its codes
+        times the scale, plus the outliers' excess) instead of the f32 block input."""
         cache = {}
 
         def qconv(name, cname, c, t):
@@ -297,11 +301,18 @@ if a.only != "ort":
             code = torch.clamp(torch.round(t / s[None, :, None, None]), 0, 255)
             return F.conv2d(code, w, c["b"], c["stride"], c["pad"])
 
-        report(label, in_batches(lambda x: forward(net, x, qconv=qconv), test), ref)
+        def residual(t):
+            s = (sampled_clip(t) / 255).clamp_min(1e-30)
+            return torch.clamp(torch.round(t / s), 0, 255) * s + (t - torch.minimum(t, 255 * s))
+
+        res = residual if residual_codes else None
+        report(label, in_batches(lambda x: forward(net, x, qconv=qconv, residual=res), test), ref)
 
     simulate("simulated attrex, VNNI kernels: outliers kept, 8-bit weights", "per-image", 127, x_outliers=True)
     simulate("simulated attrex, AVX2 kernel: outliers kept, 8-bit weights, pair limit", "per-image", 127,
              x_outliers=True, pair_limit=128)
+    simulate("simulated: VNNI, identity shortcuts add the block input's codes + outliers", "per-image", 127,
+             x_outliers=True, residual_codes=True)
     simulate("simulated attrex before, AVX2 kernel: outliers kept, 7-bit weights", "per-image", 63,
              x_outliers=True)
     simulate("simulated: exact 99.9th pct, outliers kept, 8-bit", "per-image", 127, percentile=0.999,
