@@ -217,12 +217,13 @@ struct Net<K> {
 /// int8, with more than one thread in rayon's pool: one image per task. Its activations
 /// between convolutions are `f32` maps that the quantising passes read back; one image's stay
 /// in a core's L2, where a batch's spread over both cores' caches and L3. Measured on the
-/// Intel Xeon of `benches/README.md` (batch 8, 2 threads, 5 interleaved rounds), against the
-/// batch as one task: 1.31x (median of per-round ratios; two images per task 1.05x).
+/// Intel Xeon of `benches/README.md` (batch 8, 2 threads), against the batch as one task:
+/// median per-round ratio 1.31 and 1.15 in two sittings (5 and 8 interleaved rounds); two
+/// images per task 1.05.
 ///
 /// fp32: the batch is one task, its convolutions split among the threads. Its weights are
-/// four times int8's and would be read once per group; split as int8 is, or in halves, it
-/// measured 0.94x to 1.3x from one sitting to the next, so it is left as it was.
+/// four times int8's and would be read once per group; split in halves it measured 0.94x in
+/// one sitting and about 1.3x in another, so it is left as it was.
 fn images_per_task(n: usize, int8: bool) -> usize {
     if int8 && n > 1 && rayon::current_num_threads() > 1 {
         1

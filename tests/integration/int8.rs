@@ -383,9 +383,10 @@ fn int8_takes_the_avx2_kernel_where_avx512_vnni_cannot_pack_the_widths() {
 /// (`NativeNet::pooled`), and the recipes' weighted pools go with it, cut per image. Each
 /// image's features must be exactly those it gets alone in the same two-thread pool.
 /// Expected values: that same engine, one image at a time. (Across thread counts the features
-/// are not bit for bit the same, with or without the split: the tiles a thread takes set the
-/// order of some `f32` sums, and with random weights an ulp can move a code; block 5 then
-/// differs by up to about 2e-4 relative L2, measured 2026-11-28.)
+/// are not bit for bit the same, with or without the split: with random weights block 5
+/// differed by up to about 2e-4 relative L2 between one and two threads, measured 2026-11-28;
+/// presumably an ulp in an `f32` sum whose order follows the tiles a thread takes moves a
+/// code, not traced further.)
 #[test]
 fn int8_batch_split_across_threads_gives_each_image_its_own_features() {
     use attrex::{Block, Recipe, ResNetConfig};
