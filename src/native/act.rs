@@ -215,7 +215,7 @@ pub(crate) struct Pool {
 }
 
 /// Most buffers the pool keeps between passes, per thread of rayon's pool (each thread may
-/// run its own group of images through the network, see [`super::NativeNet::pooled`]).
+/// run its own image through the network, see [`super::NativeNet::pooled`]).
 const POOL_KEEP: usize = 8;
 
 impl Pool {

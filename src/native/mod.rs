@@ -139,10 +139,9 @@ impl NativeNet {
     /// `weighted`, in that order, pooled under the weights (`h * w` per image of the block's
     /// map, see [`Act::weighted_pool`]). Stages past the deepest block asked for never run.
     ///
-    /// With more than one thread in rayon's pool, the batch is split into groups of
-    /// [`images_per_task`] images that run side by side, each through the whole network (the
-    /// convolutions of a group still split their tiles among idle threads). Each image's
-    /// outputs are exactly those it gets alone in the same pool.
+    /// Where [`task_per_image`] says so, each image runs through the whole network as its own
+    /// task, side by side with the others (its convolutions still split their tiles among
+    /// idle threads). Each image's outputs are exactly those it gets alone in the same pool.
     ///
     /// # Panics
     /// If `dims` does not describe `nchw`, the input does not have the stem's channels, or a
@@ -159,8 +158,7 @@ impl NativeNet {
             ByIsa::Avx2(net) => net.pooled(nchw, dims, wanted, weighted),
         };
         let [n, c, h, w] = dims;
-        let group = images_per_task(n, self.int8_kernel().is_some());
-        if group >= n {
+        if !task_per_image(n, self.int8_kernel().is_some()) {
             return whole(nchw, dims, weighted);
         }
         let per_image = c * h * w;
@@ -169,24 +167,23 @@ impl NativeNet {
             weighted.iter().all(|(_, w)| w.len().is_multiple_of(n)),
             "one weight per pixel"
         );
-        // Images `from..to`, with their planes of each weight map.
-        let run = |from: usize, to: usize| {
-            let weighted: Vec<(usize, &[f32])> = weighted
-                .iter()
-                .map(|&(block, weights)| {
-                    let plane = weights.len() / n;
-                    (block, &weights[from * plane..to * plane])
-                })
-                .collect();
-            let x = &nchw[from * per_image..to * per_image];
-            whole(x, [to - from, c, h, w], &weighted)
-        };
-        let groups: Vec<_> = (0..n.div_ceil(group))
+        let images: Vec<_> = (0..n)
             .into_par_iter()
             .with_max_len(1)
-            .map(|g| run(g * group, ((g + 1) * group).min(n)))
+            .map(|i| {
+                // Image `i`, with its plane of each weight map.
+                let weighted: Vec<(usize, &[f32])> = weighted
+                    .iter()
+                    .map(|&(block, weights)| {
+                        let plane = weights.len() / n;
+                        (block, &weights[i * plane..][..plane])
+                    })
+                    .collect();
+                let x = &nchw[i * per_image..][..per_image];
+                whole(x, [1, c, h, w], &weighted)
+            })
             .collect();
-        // Each output is `[n][dim]`: the groups' rows, in order.
+        // Each output is `[n][dim]`: the images' rows, in order.
         let join = |outputs: Vec<Vec<Vec<f32>>>| {
             outputs
                 .into_iter()
@@ -198,7 +195,7 @@ impl NativeNet {
                 })
                 .unwrap_or_default()
         };
-        let (plain, weighted): (Vec<_>, Vec<_>) = groups.into_iter().unzip();
+        let (plain, weighted): (Vec<_>, Vec<_>) = images.into_iter().unzip();
         (join(plain), join(weighted))
     }
 }
@@ -212,7 +209,8 @@ struct Net<K> {
     profile: bool,
 }
 
-/// How many images of a batch of `n` one task runs through the whole network.
+/// Whether each image of a batch of `n` runs through the whole network as its own task, or
+/// the batch as one.
 ///
 /// int8, with more than one thread in rayon's pool: one image per task. Its activations
 /// between convolutions are `f32` maps that the quantising passes read back; one image's stay
@@ -222,14 +220,10 @@ struct Net<K> {
 /// images per task 1.05.
 ///
 /// fp32: the batch is one task, its convolutions split among the threads. Its weights are
-/// four times int8's and would be read once per group; split in halves it measured 0.94x in
+/// four times int8's and would be read once per task; split in halves it measured 0.94x in
 /// one sitting and about 1.3x in another, so it is left as it was.
-fn images_per_task(n: usize, int8: bool) -> usize {
-    if int8 && n > 1 && rayon::current_num_threads() > 1 {
-        1
-    } else {
-        n.max(1)
-    }
+fn task_per_image(n: usize, int8: bool) -> bool {
+    int8 && n > 1 && rayon::current_num_threads() > 1
 }
 
 /// Why the int8 engine cannot run with [`Isa::Avx512`].

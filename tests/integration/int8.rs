@@ -390,17 +390,7 @@ fn int8_takes_the_avx2_kernel_where_avx512_vnni_cannot_pack_the_widths() {
 #[test]
 fn int8_batch_split_across_threads_gives_each_image_its_own_features() {
     use attrex::{Block, Recipe, ResNetConfig};
-    let images: Vec<image::DynamicImage> = (0..5u32)
-        .map(|k| {
-            image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(96 + 16 * k, 112, |x, y| {
-                if (20..70).contains(&x) && (24..96).contains(&y) {
-                    image::Rgb([(x * 3 + k * 40) as u8, (y * 2) as u8, (90 + k * 30) as u8])
-                } else {
-                    image::Rgb([240, 240, 238])
-                }
-            }))
-        })
-        .collect();
+    let images = crate::recipes::product_photos(5);
     let recipes = [Recipe::Colour, Recipe::Texture, Recipe::Paper(Block::B5)];
     let two = rayon::ThreadPoolBuilder::new()
         .num_threads(2)

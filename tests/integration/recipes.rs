@@ -75,17 +75,7 @@ fn both_engines_compute_the_same_recipes() {
             .build()
             .unwrap()
     };
-    let images: Vec<image::DynamicImage> = (0..3u32)
-        .map(|k| {
-            image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(120 + 30 * k, 160, |x, y| {
-                if (30..90).contains(&x) && (40..140).contains(&y) {
-                    image::Rgb([(x * 3 + k * 40) as u8, (y * 2) as u8, 90])
-                } else {
-                    image::Rgb([240, 240, 238])
-                }
-            }))
-        })
-        .collect();
+    let images = product_photos(3);
     let recipes = [Recipe::Colour, Recipe::Texture, Recipe::Paper(Block::B3)];
     let burn = BlockTap::with_recipes(Arc::new(make(Engine::Burn)), &recipes).unwrap();
     let b = burn.extract_images(&images).unwrap();
@@ -99,4 +89,20 @@ fn both_engines_compute_the_same_recipes() {
             }
         }
     }
+}
+
+/// `n` synthetic product photos: a coloured garment on a near-white background, each a
+/// different width and colour, so that the recipes' pixel weights differ between them.
+pub fn product_photos(n: u32) -> Vec<image::DynamicImage> {
+    (0..n)
+        .map(|k| {
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(120 + 30 * k, 160, |x, y| {
+                if (30..90).contains(&x) && (40..140).contains(&y) {
+                    image::Rgb([(x * 3 + k * 40) as u8, (y * 2) as u8, 90])
+                } else {
+                    image::Rgb([240, 240, 238])
+                }
+            }))
+        })
+        .collect()
 }
