@@ -705,6 +705,65 @@ mod tests {
         each_int8_kernel!(|kernel| int8_convolution_matches(kernel));
     }
 
+    /// Each image's outputs are the same, bit for bit, alone or batched. 1x1 convolutions from
+    /// 2048 channels (512 words, more than the `f32` kernels' packed block) over unpadded maps:
+    /// on 8 x 8 maps an image's last 8 pixels share a direct tile with the next image's first
+    /// when batched, and are a short, packed tile alone; on 7 x 7 maps its last row is, alone,
+    /// a half tile. Packed int8 reductions cut into 256-word blocks, whose partial sums were
+    /// added in `f32`, made these differ in the last bits.
+    /// Expected values: the same kernel on the batch.
+    #[test]
+    fn int8_outputs_do_not_depend_on_the_batch() {
+        each_int8_kernel!(|kernel| outputs_alone_equal_batched(kernel));
+    }
+
+    fn outputs_alone_equal_batched<I: Int8>(kernel: I) {
+        let isa = kernel.avx2();
+        let (n, cin, cout) = (3, 2048, 32);
+        let folded = folded([cin, cout], 1, 1, values(cout * cin, 22), values(cout, 23));
+        let pc: PackedConv<I> = pack(kernel, &folded).unwrap();
+        let pool = Pool::default();
+        for side in [8, 7] {
+            let per_image = cin * side * side;
+            let x: Vec<f32> = values(n * per_image, 21)
+                .into_iter()
+                .map(|v| v.max(0.0) * 3.0)
+                .collect();
+            // Images `first..first + count`' outputs, image by image, pixel by pixel.
+            let outputs = |first: usize, count: usize| -> Vec<Vec<f32>> {
+                let mut input = pool.take(count, side, side, cin, 0);
+                input.fill_from_nchw(&x[first * per_image..][..count * per_image]);
+                let mut q = pool.take(count, side, side, cin / PER_WORD, 0);
+                quantize(isa, &input, &mut q, None);
+                let mut out = pool.take(count, side, side, cout, 0);
+                conv_stats(kernel, &pc, &q, &mut out, false, true, false, false);
+                let layout = out.layout();
+                (0..count)
+                    .map(|b| {
+                        (0..side * side)
+                            .flat_map(|p| {
+                                let at = layout.offset(b, p / side, p % side);
+                                out.data[at..][..cout].to_vec()
+                            })
+                            .collect()
+                    })
+                    .collect()
+            };
+            let batched = outputs(0, n);
+            for (b, want) in batched.iter().enumerate() {
+                let alone = &outputs(b, 1)[0];
+                let same = alone
+                    .iter()
+                    .zip(want)
+                    .all(|(a, w)| a.to_bits() == w.to_bits());
+                assert!(
+                    same,
+                    "{side} x {side} image {b}: alone differs from batched"
+                );
+            }
+        }
+    }
+
     /// The AVX512-VNNI kernel's code, its intrinsics emulated: on CPUs without AVX512-VNNI
     /// (where the test above skips it), its indexing, row split and epilogue still run.
     #[test]
@@ -747,12 +806,16 @@ mod tests {
 
     fn int8_convolution_matches<I: Int8>(kernel: I) {
         let isa = kernel.avx2();
-        // A padded 3x3 on a 7-wide map (packed and split tiles), a 1x1 with a reduction in
-        // several blocks, a strided 1x1, and a 3x3 over two panels of the AVX-512 kernel (four
-        // of the AVX2 one). Output widths are multiples of 32, every kernel's panel.
+        // A padded 3x3 on a 7-wide map (packed and split tiles; alone, on 512 channels, ending
+        // in a half tile on the direct path), a 1x1 with the longest
+        // reduction of a ResNet (one packed block) and one longer still (two blocks), a strided
+        // 1x1, and a 3x3 over two panels of the AVX-512 kernel (four of the AVX2 one). Output
+        // widths are multiples of 32, every kernel's panel.
         for (n, cin, cout, h, w, k, stride) in [
             (2, 64, 32, 7, 7, 3, 1),
+            (1, 512, 32, 7, 7, 3, 1),
             (1, 2048, 32, 5, 6, 1, 1),
+            (1, 5120, 32, 5, 6, 1, 1),
             (2, 256, 32, 14, 14, 1, 2),
             (1, 128, 64, 4, 28, 3, 1),
         ] {

@@ -13,7 +13,9 @@
 //! input in place, at constant offsets: the spacing is a compile-time parameter (the direct
 //! path). Elsewhere (the last partial tile, odd map widths) a block of tiles is first copied,
 //! `KC` values of `k` at a time, into a small buffer that stays in cache while every
-//! output-channel panel passes over it (the packed path).
+//! output-channel panel passes over it (the packed path). The int8 kernels' blocks hold
+//! [`KC_INT8`] words, the whole reduction of every bottleneck ResNet layer: their integer sums
+//! are then exact on both paths, so an image's features do not depend on its batch.
 //!
 //! Bias, the residual and ReLU are applied to the registers before the one store, so no
 //! separate pass reads the output again.
@@ -32,6 +34,15 @@ const KC: usize = 256;
 /// Floats between two pixels' rows of a packed tile: one cache line more than `KC`, so that the
 /// 14 rows fall in different L1 sets instead of aliasing 4 KiB apart.
 const A_STRIDE: usize = KC + 16;
+/// Reduction words per packed block in the int8 kernels: the longest reduction of a bottleneck
+/// ResNet's int8 convolutions (a 3x3 over 512 channels: 9 x 128 words). Their integer sums are
+/// then never cut into blocks whose partial sums would be added in `f32`, so a tile computes
+/// the same values packed as on the direct path, where the reduction is never cut. Which
+/// tiles are short, and so packed, depends on the batch: with 256-word blocks an image's
+/// features moved by up to 1e-3 (relative L2, block 5) with the images around it.
+const KC_INT8: usize = 9 * 128;
+/// [`A_STRIDE`] for [`KC_INT8`] (rows 4,672 bytes apart: different L1 sets too).
+const A_STRIDE_INT8: usize = KC_INT8 + 16;
 /// Largest weight matrix (floats) walked whole for every tile: beyond it, it no longer stays in
 /// L2 between tiles.
 const TILE_OUTER_MAX_WEIGHTS: usize = 128 * 1024;
@@ -253,9 +264,10 @@ fn run<K: Kernel>(
     let blocks = tiles.div_ceil(MAX_TILES_PER_BLOCK).div_ceil(threads).max(1) * threads;
     let per_block = tiles.div_ceil(blocks).max(1);
     let blocks = tiles.div_ceil(per_block);
-    // Equal reduction blocks of at most KC, so that no block is a short remainder.
+    // Equal reduction blocks of at most KC (KC_INT8 words for int8), so that no block is a
+    // short remainder.
     let k_len = pc.k_len();
-    let k_blocks = k_len.div_ceil(KC);
+    let k_blocks = k_len.div_ceil(packed_kc::<K>());
     let kc = k_len.div_ceil(k_blocks);
     let runs: Vec<Vec<Run>> = (0..k_blocks)
         .map(|b| patch_runs(pc, input, b * kc, ((b + 1) * kc).min(k_len)))
@@ -290,6 +302,20 @@ fn run<K: Kernel>(
             unsafe { job.run_block(b) }
         })
     });
+}
+
+/// The most reduction values (words for int8) a packed block holds.
+const fn packed_kc<K: Kernel>() -> usize {
+    if K::VALUES_PER_WORD > 1 { KC_INT8 } else { KC }
+}
+
+/// The floats between two pixels' rows of a packed tile.
+const fn a_stride<K: Kernel>() -> usize {
+    if K::VALUES_PER_WORD > 1 {
+        A_STRIDE_INT8
+    } else {
+        A_STRIDE
+    }
 }
 
 /// Reduction values `k0..k1` of a patch as contiguous runs of the input, at the same offsets
@@ -502,17 +528,27 @@ impl<K: Kernel> Job<'_, K> {
         let panels = pc.cout / nr;
         let data = &self.input.data;
         let step = pc.stride * self.input.cs;
-        // Whether pixels `i..j` of every tile are evenly spaced in the input, one stride apart
-        // (each step is at least that, so equal ends mean equal steps).
-        let even = |i: usize, j: usize| {
-            (0..n_tiles).all(|t| src[t * mr + j - 1] - src[t * mr + i] == (j - 1 - i) * step)
+        // Whether pixels `i..j` of the first `tiles` tiles are evenly spaced in the input, one
+        // stride apart (each step is at least that, so equal ends mean equal steps).
+        let even = |tiles: usize, i: usize, j: usize| {
+            (0..tiles).all(|t| src[t * mr + j - 1] - src[t * mr + i] == (j - 1 - i) * step)
         };
-        // Whole tiles evenly spaced, or (maps 7 wide) both halves of every tile.
-        let split = if pixels < n_tiles * mr {
-            None
-        } else if even(0, mr) {
-            Some(false)
-        } else if even(0, mr / 2) && even(mr / 2, mr) {
+        // Whole tiles evenly spaced, or (maps 7 wide) both halves of every tile, the last
+        // perhaps only its first half: on 7-wide maps an image alone, or an odd number of
+        // them, ends in a half tile. Its second half then reads the first half again, and
+        // only the first half's rows are stored (`direct_tiles`).
+        let split = if pixels == n_tiles * mr {
+            if even(n_tiles, 0, mr) {
+                Some(false)
+            } else if even(n_tiles, 0, mr / 2) && even(n_tiles, mr / 2, mr) {
+                Some(true)
+            } else {
+                None
+            }
+        } else if pixels + mr / 2 == n_tiles * mr
+            && even(n_tiles, 0, mr / 2)
+            && even(n_tiles - 1, mr / 2, mr)
+        {
             Some(true)
         } else {
             None
@@ -527,14 +563,30 @@ impl<K: Kernel> Job<'_, K> {
             return;
         }
         APACK.with_borrow_mut(|apack| {
-            apack.resize(n_tiles * mr * A_STRIDE, 0.0);
+            let stride = a_stride::<K>();
+            // The micro-kernel compiled for rows `stride` floats apart.
+            type Tile<K> = unsafe fn(
+                K,
+                *const f32,
+                usize,
+                &[(usize, usize)],
+                *const f32,
+                &[*mut f32; MAX_MR],
+                &Epilogue<'_>,
+            );
+            let tile_at_stride: Tile<K> = if stride == A_STRIDE_INT8 {
+                K::tile::<A_STRIDE_INT8, false>
+            } else {
+                K::tile::<A_STRIDE, false>
+            };
+            apack.resize(n_tiles * mr * stride, 0.0);
             for (kb, runs) in self.runs.iter().enumerate() {
                 let k0 = kb * self.kc;
                 let kc = self.kc.min(k_len - k0);
                 let (first, last) = (kb == 0, k0 + kc == k_len);
                 let pack = |apack: &mut [f32], t: usize| {
                     for i in t * mr..(t + 1) * mr {
-                        let row = &mut apack[i * A_STRIDE..][..kc];
+                        let row = &mut apack[i * stride..][..kc];
                         if i < pixels {
                             for run in runs {
                                 let from = src[i] + run.src;
@@ -570,12 +622,13 @@ impl<K: Kernel> Job<'_, K> {
                         // this block alone writes them.
                         outs[r] = unsafe { self.out.get().add(dst[t * mr + r] + p * nr) };
                     }
-                    let a = &apack[t * mr * A_STRIDE..][..mr * A_STRIDE];
-                    // SAFETY: the A tile holds MR rows of A_STRIDE >= kc floats, the panel kc
+                    let a = &apack[t * mr * stride..][..mr * stride];
+                    // SAFETY: the A tile holds MR rows of `stride` >= kc floats, the panel kc
                     // rows of NR, each stored row's pointer NR floats of a pixel this block
                     // alone writes, and the pooled sums every image of the block.
                     unsafe {
-                        self.isa.tile::<A_STRIDE, false>(
+                        tile_at_stride(
+                            self.isa,
                             a.as_ptr(),
                             0,
                             &[(0, kc)],
@@ -619,7 +672,8 @@ impl<K: Kernel> Job<'_, K> {
     ///
     /// # Safety
     /// As [`Job::run_block`], and every tile's pixels one stride apart in the input (within
-    /// each half of the tile, with `split`).
+    /// each half of the tile, with `split`; a last tile of half the rows, with `split`, reads
+    /// its first half twice).
     unsafe fn direct_block(
         &self,
         px: &BlockPixels,
@@ -646,9 +700,12 @@ impl<K: Kernel> Job<'_, K> {
             // Stage 4 (7-wide maps): the 3x3 (v1; 1056 for v1.5's stride 2) and the
             // stride-2 1x1s into it.
             (528, true) => Self::direct_tiles::<528, true>,
-            // The int8 kernel's words: 512 channels.
+            // The int8 kernel's words: 512 channels, and the stride-2 1x1s from 1024.
             (128, true) => Self::direct_tiles::<128, true>,
+            (544, true) => Self::direct_tiles::<544, true>,
             (1056, true) => Self::direct_tiles::<1056, true>,
+            // The 1x1 from 2048 channels, where an odd number of images ends in a half tile.
+            (2064, true) => Self::direct_tiles::<2064, true>,
             (2080, true) => Self::direct_tiles::<2080, true>,
             _ => return false,
         };
@@ -674,6 +731,8 @@ impl<K: Kernel> Job<'_, K> {
         let k_len = pc.k_len();
         let panels = pc.cout / nr;
         let tile = |t: usize, p: usize| {
+            // All rows, or (the last tile, with SPLIT) the first half.
+            let rows = mr.min(px.pixels - t * mr);
             let epilogue = Epilogue {
                 first: true,
                 last: true,
@@ -685,17 +744,17 @@ impl<K: Kernel> Job<'_, K> {
                 pool: pool_at(pool_base, p, nr),
                 pool_stride: pc.cout,
                 max: max_base,
-                row_img: &px.img[t * mr..(t + 1) * mr],
+                row_img: &px.img[t * mr..t * mr + rows],
             };
             let mut outs = [std::ptr::null_mut::<f32>(); MAX_MR];
-            for (r, out) in outs.iter_mut().enumerate().take(mr) {
+            for (r, out) in outs.iter_mut().enumerate().take(rows) {
                 // SAFETY: `dst` offsets are inside the output and this block alone writes them.
                 *out = unsafe { self.out.get().add(dst[t * mr + r] + p * nr) };
             }
             let origin = self.input.data[src[t * mr]..].as_ptr();
             // Rows from the second half on start this far from the first (unused unless
-            // SPLIT).
-            let jump = if SPLIT {
+            // SPLIT); a half tile's second half reads its first again.
+            let jump = if SPLIT && rows == mr {
                 src[t * mr + mr / 2] - src[t * mr]
             } else {
                 0
@@ -898,6 +957,12 @@ mod tests {
             // and the first of the next), read as two evenly spaced segments.
             check(isa, 2, [512, 32], [7, 7], 3, 1);
             check(isa, 2, [1024, 32], [14, 14], 1, 2);
+            // An odd number of 7-wide maps ends in a half tile: its first half only, the
+            // second reading the first again. A 3x3, a stride-2 1x1, and a 1x1 over pixels
+            // without gaps between them.
+            check(isa, 1, [512, 32], [7, 7], 3, 1);
+            check(isa, 3, [1024, 32], [14, 14], 1, 2);
+            check(isa, 1, [2048, 32], [7, 7], 1, 1);
         });
     }
 
@@ -935,10 +1000,11 @@ mod tests {
     }
 
     fn pooling_matches<K: Kernel>(isa: K) {
-        // Packed (5 x 7 maps, tiles across images) and direct (14-wide rows), with and without
-        // a residual.
+        // Packed (5 x 7 maps, tiles across images) and direct (14-wide rows; a 7-wide map
+        // alone, ending in a half tile), with and without a residual.
         for (n, cin, cout, [h, w], k, stride) in [
             (3, 24, 64, [5, 7], 1, 1),
+            (1, 512, 32, [7, 7], 3, 1),
             (2, 64, 32, [3, 14], 3, 1),
             (2, 256, 32, [2, 14], 1, 1),
         ] {
