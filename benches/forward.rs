@@ -2,7 +2,8 @@
 //! device (flex). Threads: flex uses rayon's global pool, so `RAYON_NUM_THREADS=2 cargo bench`
 //! fixes the count. Throughput is reported in images per second ("elem/s"). The engine is the
 //! default one; `ATTREX_ISA=avx2` (or `avx512`) forces the native engine with that instruction
-//! set, `ATTREX_ISA=burn` Burn's engine.
+//! set, `ATTREX_ISA=burn` Burn's engine. `ATTREX_ENGINE`, which the examples read, works too
+//! (when both are set they must agree).
 //!
 //! Needs the weights (`weights/fetch.sh`); the input is random, which costs the same as a photo.
 
@@ -15,8 +16,14 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 fn forward(c: &mut Criterion) {
     let device = attrex::default_device().expect("default device");
     let mut builder = Backbone::builder().device(device.clone());
-    if let Some(name) = std::env::var_os("ATTREX_ISA") {
-        let name = name.to_string_lossy();
+    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    let name = match (var("ATTREX_ISA"), var("ATTREX_ENGINE")) {
+        (Some(isa), Some(engine)) if isa != engine => {
+            panic!("ATTREX_ISA={isa:?} and ATTREX_ENGINE={engine:?} name different engines")
+        }
+        (isa, engine) => isa.or(engine),
+    };
+    if let Some(name) = name.filter(|n| n != "auto") {
         builder = builder.engine(match Isa::from_name(&name) {
             Some(isa) => Engine::Native(isa),
             None if name == "burn" => Engine::Burn,

@@ -10,10 +10,11 @@
 //! (results read back to the host, and the device synchronised) and prints the median as
 //! `img_per_s=<x>` on its last line. Uses the real weights when they are found, else random
 //! weights (the speed is the same). `--engine burn` forces Burn's engine, `--engine avx2` (or
-//! `avx512`) the native engine with that instruction set (also `ATTREX_ENGINE`); `--profile`
-//! (or `ATTREX_PROFILE=1`) prints the native engine's time per convolution. `--precision int8`
-//! runs the int8 engine (with AVX512-VNNI for `avx512`, the default where the CPU has it), and
-//! `precision=` names its kernel (`int8-avx512-vnni`, `int8-avx-vnni`, `int8-avx2`).
+//! `avx512`) the native engine with that instruction set (also `ATTREX_ENGINE` or
+//! `ATTREX_ISA`); `--profile` (or `ATTREX_PROFILE=1`) prints the native engine's time per
+//! convolution. `--precision int8` runs the int8 engine (with AVX512-VNNI for `avx512`, the
+//! default where the CPU has it), and `precision=` names its kernel (`int8-avx512-vnni`,
+//! `int8-avx-vnni`, `int8-avx2`).
 
 #[macro_use]
 #[path = "common/mod.rs"]

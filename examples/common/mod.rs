@@ -56,7 +56,7 @@ pub struct Setup {
     #[arg(long, value_name = "PATH")]
     pub weights: Option<std::path::PathBuf>,
     /// Engine: auto (the fastest this machine runs), burn, or native (avx512, avx2 to force an
-    /// instruction set).
+    /// instruction set). Left at auto, $ATTREX_ISA names it too.
     #[arg(
         long,
         env = "ATTREX_ENGINE",
@@ -85,17 +85,38 @@ impl Setup {
         })
     }
 
-    /// The engine `--engine` names, or `None` for the default choice.
+    /// The engine `--engine` (or `$ATTREX_ENGINE`) names; where they leave it at `auto`, the
+    /// one `$ATTREX_ISA` names (the variable the `forward` bench reads); `None` for the
+    /// default choice.
+    ///
+    /// # Errors
+    /// An unknown name, or `$ATTREX_ENGINE` and `$ATTREX_ISA` naming different engines.
     pub fn engine(&self) -> Result<Option<attrex::Engine>, Box<dyn std::error::Error>> {
         use attrex::{Engine, Isa};
-        Ok(match self.engine.as_str() {
+        let isa = std::env::var("ATTREX_ISA").ok().filter(|v| !v.is_empty());
+        let named = std::env::var("ATTREX_ENGINE")
+            .ok()
+            .filter(|v| !v.is_empty());
+        if let (Some(isa), Some(named)) = (&isa, &named)
+            && isa != named
+        {
+            return Err(format!(
+                "ATTREX_ENGINE={named:?} and ATTREX_ISA={isa:?} name different engines"
+            )
+            .into());
+        }
+        let (name, from) = match (self.engine.as_str(), &isa) {
+            ("auto", Some(isa)) => (isa.as_str(), "ATTREX_ISA"),
+            (name, _) => (name, "--engine"),
+        };
+        Ok(match name {
             "auto" => None,
             "burn" => Some(Engine::Burn),
-            "native" => Some(Engine::Native(Isa::detect().ok_or(
-                "--engine native: this CPU has neither AVX-512F nor AVX2 + FMA",
-            )?)),
+            "native" => Some(Engine::Native(Isa::detect().ok_or_else(|| {
+                format!("{from} native: this CPU has neither AVX-512F nor AVX2 + FMA")
+            })?)),
             name => Some(Engine::Native(Isa::from_name(name).ok_or_else(|| {
-                format!("--engine takes auto, burn, native, avx512 or avx2, not {name:?}")
+                format!("{from} takes auto, burn, native, avx512 or avx2, not {name:?}")
             })?)),
         })
     }
