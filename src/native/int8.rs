@@ -807,10 +807,10 @@ mod tests {
     fn int8_convolution_matches<I: Int8>(kernel: I) {
         let isa = kernel.avx2();
         // A padded 3x3 on a 7-wide map (packed and split tiles; alone, on 512 channels, ending
-        // in a half tile on the direct path), a 1x1 with the longest
-        // reduction of a ResNet (one packed block) and one longer still (two blocks), a strided
-        // 1x1, and a 3x3 over two panels of the AVX-512 kernel (four of the AVX2 one). Output
-        // widths are multiples of 32, every kernel's panel.
+        // in a half tile on the direct path), 1x1s whose packed reductions are one block (2048
+        // channels) and two (5120), a strided 1x1, and a 3x3 over two panels of the AVX-512
+        // kernel (four of the AVX2 one). Output widths are multiples of 32, every kernel's
+        // panel.
         for (n, cin, cout, h, w, k, stride) in [
             (2, 64, 32, 7, 7, 3, 1),
             (1, 512, 32, 7, 7, 3, 1),

@@ -436,12 +436,13 @@ fn random_int8_backbones() -> Vec<(Isa, Arc<Backbone>)> {
 /// of threads. On 7-wide maps a tile is two rows, so an image's last row shares a tile with
 /// the next image's first, or (alone, or one image per task) is a half tile; on other widths
 /// the last tile may be short anywhere. Short tiles used to be packed, and packed reductions
-/// cut into blocks of 256 words whose partial sums were added in `f32`, while the direct path
-/// sums each reduction whole in integers: an ulp then moved a code, and block 5 moved by
+/// were cut into blocks of 256 words whose partial sums were added in `f32`, while the direct
+/// path sums each reduction whole in integers: an ulp then moved a code, and block 5 moved by
 /// 9.8e-4 relative L2 (measured 2026-11-28). Now half tiles run on the direct path, and
 /// packed int8 blocks hold 1,152 words. What may still differ is the order in which each
-/// tile's share of a pooled sum is added: about 1e-7 (the bound is ten times that; a moved
-/// code moves a block by 1e-5 or more). Photos at 224 x 224 (7-wide maps at block 5), and
+/// tile's share of a pooled sum is added: up to 7.1e-8 measured (the bound is over ten times
+/// that, and a hundredth of what the moved codes did). Photos at 224 x 224 (7-wide maps at
+/// block 5), and
 /// random 256 x 256 inputs (whose short tiles are packed). A moved code is a chance event, so
 /// the packed blocks are checked bit for bit in the lib's
 /// `int8_outputs_do_not_depend_on_the_batch`.
