@@ -309,13 +309,9 @@ const fn packed_kc<K: Kernel>() -> usize {
     if K::VALUES_PER_WORD > 1 { KC_INT8 } else { KC }
 }
 
-/// The floats between two pixels' rows of a packed tile.
+/// The floats between two pixels' rows of a packed tile: [`A_STRIDE`] or [`A_STRIDE_INT8`].
 const fn a_stride<K: Kernel>() -> usize {
-    if K::VALUES_PER_WORD > 1 {
-        A_STRIDE_INT8
-    } else {
-        A_STRIDE
-    }
+    packed_kc::<K>() + 16
 }
 
 /// Reduction values `k0..k1` of a patch as contiguous runs of the input, at the same offsets
@@ -533,25 +529,21 @@ impl<K: Kernel> Job<'_, K> {
         let even = |tiles: usize, i: usize, j: usize| {
             (0..tiles).all(|t| src[t * mr + j - 1] - src[t * mr + i] == (j - 1 - i) * step)
         };
-        // Whole tiles evenly spaced, or (maps 7 wide) both halves of every tile, the last
-        // perhaps only its first half: on 7-wide maps an image alone, or an odd number of
-        // them, ends in a half tile. Its second half then reads the first half again, and
-        // only the first half's rows are stored (`direct_tiles`).
-        let split = if pixels == n_tiles * mr {
-            if even(n_tiles, 0, mr) {
-                Some(false)
-            } else if even(n_tiles, 0, mr / 2) && even(n_tiles, mr / 2, mr) {
-                Some(true)
-            } else {
-                None
-            }
-        } else if pixels + mr / 2 == n_tiles * mr
-            && even(n_tiles, 0, mr / 2)
-            && even(n_tiles - 1, mr / 2, mr)
-        {
-            Some(true)
+        // The tiles with a second half: all, or all but a last half tile (on 7-wide maps an
+        // image alone, or an odd number of them, ends in one; its second half then reads the
+        // first again, and only the first half's rows are stored, see `direct_tiles`).
+        let whole = if pixels == n_tiles * mr {
+            Some(n_tiles)
+        } else if pixels + mr / 2 == n_tiles * mr {
+            Some(n_tiles - 1)
         } else {
             None
+        };
+        // Whole tiles evenly spaced, or (maps 7 wide) each half of every tile.
+        let split = match whole {
+            Some(w) if w == n_tiles && even(n_tiles, 0, mr) => Some(false),
+            Some(w) if even(n_tiles, 0, mr / 2) && even(w, mr / 2, mr) => Some(true),
+            _ => None,
         };
         if let Some(split) = split
             // SAFETY: as this function's contract; each tile's pixels, at `src` and one stride

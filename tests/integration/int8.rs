@@ -458,11 +458,6 @@ fn int8_features_do_not_depend_on_the_batch_or_the_thread_count() {
             .unwrap()
     };
     let (one, two) = (pool(1), pool(2));
-    let rel = |a: &[f32], b: &[f32]| {
-        let diff: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-        let norm: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
-        (diff / norm).sqrt()
-    };
     for (isa, backbone) in random_int8_backbones() {
         let tap = BlockTap::all(backbone);
         // Each input's features: batched on one thread, on two, and each image alone.
@@ -495,7 +490,7 @@ fn int8_features_do_not_depend_on_the_batch_or_the_thread_count() {
             for i in 0..3 {
                 for (other, what) in [(&alone[i], "alone"), (&threads[i], "on two threads")] {
                     for (b, (x, y)) in batched[i].blocks.iter().zip(&other.blocks).enumerate() {
-                        let d = rel(x, y);
+                        let d = crate::rel_l2(y, x);
                         assert!(
                             d < 1e-6,
                             "{isa} {input} {i} block {}: {what}, {d:.2e} relative L2 from batched",
