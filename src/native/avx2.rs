@@ -26,7 +26,9 @@ use std::arch::x86_64::{
     _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
 };
 
-use super::isa::{Avx2Fma, Avx2Int8, Epilogue, Int8, Isa, Kernel, MAX_MR, vectorize_with};
+use super::isa::{
+    Avx2Fma, Avx2Int8, AvxVnni, Epilogue, Int8, Isa, Kernel, MAX_MR, VnniEncoding, vectorize_with,
+};
 
 /// Output pixels per tile.
 const MR: usize = 14;
@@ -59,7 +61,7 @@ impl Kernel for Avx2Fma {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves AVX2 and FMA; the pointers are as the caller's contract says.
         unsafe {
-            wide_tile::<STEP, SPLIT, false>(a, jump, runs, b, outs, ep, false);
+            wide_tile::<STEP, SPLIT, false>(a, jump, runs, b, outs, ep, None);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -107,10 +109,11 @@ impl Kernel for Avx2Int8 {
     ) {
         ep.assert_int8(NR);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `self` proves AVX2 and FMA; the pointers are as the caller's contract says,
-        // and the scales were checked above.
+        // SAFETY: `self` proves AVX2 and FMA, and its `vnni()` the encoding of `vpdpbusd`;
+        // the pointers are as the caller's contract says, and the scales were checked above.
         unsafe {
-            wide_tile::<STEP, SPLIT, true>(a, jump, runs, b, outs, ep, self.vnni().is_some());
+            let vnni = self.vnni().map(AvxVnni::encoding);
+            wide_tile::<STEP, SPLIT, true>(a, jump, runs, b, outs, ep, vnni);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -311,11 +314,12 @@ unsafe fn quantize_u8<const HIGH: bool>(
 /// multiplied and summed exactly into 32-bit integers ([`multiply_add_quads_5x16`]), then
 /// scaled by the panel's [`Epilogue::scale`] and each row's image's [`Epilogue::image_scale`]
 /// into floats; with `vnni` as well, multiplied and summed by AVX-VNNI's `vpdpbusd`
-/// ([`multiply_add_vnni_5x16`]) instead.
+/// ([`multiply_add_vnni_5x16`]) instead, in its encoding.
 ///
 /// # Safety
-/// AVX2 and FMA must be available (and AVX-VNNI with `vnni`), and the pointers as
-/// [`Kernel::tile`] says (with `NR` 16).
+/// AVX2 and FMA must be available (and `vnni`'s encoding of `vpdpbusd`: AVX-VNNI for VEX,
+/// AVX512-VNNI and AVX512VL for EVEX), and the pointers as [`Kernel::tile`] says (with `NR`
+/// 16).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
@@ -325,7 +329,7 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
     b: *const f32,
     outs: &[*mut f32; MAX_MR],
     ep: &Epilogue<'_>,
-    vnni: bool,
+    vnni: Option<VnniEncoding>,
 ) {
     const { assert!(MR == 14 && MR <= MAX_MR) };
     let rows = ep.row_img.len();
@@ -370,18 +374,28 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
                 let p = |r: usize| bases[r].add(off + k);
                 let w = bp.add(k * NR);
                 let (g0, g1, g2) = (acc, acc.add(5 * NR), acc.add(10 * NR));
-                if INT && vnni {
-                    multiply_add_vnni_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
-                    multiply_add_vnni_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
-                    multiply_add_vnni_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
-                } else if INT {
-                    multiply_add_quads_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
-                    multiply_add_quads_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
-                    multiply_add_quads_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
-                } else {
-                    multiply_add_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
-                    multiply_add_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
-                    multiply_add_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
+                match (INT, vnni) {
+                    (true, Some(VnniEncoding::Vex)) => {
+                        multiply_add_vnni_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
+                        multiply_add_vnni_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
+                        multiply_add_vnni_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
+                    }
+                    #[cfg(test)]
+                    (true, Some(VnniEncoding::Evex)) => {
+                        multiply_add_evex_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
+                        multiply_add_evex_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
+                        multiply_add_evex_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
+                    }
+                    (true, None) => {
+                        multiply_add_quads_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
+                        multiply_add_quads_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
+                        multiply_add_quads_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
+                    }
+                    (false, _) => {
+                        multiply_add_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
+                        multiply_add_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
+                        multiply_add_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
+                    }
                 }
                 k += n;
             }
@@ -607,6 +621,14 @@ macro_rules! row_group {
             "{{vex}} vpdpbusd ymm", $hi, ", ymm13, ymm11",
         )
     };
+    // The same step EVEX-encoded (AVX512-VNNI with AVX512VL), the tests' stand-in for it.
+    (@step evex, $row:ident, $lo:literal, $hi:literal) => {
+        concat!(
+            "vpbroadcastd ymm13, [{", stringify!($row), "} + 4 * {i}]\n",
+            "{{evex}} vpdpbusd ymm", $lo, ", ymm13, ymm10\n",
+            "{{evex}} vpdpbusd ymm", $hi, ", ymm13, ymm11",
+        )
+    };
 }
 
 row_group!(
@@ -658,6 +680,24 @@ row_group!(
     /// # Safety
     /// As [`multiply_add_vnni_5x16`], for four rows.
     multiply_add_vnni_4x16,
+);
+
+row_group!(
+    evex,
+    /// [`multiply_add_vnni_5x16`] with EVEX-encoded `vpdpbusd`: the tests' stand-in for it
+    /// on CPUs with AVX512-VNNI and AVX512VL but not AVX-VNNI
+    /// ([`Avx2Int8::evex_stand_in`](super::isa::Avx2Int8::evex_stand_in)).
+    ///
+    /// # Safety
+    /// As [`multiply_add_5x16`], and AVX512-VNNI and AVX512VL must be available.
+    #[cfg(test)]
+    multiply_add_evex_5x16,
+    /// [`multiply_add_evex_5x16`] for four rows (64 sums of `acc`).
+    ///
+    /// # Safety
+    /// As [`multiply_add_evex_5x16`], for four rows.
+    #[cfg(test)]
+    multiply_add_evex_4x16,
 );
 
 /// Sixteen `i16` ones, for `vpmaddwd` to add pairs.

@@ -132,14 +132,34 @@ pub(crate) struct Avx2Int8 {
 }
 
 /// Proof that the CPU has AVX-VNNI (`vpdpbusd` on 256-bit vectors, VEX-encoded). Only
-/// [`Avx2Int8`]'s `From` creates one, after checking.
+/// [`Avx2Int8`]'s `From` creates one, after checking (and, in tests, its EVEX stand-in).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct AvxVnni(Proof);
+pub(crate) struct AvxVnni(Proof, VnniEncoding);
+
+/// How the AVX-VNNI kernel encodes `vpdpbusd` on 256-bit vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VnniEncoding {
+    /// VEX: AVX-VNNI, the kernel's real encoding.
+    Vex,
+    /// EVEX: AVX512-VNNI with AVX512VL, the same operation on the same registers. Tests run
+    /// the AVX-VNNI kernel with it on CPUs that have AVX512-VNNI but not AVX-VNNI
+    /// ([`Avx2Int8::evex_stand_in`]): all of the kernel but the instruction's encoding.
+    #[cfg(test)]
+    Evex,
+}
+
+impl AvxVnni {
+    /// The encoding of `vpdpbusd` the kernel uses.
+    pub fn encoding(self) -> VnniEncoding {
+        self.1
+    }
+}
 
 impl From<Avx2Fma> for Avx2Int8 {
     fn from(isa: Avx2Fma) -> Self {
         #[cfg(target_arch = "x86_64")]
-        let vnni = std::arch::is_x86_feature_detected!("avxvnni").then_some(AvxVnni(Proof(())));
+        let vnni = std::arch::is_x86_feature_detected!("avxvnni")
+            .then_some(AvxVnni(Proof(()), VnniEncoding::Vex));
         #[cfg(not(target_arch = "x86_64"))]
         let vnni = None;
         Self { isa, vnni }
@@ -156,6 +176,24 @@ impl Avx2Int8 {
     #[cfg(test)]
     pub fn without_vnni(self) -> Self {
         Self { vnni: None, ..self }
+    }
+
+    /// The AVX-VNNI kernel with EVEX-encoded `vpdpbusd` instead of VEX-encoded, for tests on
+    /// a CPU with AVX512-VNNI and AVX512VL (proved by `proof` and checked here) but without
+    /// AVX-VNNI: the instruction is the same operation on the same 256-bit registers, so the
+    /// tests run everything of the AVX-VNNI kernel but its encoding. `None` without AVX512VL.
+    #[cfg(test)]
+    pub fn evex_stand_in(self, proof: Avx512Vnni) -> Option<Self> {
+        let _ = proof;
+        #[cfg(target_arch = "x86_64")]
+        let vnni = std::arch::is_x86_feature_detected!("avx512vl")
+            .then_some(AvxVnni(Proof(()), VnniEncoding::Evex));
+        #[cfg(not(target_arch = "x86_64"))]
+        let vnni = None;
+        vnni.map(|v| Self {
+            vnni: Some(v),
+            ..self
+        })
     }
 }
 
@@ -484,6 +522,21 @@ pub(crate) mod testing {
         skip_named(kernel.flag());
     }
 
+    /// Says that the AVX-VNNI kernel runs with its EVEX stand-in
+    /// ([`Avx2Int8::evex_stand_in`](super::Avx2Int8::evex_stand_in)) on this CPU, or fails
+    /// when CI expects AVX-VNNI itself: the stand-in does not test the VEX encoding.
+    ///
+    /// # Panics
+    /// When `ATTREX_EXPECT_ISA` names `kernel`'s flag.
+    pub fn stand_in(kernel: Int8Kernel) {
+        let name = kernel.flag();
+        assert!(
+            !names().iter().any(|n| n == name),
+            "ATTREX_EXPECT_ISA names {name}, but this CPU lacks it: only its EVEX stand-in runs"
+        );
+        eprintln!("this CPU lacks {name}: its kernel runs with EVEX-encoded vpdpbusd instead");
+    }
+
     fn skip_named(name: &str) {
         assert!(
             !names().iter().any(|n| n == name),
@@ -515,11 +568,13 @@ pub(crate) use each_kernel;
 
 /// Runs `$body` once for each int8 kernel, with its token bound to `$isa`: AVX512-VNNI,
 /// AVX-VNNI and AVX2 (`vpmaddubsw`, also where the CPU has AVX-VNNI); a kernel the CPU lacks is
-/// skipped, or fails the test when CI expects it ([`testing`]).
+/// skipped, or fails the test when CI expects it ([`testing`]). Without AVX-VNNI, the AVX-VNNI
+/// kernel runs with EVEX-encoded `vpdpbusd` where the CPU has AVX512-VNNI and AVX512VL
+/// ([`Avx2Int8::evex_stand_in`]).
 #[cfg(test)]
 macro_rules! each_int8_kernel {
     (|$isa:ident| $body:expr) => {{
-        use $crate::native::isa::testing::{skip, skip_int8};
+        use $crate::native::isa::testing::{skip, skip_int8, stand_in};
         use $crate::native::isa::{Avx2Fma, Avx2Int8, Avx512Vnni, Int8Kernel, Isa};
         match Avx512Vnni::detect() {
             Some($isa) => $body,
@@ -532,7 +587,14 @@ macro_rules! each_int8_kernel {
                         let $isa = isa;
                         $body
                     }
-                    None => skip_int8(Int8Kernel::AvxVnni),
+                    None => match Avx512Vnni::detect().and_then(|p| isa.evex_stand_in(p)) {
+                        Some(isa) => {
+                            stand_in(Int8Kernel::AvxVnni);
+                            let $isa = isa;
+                            $body
+                        }
+                        None => skip_int8(Int8Kernel::AvxVnni),
+                    },
                 }
                 let $isa = isa.without_vnni();
                 $body
