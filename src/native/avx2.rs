@@ -14,8 +14,9 @@
 //! between turns. The multiply-add loops are written in assembly so that the register
 //! allocation is the one described here. They take two reduction steps per turn (a last single
 //! step for an odd count): with one, a turn was 20 instructions for 10 multiply-adds, as many
-//! as an Intel core issues in the five cycles the multiply-adds take, and the `f32` loop ran
-//! at 35 GMAC/s from L1 on one Cascade Lake core against 40.7 with two (the peak is 41.5).
+//! as an Intel core issues in the five cycles the multiply-adds take, and a copy of the `f32`
+//! loop ran at 35 GMAC/s from L1 on one Cascade Lake core against 40.7 with two (the peak is
+//! 41.5; `benches/README.md`).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::asm;

@@ -179,12 +179,12 @@ impl Avx2Int8 {
     }
 
     /// The AVX-VNNI kernel with EVEX-encoded `vpdpbusd` instead of VEX-encoded, for tests on
-    /// a CPU with AVX512-VNNI and AVX512VL (proved by `proof` and checked here) but without
-    /// AVX-VNNI: the instruction is the same operation on the same 256-bit registers, so the
-    /// tests run everything of the AVX-VNNI kernel but its encoding. `None` without AVX512VL.
+    /// a CPU with AVX512-VNNI (which the token proves) and AVX512VL (checked here) but
+    /// without AVX-VNNI: the instruction is the same operation on the same 256-bit registers,
+    /// so the tests run everything of the AVX-VNNI kernel but its encoding. `None` without
+    /// AVX512VL.
     #[cfg(test)]
-    pub fn evex_stand_in(self, proof: Avx512Vnni) -> Option<Self> {
-        let _ = proof;
+    pub fn evex_stand_in(self, _: Avx512Vnni) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         let vnni = std::arch::is_x86_feature_detected!("avx512vl")
             .then_some(AvxVnni(Proof(()), VnniEncoding::Evex));
@@ -529,20 +529,24 @@ pub(crate) mod testing {
     /// # Panics
     /// When `ATTREX_EXPECT_ISA` names `kernel`'s flag.
     pub fn stand_in(kernel: Int8Kernel) {
-        let name = kernel.flag();
-        assert!(
-            !names().iter().any(|n| n == name),
-            "ATTREX_EXPECT_ISA names {name}, but this CPU lacks it: only its EVEX stand-in runs"
+        lacking(
+            kernel.flag(),
+            "its kernel runs with EVEX-encoded vpdpbusd instead",
         );
-        eprintln!("this CPU lacks {name}: its kernel runs with EVEX-encoded vpdpbusd instead");
     }
 
     fn skip_named(name: &str) {
+        lacking(name, "its kernels are not tested here");
+    }
+
+    /// Says that this CPU lacks `name` and what the tests do instead, or fails when CI expects
+    /// `name`.
+    fn lacking(name: &str, instead: &str) {
         assert!(
             !names().iter().any(|n| n == name),
-            "ATTREX_EXPECT_ISA names {name}, but this CPU lacks it: its kernels are not tested"
+            "ATTREX_EXPECT_ISA names {name}, but this CPU lacks it: {instead}"
         );
-        eprintln!("this CPU lacks {name}: its kernels are not tested here");
+        eprintln!("this CPU lacks {name}: {instead}");
     }
 }
 
