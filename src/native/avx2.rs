@@ -378,28 +378,24 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
                 let p = |r: usize| bases[r].add(off + k);
                 let w = bp.add(k * NR);
                 let (g0, g1, g2) = (acc, acc.add(5 * NR), acc.add(10 * NR));
+                // The three row groups, with the loops `$five` and `$four`.
+                macro_rules! groups {
+                    ($five:ident, $four:ident) => {{
+                        $five([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
+                        $five([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
+                        $four([p(10), p(11), p(12), p(13)], w, n, g2);
+                    }};
+                }
                 match (INT, vnni) {
                     (true, Some(VnniEncoding::Vex)) => {
-                        multiply_add_vnni_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
-                        multiply_add_vnni_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
-                        multiply_add_vnni_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
+                        groups!(multiply_add_vnni_5x16, multiply_add_vnni_4x16)
                     }
                     #[cfg(test)]
                     (true, Some(VnniEncoding::Evex)) => {
-                        multiply_add_evex_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
-                        multiply_add_evex_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
-                        multiply_add_evex_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
+                        groups!(multiply_add_evex_5x16, multiply_add_evex_4x16)
                     }
-                    (true, None) => {
-                        multiply_add_quads_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
-                        multiply_add_quads_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
-                        multiply_add_quads_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
-                    }
-                    (false, _) => {
-                        multiply_add_5x16([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
-                        multiply_add_5x16([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
-                        multiply_add_4x16([p(10), p(11), p(12), p(13)], w, n, g2);
-                    }
+                    (true, None) => groups!(multiply_add_quads_5x16, multiply_add_quads_4x16),
+                    (false, _) => groups!(multiply_add_5x16, multiply_add_4x16),
                 }
                 k += n;
             }
@@ -558,7 +554,8 @@ macro_rules! row_group {
         unsafe fn $name(rows: [*const f32; $n], b: *const f32, len: usize, acc: *mut f32) {
             // SAFETY: the loop reads `len` values of each row, `len` 16-value rows of `b` (and
             // the ones), and reads and writes the group's sums in `acc`, all valid by the
-            // contract; `len > 0`, so that the count does not wrap.
+            // contract: the paired steps stop at the even count `len & !1` (none for a count
+            // below 2), and one more step runs for an odd `len`.
             unsafe {
                 asm!(
                     "vmovdqu ymm12, [{ones}]",
