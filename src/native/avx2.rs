@@ -46,6 +46,7 @@ impl Kernel for Avx2Fma {
     const ISA: Isa = Isa::Avx2;
     const MR: usize = MR;
     const NR: usize = NR;
+    const PREFETCH_NEXT_INPUT: bool = true;
 
     #[inline(always)]
     fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {

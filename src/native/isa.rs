@@ -429,6 +429,12 @@ pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
     /// Input values per 32-bit word of the activations and weights the kernel reads: 1 for
     /// `f32`, 4 for the int8 kernel's bytes (the driver counts words).
     const VALUES_PER_WORD: usize = 1;
+    /// Whether the driver fetches the next tile's input rows into L2 during a 1x1
+    /// convolution's tiles (AVX2 `f32` on AMD Zen 3: stage 1's 1x1s 2-6 % faster on one
+    /// thread and 0-15 % on two, the whole pass about 1 %; the int8 kernel, whose rows are a
+    /// quarter the size, showed no clear gain, so it leaves them to the hardware prefetchers;
+    /// AVX-512 was not measured; see `benches/README.md`).
+    const PREFETCH_NEXT_INPUT: bool = false;
 
     /// Runs `f` in a function compiled for this instruction set, so that what is inlined into
     /// it (the driver's loops, the pooling layers) is vectorised with it and can inline the

@@ -770,8 +770,26 @@ impl<K: Kernel> Job<'_, K> {
         // inlined.
         self.isa.vectorize(|| {
             if k_len * pc.cout <= TILE_OUTER_MAX_WEIGHTS {
+                // A 1x1 convolution's patch is one run: where the kernel asks for it, fetch the
+                // next tile's input rows into L2 while this tile's panels run, a share of the
+                // rows before each panel.
+                let next_rows = match self.direct_runs.as_slice() {
+                    &[run] if K::PREFETCH_NEXT_INPUT => Some(run),
+                    _ => None,
+                };
+                let input = self.input.data.as_ptr();
                 for t in 0..n_tiles {
+                    let next = (t + 1) * mr;
+                    let rows = mr.min(px.pixels.saturating_sub(next));
                     for p in 0..panels {
+                        if let Some((off, len)) = next_rows {
+                            for r in rows * p / panels..rows * (p + 1) / panels {
+                                let row = input.wrapping_add(src[next + r] + off);
+                                for word in (0..len).step_by(16) {
+                                    prefetch_l2(row.wrapping_add(word));
+                                }
+                            }
+                        }
                         tile(t, p);
                     }
                 }
@@ -784,6 +802,18 @@ impl<K: Kernel> Job<'_, K> {
             }
         });
     }
+}
+
+/// Fetches the cache line at `at` into L2 (a hint: any address will do).
+#[inline(always)]
+fn prefetch_l2(at: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(at.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 #[cfg(test)]
