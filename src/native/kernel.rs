@@ -770,9 +770,9 @@ impl<K: Kernel> Job<'_, K> {
         // inlined.
         self.isa.vectorize(|| {
             if k_len * pc.cout <= TILE_OUTER_MAX_WEIGHTS {
-                // A 1x1 convolution's patch is one run: where the kernel asks for it, fetch the
-                // next tile's input rows into L2 while this tile's panels run, a share of the
-                // rows before each panel.
+                // Where a patch is one run (a 1x1 convolution's) and the kernel asks for it,
+                // fetch the next tile's input rows into L2 while this tile's panels run, a
+                // share of the rows before each panel; `len` counts 4-byte words, 16 a line.
                 let next_rows = match self.direct_runs.as_slice() {
                     &[run] if K::PREFETCH_NEXT_INPUT => Some(run),
                     _ => None,
