@@ -338,7 +338,9 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
 ) {
     const { assert!(MR == 14 && MR <= MAX_MR) };
     let rows = ep.row_img.len();
-    let mut sums = Sums([[0.0; NR]; MR]);
+    // Written whole by the first chunk's row groups, which start their sums from zero.
+    let mut sums = std::mem::MaybeUninit::<Sums>::uninit();
+    let mut fresh = true;
     // SAFETY: the caller's contract covers every access below.
     unsafe {
         // Each row's output is stored after the multiply-adds, and the partial sums or the
@@ -370,7 +372,7 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
             }
         };
         let bases: [*const f32; MR] = std::array::from_fn(row);
-        let acc = sums.0.as_mut_ptr().cast::<f32>();
+        let acc = sums.as_mut_ptr().cast::<f32>();
         let mut bp = b;
         for &(off, len) in runs {
             let mut k = 0;
@@ -382,9 +384,9 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
                 // The three row groups, with the loops `$five` and `$four`.
                 macro_rules! groups {
                     ($five:ident, $four:ident) => {{
-                        $five([p(0), p(1), p(2), p(3), p(4)], w, n, g0);
-                        $five([p(5), p(6), p(7), p(8), p(9)], w, n, g1);
-                        $four([p(10), p(11), p(12), p(13)], w, n, g2);
+                        $five([p(0), p(1), p(2), p(3), p(4)], w, n, g0, fresh);
+                        $five([p(5), p(6), p(7), p(8), p(9)], w, n, g1, fresh);
+                        $four([p(10), p(11), p(12), p(13)], w, n, g2, fresh);
                     }};
                 }
                 match (INT, vnni) {
@@ -398,10 +400,18 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
                     (true, None) => groups!(multiply_add_quads_5x16, multiply_add_quads_4x16),
                     (false, _) => groups!(multiply_add_5x16, multiply_add_4x16),
                 }
+                fresh = false;
                 k += n;
             }
             bp = bp.add(len * NR);
         }
+        if fresh {
+            // No reduction step ran (an empty patch): every sum is zero.
+            sums.write(Sums([[0.0; NR]; MR]));
+        }
+        // SAFETY: the first chunk's three row groups stored all 14 rows of sums, or the line
+        // above did.
+        let sums = sums.assume_init_ref();
         let zero = _mm256_setzero_ps();
         let bias = if ep.last {
             [
@@ -427,6 +437,17 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
         let maxing = ep.last && !ep.max.is_null();
         let lanes = |image: usize| ep.max.add(image * NR);
         let mut image = ep.row_img[0];
+        // The dequantising scale of the current image's rows: the weights' per channel times
+        // the input's of the image.
+        let scaled = |image: usize| {
+            if INT {
+                let s = _mm256_set1_ps(ep.image_scale[image]);
+                [_mm256_mul_ps(scale[0], s), _mm256_mul_ps(scale[1], s)]
+            } else {
+                [zero; 2]
+            }
+        };
+        let mut dequantise = scaled(image);
         let mut pool = [zero; 2];
         let mut max = if maxing {
             [
@@ -445,6 +466,7 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
                     flush_max(lanes(image), &mut max);
                 }
                 image = row_img;
+                dequantise = scaled(image);
                 if maxing {
                     max = [
                         _mm256_loadu_ps(lanes(image)),
@@ -456,8 +478,7 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
                 let out = row_out.add(8 * h);
                 let mut v = _mm256_loadu_ps(row_sums.as_ptr().add(8 * h));
                 if INT {
-                    let s = _mm256_mul_ps(scale[h], _mm256_set1_ps(ep.image_scale[image]));
-                    v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_castps_si256(v)), s);
+                    v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_castps_si256(v)), dequantise[h]);
                 }
                 if from_out {
                     v = _mm256_add_ps(v, _mm256_loadu_ps(out));
@@ -524,9 +545,10 @@ struct Sums([[f32; NR]; MR]);
 
 /// Defines a row group's multiply-add loop: `acc[j][0..16] += sum_i rows[j][i] * b[i][0..16]`
 /// for `i < len` and each row `j` of the group, with the sums (16 per row) loaded into
-/// registers at the start and stored back at the end. Each row names its pointer operand and
-/// its two accumulator registers; the loop body is the `f32` one (a broadcast and two FMAs per
-/// row) or the int8 one ([`multiply_add_quads_5x16`]).
+/// registers at the start (with `fresh`, set to zero instead: a tile's first chunk, whose sums
+/// would be zeros stored only to be loaded) and stored back at the end. Each row names its
+/// pointer operand and its two accumulator registers; the loop body is the `f32` one (a
+/// broadcast and two FMAs per row) or the int8 one ([`multiply_add_quads_5x16`]).
 macro_rules! row_group {
     // The five-row and four-row loops of one kind.
     (
@@ -552,18 +574,33 @@ macro_rules! row_group {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         #[inline]
-        unsafe fn $name(rows: [*const f32; $n], b: *const f32, len: usize, acc: *mut f32) {
+        unsafe fn $name(
+            rows: [*const f32; $n],
+            b: *const f32,
+            len: usize,
+            acc: *mut f32,
+            fresh: bool,
+        ) {
             // SAFETY: the loop reads `len` values of each row, `len` 16-value rows of `b` (and
-            // the ones), and reads and writes the group's sums in `acc`, all valid by the
-            // contract: the paired steps stop at the even count `len & !1` (none for a count
-            // below 2), and one more step runs for an odd `len`.
+            // the ones), and reads (unless `fresh`) and writes the group's sums in `acc`, all
+            // valid by the contract: the paired steps stop at the even count `len & !1` (none
+            // for a count below 2), and one more step runs for an odd `len`.
             unsafe {
                 asm!(
                     "vmovdqu ymm12, [{ones}]",
+                    "test {fresh}, {fresh}",
+                    "jnz 5f",
                     $(
                         concat!("vmovdqu ymm", $lo, ", [{acc} + 64 * ", $i, "]"),
                         concat!("vmovdqu ymm", $hi, ", [{acc} + 64 * ", $i, " + 32]"),
                     )*
+                    "jmp 6f",
+                    "5:",
+                    $(
+                        concat!("vpxor ymm", $lo, ", ymm", $lo, ", ymm", $lo),
+                        concat!("vpxor ymm", $hi, ", ymm", $hi, ", ymm", $hi),
+                    )*
+                    "6:",
                     "xor {i}, {i}",
                     "test {pairs}, {pairs}",
                     "jz 3f",
@@ -595,6 +632,7 @@ macro_rules! row_group {
                     pairs = in(reg) len & !1,
                     i = out(reg) _,
                     acc = in(reg) acc,
+                    fresh = in(reg) usize::from(fresh),
                     ones = in(reg) ONES.0.as_ptr(),
                     out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
                     out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
@@ -649,11 +687,12 @@ macro_rules! row_group {
 row_group!(
     f32,
     /// `acc[j][0..16] += sum_i rows[j][i] * b[i][0..16]` for `i < len` and the five rows `j`
-    /// (80 sums of `acc`).
+    /// (80 sums of `acc`); with `fresh`, `acc[j][0..16] = sum_i ...` (`acc` is only written).
     ///
     /// # Safety
     /// AVX2 and FMA must be available; `rows[j] + i` and `b + 16 * i .. + 16` readable for
-    /// `i < len`, `acc` 80 floats, and `len > 0`.
+    /// `i < len`, and `acc` 80 floats (`len` may be 0: the sums are then stored as they were
+    /// loaded, or as zeros with `fresh`).
     multiply_add_5x16,
     /// [`multiply_add_5x16`] for four rows (64 sums of `acc`).
     ///
