@@ -50,13 +50,13 @@ pub enum Precision {
     #[default]
     Fp32,
     /// The bottleneck stages (blocks 2 to 5) in 8-bit integers: each convolution's input to
-    /// `u8` with a scale per image (no calibration data), weights to `i8` symmetric per
-    /// output channel, products summed exactly in 32-bit integers. The scale of a block input
-    /// comes from a clip at about its 99.9th percentile, and the values above it (about 0.1%)
-    /// are added back exactly, in `f32`, after the convolutions that read them; the other
-    /// inputs take their largest value. The stem, the residual stream and the pooled outputs
-    /// stay `f32`. Native engine only: with AVX512-VNNI where the CPU has it (and no engine,
-    /// or [`Engine::Native`]`(`[`Isa::Avx512`]`)`, is asked for), else with the AVX2 kernel,
+    /// `u8` (no calibration data), weights to `i8` symmetric per output channel, products
+    /// summed exactly in 32-bit integers. The 3x3s' inputs take a scale per image, their
+    /// largest value / 255; the 1x1s' inputs (the block inputs among them) one per pixel, its
+    /// largest value over the channels / 255, written as the convolution before computes them.
+    /// The stem, the residual stream and the pooled outputs stay `f32`. Native engine only:
+    /// with AVX512-VNNI where the CPU has it (and no engine, or
+    /// [`Engine::Native`]`(`[`Isa::Avx512`]`)`, is asked for), else with the AVX2 kernel,
     /// which uses AVX-VNNI where the CPU has it ([`Backbone::int8_kernel`] says which runs).
     /// Weights take 8 bits (-127..=127). AVX2 without VNNI sums pairs of products in 16 bits
     /// (`vpmaddubsw`), so there a channel whose weights hold a pair of the same sign adding up

@@ -25,8 +25,11 @@ pub(crate) struct Act {
     pub cs: usize,
     pub pad: usize,
     /// For activations quantised for the int8 kernel: each image's scale (the value of code
-    /// 1). Empty for floats.
+    /// 1). Empty for floats and for activations quantised per pixel.
     pub image_scale: Vec<f32>,
+    /// For activations quantised per pixel: each pixel's scale, at its offset / `cs` (one slot
+    /// per pixel of the padded layout; the border's are unused). Empty otherwise.
+    pub pixel_scale: Vec<f32>,
 }
 
 /// The channel stride for `c` channels: `c` when 14 pixels of it span few enough bytes to sit
@@ -249,6 +252,7 @@ impl Pool {
             cs,
             pad,
             image_scale: Vec::new(),
+            pixel_scale: Vec::new(),
         };
         act.clear_border();
         act

@@ -22,12 +22,11 @@
 use std::arch::asm;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
-    __m256, _CMP_GT_OQ, _MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps,
-    _mm256_castps_si256, _mm256_cmp_ps, _mm256_cmpgt_epi32, _mm256_cvtepi32_ps, _mm256_cvtps_epi32,
-    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps,
-    _mm256_min_ps, _mm256_movemask_ps, _mm256_mul_ps, _mm256_or_ps, _mm256_packus_epi16,
-    _mm256_packus_epi32, _mm256_permutevar8x32_epi32, _mm256_set1_epi32, _mm256_set1_ps,
-    _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
+    __m256, _MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_castps_si256,
+    _mm256_cmpgt_epi32, _mm256_cvtepi32_ps, _mm256_cvtps_epi32, _mm256_loadu_ps,
+    _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps,
+    _mm256_packus_epi16, _mm256_packus_epi32, _mm256_permutevar8x32_epi32, _mm256_set1_epi32,
+    _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
 };
 
 use super::isa::{
@@ -150,20 +149,11 @@ impl Avx2Fma {
     }
 
     /// `values` quantised to bytes, four to a word of `out` (the first in the lowest byte):
-    /// `round(v * inv)` (ties to even) clamped to 0..=255, NaN to 0. With `high`, pushes onto
-    /// it the index of every group of [`QUANT_GROUP`] values (`values[32 g..32 (g + 1)]`, the
-    /// last maybe shorter) in which some `v * inv` exceeds 254.5 (NaN never does): only there
-    /// can a value lie above the top code's, which the block input's outliers need to know.
+    /// `round(v * inv)` (ties to even) clamped to 0..=255, NaN to 0.
     ///
     /// # Panics
     /// If `out` does not hold `values.len() / 4` words, or that is not whole.
-    pub(crate) fn quantize_u8(
-        self,
-        values: &[f32],
-        inv: f32,
-        out: &mut [f32],
-        high: Option<&mut Vec<u32>>,
-    ) {
+    pub(crate) fn quantize_u8(self, values: &[f32], inv: f32, out: &mut [f32]) {
         assert!(
             values.len().is_multiple_of(4) && out.len() * 4 == values.len(),
             "four values per word"
@@ -171,60 +161,13 @@ impl Avx2Fma {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves AVX2; the lengths were checked.
         unsafe {
-            match high {
-                Some(high) => quantize_u8::<true>(values, inv, out, high),
-                None => quantize_u8::<false>(values, inv, out, &mut Vec::new()),
-            }
+            quantize_u8(values, inv, out)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (values, inv, out, high);
+            let _ = (values, inv, out);
             self.never()
         }
-    }
-
-    /// `y += a * x`, element by element.
-    ///
-    /// # Panics
-    /// If the lengths differ.
-    pub(crate) fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
-        assert_eq!(x.len(), y.len(), "axpy lengths");
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `self` proves AVX2 and FMA; the lengths were checked.
-        unsafe {
-            axpy(a, x, y)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (a, x, y);
-            self.never()
-        }
-    }
-}
-
-/// See [`Avx2Fma::axpy`].
-///
-/// # Safety
-/// AVX2 and FMA must be available; `x.len() == y.len()`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    let av = _mm256_set1_ps(a);
-    let mut xs = x.chunks_exact(8);
-    let mut ys = y.chunks_exact_mut(8);
-    for (xc, yc) in (&mut xs).zip(&mut ys) {
-        // SAFETY: both chunks hold 8 floats.
-        unsafe {
-            let v = _mm256_fmadd_ps(
-                av,
-                _mm256_loadu_ps(xc.as_ptr()),
-                _mm256_loadu_ps(yc.as_ptr()),
-            );
-            _mm256_storeu_ps(yc.as_mut_ptr(), v);
-        }
-    }
-    for (xv, yv) in xs.remainder().iter().zip(ys.into_remainder()) {
-        *yv = a.mul_add(*xv, *yv);
     }
 }
 
@@ -251,38 +194,28 @@ unsafe fn max(values: &[f32], acc: f32) -> f32 {
         .fold(acc, f32::max)
 }
 
-/// The values [`Avx2Fma::quantize_u8`] flags together.
-pub(crate) const QUANT_GROUP: usize = 32;
+/// Values per step of [`quantize_u8`]: four vectors, one vector of bytes.
+const QUANT_STEP: usize = 32;
 
-/// See [`Avx2Fma::quantize_u8`]; the groups go onto `high` only with `HIGH`.
+/// See [`Avx2Fma::quantize_u8`].
 ///
 /// # Safety
 /// AVX2 must be available; `out.len() * 4 == values.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_u8<const HIGH: bool>(
-    values: &[f32],
-    inv: f32,
-    out: &mut [f32],
-    high: &mut Vec<u32>,
-) {
+unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) {
     let scale = _mm256_set1_ps(inv);
     let top = _mm256_set1_ps(255.0);
-    let edge = _mm256_set1_ps(254.5);
     // After the two packs the bytes of 32 values lie as a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7
     // d4-7 (by 32-bit groups); this puts them back in order.
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    let mut src = values.chunks_exact(QUANT_GROUP);
-    let mut dst = out.chunks_exact_mut(8);
-    for (g, (s, d)) in (&mut src).zip(&mut dst).enumerate() {
+    let mut src = values.chunks_exact(QUANT_STEP);
+    let mut dst = out.chunks_exact_mut(QUANT_STEP / 4);
+    for (s, d) in (&mut src).zip(&mut dst) {
         // SAFETY: `s` holds 32 floats and `d` 8 words (32 bytes).
         unsafe {
-            let mut above = _mm256_setzero_ps();
-            let mut q = |i: usize| {
+            let q = |i: usize| {
                 let v = _mm256_mul_ps(_mm256_loadu_ps(s.as_ptr().add(8 * i)), scale);
-                if HIGH {
-                    above = _mm256_or_ps(above, _mm256_cmp_ps::<_CMP_GT_OQ>(v, edge));
-                }
                 // At most 255 first (`min_ps` returns its second operand, a NaN, when either is
                 // NaN), then round to nearest (the default MXCSR mode): NaN and values below
                 // i32's range become i32::MIN, which the unsigned saturating pack turns into
@@ -293,13 +226,9 @@ unsafe fn quantize_u8<const HIGH: bool>(
             let cd = _mm256_packus_epi32(q(2), q(3));
             let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
             _mm256_storeu_si256(d.as_mut_ptr().cast(), bytes);
-            if HIGH && _mm256_movemask_ps(above) != 0 {
-                high.push(g as u32);
-            }
         }
     }
-    let rest = src.remainder();
-    for (s, d) in rest.chunks_exact(4).zip(dst.into_remainder()) {
+    for (s, d) in src.remainder().chunks_exact(4).zip(dst.into_remainder()) {
         let code = |v: f32| (v * inv).round_ties_even().clamp(0.0, 255.0) as u8;
         *d = f32::from_bits(u32::from_le_bytes([
             code(s[0]),
@@ -308,16 +237,13 @@ unsafe fn quantize_u8<const HIGH: bool>(
             code(s[3]),
         ]));
     }
-    if HIGH && rest.iter().any(|&v| v * inv > 254.5) {
-        high.push((values.len() / QUANT_GROUP) as u32);
-    }
 }
 
 /// [`Kernel::tile`] for AVX2 and FMA: 14 rows by 16 channels (two vectors), in
 /// three groups of 5, 5 and 4 rows (see the module documentation). With `INT`, the int8
 /// kernel's words, each four bytes (four consecutive input channels, and their four weights),
 /// multiplied and summed exactly into 32-bit integers ([`multiply_add_quads_5x16`]), then
-/// scaled by the panel's [`Epilogue::scale`] and each row's image's [`Epilogue::image_scale`]
+/// scaled by the panel's [`Epilogue::scale`] and each row's input scale ([`Epilogue::row_scale`])
 /// into floats; with `vnni` as well, multiplied and summed by AVX-VNNI's `vpdpbusd`
 /// ([`multiply_add_vnni_5x16`]) instead, in its encoding.
 ///
@@ -422,7 +348,7 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
             [zero; 2]
         };
         // Integer sums: to floats, dequantised by the weights' scale per channel and the
-        // input's per image.
+        // input's per row.
         let scale = if INT {
             [
                 _mm256_loadu_ps(ep.scale.as_ptr()),
@@ -437,17 +363,6 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
         let maxing = ep.last && !ep.max.is_null();
         let lanes = |image: usize| ep.max.add(image * NR);
         let mut image = ep.row_img[0];
-        // The dequantising scale of the current image's rows: the weights' per channel times
-        // the input's of the image.
-        let scaled = |image: usize| {
-            if INT {
-                let s = _mm256_set1_ps(ep.image_scale[image]);
-                [_mm256_mul_ps(scale[0], s), _mm256_mul_ps(scale[1], s)]
-            } else {
-                [zero; 2]
-            }
-        };
-        let mut dequantise = scaled(image);
         let mut pool = [zero; 2];
         let mut max = if maxing {
             [
@@ -457,7 +372,16 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
         } else {
             [zero; 2]
         };
-        for ((&row_out, &row_img), row_sums) in outs.iter().zip(ep.row_img).zip(&sums.0) {
+        for (r, ((&row_out, &row_img), row_sums)) in
+            outs.iter().zip(ep.row_img).zip(&sums.0).enumerate()
+        {
+            // The row's dequantising scale: the weights' per channel times the input's.
+            let dequantise = if INT {
+                let s = _mm256_set1_ps(ep.row_scale[r]);
+                [_mm256_mul_ps(scale[0], s), _mm256_mul_ps(scale[1], s)]
+            } else {
+                [zero; 2]
+            };
             if row_img != image {
                 if pooling {
                     flush_pool(ep, image, &mut pool);
@@ -466,7 +390,6 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
                     flush_max(lanes(image), &mut max);
                 }
                 image = row_img;
-                dequantise = scaled(image);
                 if maxing {
                     max = [
                         _mm256_loadu_ps(lanes(image)),

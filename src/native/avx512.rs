@@ -325,16 +325,15 @@ macro_rules! define_vnni_tile {
                     };
                     steps!(step, acc, len, bp);
                 }
-                // To floats, dequantised by the weights' scale per channel and the input's per image.
+                // To floats, dequantised by the weights' scale per channel and the input's per row.
                 let scale0 = _mm512_loadu_ps(ep.scale.as_ptr());
                 let scale1 = _mm512_loadu_ps(ep.scale.as_ptr().add(16));
                 // Every row, at constant indices (a loop to `rows` would index the
                 // accumulators at run time, and LLVM then mirrors every multiply-add's result
-                // to the stack); rows past `rows` take the last row's image and are not stored.
-                let last = ep.row_img[rows - 1];
-                let images: [f32; MR] = std::array::from_fn(|r| {
-                    ep.image_scale[*ep.row_img.get(r).unwrap_or(&last)]
-                });
+                // to the stack); rows past `rows` take the last row's scale and are not stored.
+                let last = ep.row_scale[rows - 1];
+                let images: [f32; MR] =
+                    std::array::from_fn(|r| *ep.row_scale.get(r).unwrap_or(&last));
                 let mut sums = [[_mm512_setzero_ps(); 2]; MR];
                 for ((sum, row), &image) in sums.iter_mut().zip(&acc).zip(&images) {
                     let image = _mm512_set1_ps(image);
@@ -351,13 +350,13 @@ macro_rules! define_vnni_tile {
 define_vnni_tile!(
     /// [`Kernel::tile`] for AVX512-VNNI: words of four bytes (four input channels, activations
     /// unsigned, weights signed within +-127) multiplied and summed exactly into 32-bit integers by
-    /// `vpdpbusd`, then scaled by the panel's [`Epilogue::scale`] and each row's image's
-    /// [`Epilogue::image_scale`] into floats, in the same order of operations as the AVX2 int8
+    /// `vpdpbusd`, then scaled by the panel's [`Epilogue::scale`] and each row's input scale
+    /// ([`Epilogue::row_scale`]) into floats, in the same order of operations as the AVX2 int8
     /// kernel, and stored as the float tile is.
     ///
     /// # Safety
     /// AVX-512F and AVX512-VNNI must be available, `ep.scale` must hold `NR` floats and
-    /// `ep.image_scale` every row's image, and the pointers as [`Kernel::tile`] says.
+    /// `ep.row_scale` every row's, and the pointers as [`Kernel::tile`] says.
     #[target_feature(enable = "avx512f,avx512vnni")]
     vnni_tile,
     x86_64

@@ -1,5 +1,5 @@
 //! int8 inference for the bottleneck stages: weights quantised per output channel, activations
-//! to 8 bits with a scale per image, products summed exactly in 32-bit integers.
+//! to 8 bits with a scale per image or per pixel, products summed exactly in 32-bit integers.
 //!
 //! The int8 kernels reuse the convolution driver ([`super::kernel`]) unchanged: it sees a
 //! convolution whose "channels" are 32-bit words, each holding four input channels as bytes
@@ -15,47 +15,57 @@
 //! weights a quarter too.
 //!
 //! What stays in `f32`: the stem (3 input channels, and the network's most sensitive layer),
-//! the max-pool, every convolution's output, the residual stream and the pooled taps. A
-//! convolution's input is quantised in one pass just before it runs (the block input once for
-//! both the first 1x1 and the shortcut): a value `x` becomes `round(x / s)` in 0..=255, with a
-//! scale `s` per image, which loses nothing to the sign because every quantised tensor is the
-//! output of a ReLU (the first 1x1's ReLU is the quantising of its output, see below).
+//! the max-pool, every convolution's output, the residual stream and the pooled taps. A value
+//! `x` becomes `round(x / s)` in 0..=255, which loses nothing to the sign because every
+//! quantised tensor is the output of a ReLU.
 //!
-//! The scales. The 3x3's and the last 1x1's inputs take their image's largest value / 255.
-//! The block input, the residual stream, is heavy-tailed: its scale is its image's clip (about
-//! the 99.9th percentile, from a sample) / 255, and the values above the clip come back as
-//! [`Outlier`]s whose excess [`add_outliers`] adds, in `f32`, to the first 1x1's and the
-//! shortcut's outputs. The first 1x1 then runs without its ReLU so that they land before it,
-//! and quantising its output (negatives to code 0) is the ReLU.
+//! The scales. The 3x3's input takes its image's largest value / 255, from the maxima the
+//! first 1x1's epilogue tracks, in one pass over its output ([`quantize`]). The inputs of the
+//! 1x1s, whose patch is one pixel, take a scale per pixel, its largest value over the
+//! channels / 255 ([`quantize_per_pixel`]): the last 1x1's input, written by the 3x3's
+//! epilogue, and the block input (the residual stream, read by the first 1x1 and the
+//! shortcut), written by the block before's last 1x1 (the first block's, from the max-pool,
+//! in a pass). The kernel multiplies each output pixel's sums by its input pixel's scale
+//! ([`super::isa::Epilogue::row_scale`]).
 //!
-//! Why per image and not calibrated: scales calibrated on 32 dev photos (the 99.99th
-//! percentile of each tensor, or its maximum) clipped the tensors of photos brighter than any
-//! of the 32, and block 4's pooled output fell to cosine 0.988-0.991 of fp32 on some dev
-//! photos. Why the clip and the outliers: with the maximum as the block input's scale, block 4
-//! fell to 0.987 on a texture photo; with them every block stays above 0.995 on both dev sets
-//! with the VNNI kernels (see `tests/integration/int8.rs`). The scales depend on the image
-//! alone, never on the rest of the batch.
+//! Why per image or per pixel, and not calibrated: scales calibrated on 32 dev photos (the
+//! 99.99th percentile of each tensor, or its maximum) clipped the tensors of photos brighter
+//! than any of the 32, and block 4's pooled output fell to cosine 0.988-0.991 of fp32 on some
+//! dev photos. Why per pixel for the residual stream: it is heavy-tailed, and with its image's
+//! maximum as the scale block 4 fell to 0.987 on a texture photo. Until 2026-11-29 its scale
+//! was a clip (the 99.9th percentile of a sample) with the values above it put back exactly
+//! after the convolutions; scales per pixel keep the pooled blocks as close to fp32 or closer
+//! (lowest cosine on 100 texture photos, AVX2 kernel, blocks 2-5: 0.99936, 0.99916, 0.99903,
+//! 0.99642 with the clip; 0.99959, 0.99925, 0.99893, 0.99786 per pixel), and the scale of a
+//! pixel is known when the convolution that writes it has its channels, so the codes are
+//! written in its epilogue, without a pass over the `f32` output. The scales depend on the
+//! image alone, never on the rest of the batch.
 
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::avx2::QUANT_GROUP;
 use super::isa::{Avx2Fma, Avx2Int8, Int8, Int8Kernel};
 use super::kernel::PackedConv;
 use crate::arch::Bottleneck;
 use crate::weights::FoldedConv;
 
-/// A bottleneck packed for the int8 kernel `I`, with what puts its block input's outliers
-/// back: the first 1x1's and the shortcut's weights as the kernel multiplies them
-/// (dequantised), input channel by input channel.
+/// A bottleneck packed for the int8 kernel `I`.
 pub(crate) struct Int8Bottleneck<I> {
     pub conv1: PackedConv<I>,
     pub conv2: PackedConv<I>,
     pub conv3: PackedConv<I>,
-    /// `conv1`'s weights, `[cin][cout]`.
-    pub conv1_by_input: Vec<f32>,
-    /// The shortcut's convolution, where it has one, and its weights `[cin][cout]`.
-    pub shortcut: Option<(PackedConv<I>, Vec<f32>)>,
+    /// The shortcut's convolution, where it has one.
+    pub shortcut: Option<PackedConv<I>>,
+}
+
+impl<I> Int8Bottleneck<I> {
+    /// The border its quantised input needs: the padding of the convolutions that read it.
+    pub fn input_border(&self) -> usize {
+        self.shortcut
+            .as_ref()
+            .map_or(0, |d| d.pad)
+            .max(self.conv1.pad)
+    }
 }
 
 /// Packs a folded bottleneck's convolutions for the int8 kernel `kernel`.
@@ -64,7 +74,7 @@ pub(crate) struct Int8Bottleneck<I> {
 /// When a convolution cannot run in int8: input channels not a multiple of 4, an output
 /// width the kernel's panel does not divide, a reduction longer than [`MAX_WORDS`], a weight
 /// that is not finite (no scale holds it), or a first convolution or shortcut that is not an
-/// unpadded 1x1 (the outliers of the block input are put back for those only).
+/// unpadded 1x1 (the block input's scales are per pixel, which serves a patch of one pixel).
 pub(crate) fn pack_bottleneck<I: Int8>(
     kernel: I,
     b: &Bottleneck<FoldedConv>,
@@ -79,22 +89,20 @@ pub(crate) fn pack_bottleneck<I: Int8>(
              per output)",
         )
     };
-    let by_input = |c: &FoldedConv| {
+    // The block input is quantised per pixel: each patch of the convolutions that read it
+    // must be one pixel.
+    let first = |c: &FoldedConv| {
         if c.spec.kernel == 1 && c.spec.padding == 0 {
-            Ok(by_input(kernel, c))
+            p(c)
         } else {
             Err("int8 needs each bottleneck's first convolution and shortcut to be unpadded 1x1s")
         }
     };
     Ok(Int8Bottleneck {
-        conv1: p(&b.conv1)?,
+        conv1: first(&b.conv1)?,
         conv2: p(&b.conv2)?,
         conv3: p(&b.conv3)?,
-        conv1_by_input: by_input(&b.conv1)?,
-        shortcut: match &b.downsample {
-            Some(d) => Some((p(d)?, by_input(d)?)),
-            None => None,
-        },
+        shortcut: b.downsample.as_ref().map(first).transpose()?,
     })
 }
 
@@ -105,19 +113,10 @@ const ACT_MAX: f32 = 255.0;
 /// kernel, so the name does too.
 pub(crate) fn scheme(kernel: Int8Kernel) -> &'static str {
     match kernel {
-        Int8Kernel::Avx2 => "int8-v3-w8p",
-        Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni => "int8-v3-w8",
+        Int8Kernel::Avx2 => "int8-v4-w8p",
+        Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni => "int8-v4-w8",
     }
 }
-/// Runs of consecutive values sampled from each image to choose the clip of its block input,
-/// and their length: 4,096 values.
-const CLIP_RUNS: usize = 64;
-const CLIP_RUN: usize = 64;
-/// The share of the sampled values above the clip: the clip is their 99.9th percentile.
-const CLIP_TAIL: f64 = 0.001;
-/// How many of the largest sampled values [`sampled_clip`] keeps: enough for the whole tail.
-const CLIP_TOP: usize = 5;
-const _: () = assert!((CLIP_RUNS * CLIP_RUN) as f64 * CLIP_TAIL + 0.5 <= CLIP_TOP as f64);
 /// Input channels per 32-bit word: four bytes.
 pub(crate) const PER_WORD: usize = 4;
 /// The longest reduction (words per output value) whose 32-bit integer sums cannot overflow:
@@ -223,20 +222,6 @@ fn channel_codes<I: Int8>(kernel: I, w: &[f32], taps: usize) -> (f32, Vec<i8>) {
     codes(lo)
 }
 
-/// A 1x1 convolution's weights as the int8 kernel multiplies them, `code * s_o`, laid out
-/// `[cin][cout]`: what one input value's excess over its clip adds to each output channel.
-fn by_input<I: Int8>(kernel: I, conv: &FoldedConv) -> Vec<f32> {
-    let [cin, cout] = conv.spec.channels;
-    let mut out = vec![0f32; cin * cout];
-    for (o, w) in conv.weight.chunks_exact(cin).enumerate() {
-        let (s_o, codes) = channel_codes(kernel, w, 1);
-        for (c, &code) in codes.iter().enumerate() {
-            out[c * cout + o] = f32::from(code) * s_o;
-        }
-    }
-    out
-}
-
 /// Four bytes in one 32-bit word, the first in the lowest byte (the first in memory), as the
 /// kernel's `vpmaddubsw` reads them.
 fn word(bytes: [u8; PER_WORD]) -> f32 {
@@ -272,127 +257,44 @@ pub(crate) fn quantize(isa: Avx2Fma, src: &Act, dst: &mut Act, max: Option<&[f32
             .map(|n| scale(largest(isa, src, n)))
             .collect(),
     };
-    let outliers = write_codes(isa, src, dst, &scales, false);
-    debug_assert!(outliers.is_empty());
+    write_codes(isa, src, dst, &scales);
     dst.image_scale = scales;
+    dst.pixel_scale = Vec::new();
 }
 
-/// One value of a block input above its image's clip. Its code is the largest, 255, and
-/// `excess` is what that code leaves out: the value is `255 x scale + excess`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Outlier {
-    pub n: u32,
-    pub y: u32,
-    pub x: u32,
-    pub c: u32,
-    pub excess: f32,
-}
-
-/// [`quantize`] for a block input, under `scales` from [`block_input_scales`], which leave
-/// each image's largest values out: its clip is the 99.9th percentile of 4,096 of its values
-/// (see [`sampled_clip`]; the image's largest value where the sample holds no positive
-/// value). Codes are `round(v / s)` with `s = clip / 255`, at most 255, as [`quantize`] writes
-/// them; every value above `255 x s` comes back as an [`Outlier`] with its excess, which
-/// [`add_outliers`] puts back exactly after the convolutions that read the codes.
-///
-/// Why: the block inputs (the residual stream) are heavy-tailed. With each image's maximum as
-/// its clip, a few large values set a step too coarse for the rest, and block 4's pooled
-/// output fell to cosine 0.987 of fp32 on the texture photos. Clipping them instead (at a
-/// percentile, with nothing put back) passed or failed by where the percentile happened to
-/// fall on the photos. With the outliers put back no value is clipped: the clip sets only the
-/// step for the rest and how many values come back (about 0.1%).
+/// Writes `src` (`c` channels, a multiple of 4) quantised per pixel into the interior of
+/// `dst`, as [`quantize`] does per image: each pixel's scale is its largest value / 255 (1.0
+/// for a pixel of zeros), into `dst.pixel_scale`. Negative values become code 0.
 ///
 /// # Panics
-/// If the shapes differ as [`quantize`] says, or `scales` does not hold one value per image.
-pub(crate) fn quantize_block_input(
-    isa: Avx2Fma,
-    src: &Act,
-    dst: &mut Act,
-    scales: Vec<f32>,
-) -> Vec<Outlier> {
+/// If the shapes differ.
+pub(crate) fn quantize_per_pixel(isa: Avx2Fma, src: &Act, dst: &mut Act) {
     check_shapes(src, dst);
-    assert_eq!(scales.len(), src.n, "one scale per image");
-    let outliers = write_codes(isa, src, dst, &scales, true);
-    dst.image_scale = scales;
-    outliers
-}
-
-/// The scales [`quantize_block_input`] takes: each image's clip / 255, where the clip is
-/// positive; else its largest value / 255, from a pass over the image (rare: a sample with no
-/// positive value).
-pub(crate) fn block_input_scales(isa: Avx2Fma, src: &Act) -> Vec<f32> {
-    (0..src.n)
-        .into_par_iter()
-        .map(|n| {
-            let clip = sampled_clip(src, n);
-            if clip > 0.0 && clip.is_finite() {
-                clip / ACT_MAX
-            } else {
-                scale(largest(isa, src, n))
+    let from = src.layout();
+    let (h, w, c, pad, cs) = (src.h, src.w, src.c, dst.pad, dst.cs);
+    let rows = h + 2 * pad;
+    let row_len = dst.row_stride();
+    let mut scales = vec![0f32; dst.data.len() / cs];
+    dst.data
+        .par_chunks_exact_mut(row_len)
+        .zip(scales.par_chunks_exact_mut(w + 2 * pad))
+        .enumerate()
+        .for_each(|(i, (line, line_scales))| {
+            let (n, py) = (i / rows, i % rows);
+            if py < pad || py >= h + pad {
+                return;
             }
-        })
-        .collect()
-}
-
-/// Adds the outliers' excess times `by_input` (a 1x1 convolution's weights, `[cin][cout]`,
-/// stride `stride`, no padding) to `out`, the convolution's output from the codes: `out` then
-/// holds the convolution of the codes' values plus the outliers' excess, as if they had not
-/// been clipped. Outliers on pixels the stride skips add nothing. With `max`, each image's
-/// largest value there grows to cover the changed outputs.
-///
-/// `outliers` must be in memory order, as [`quantize_block_input`] returns them.
-///
-/// # Panics
-/// If an outlier lies outside `out` (after the stride), or `by_input` does not hold `cout`
-/// weights for its channel, or `max` does not hold one value per image.
-pub(crate) fn add_outliers(
-    isa: Avx2Fma,
-    out: &mut Act,
-    outliers: &[Outlier],
-    by_input: &[f32],
-    stride: usize,
-    max: Option<&mut [f32]>,
-) {
-    assert!(
-        outliers.last().is_none_or(|o| (o.n as usize) < out.n),
-        "outlier outside the output"
-    );
-    let layout = out.layout();
-    let (h, w, cout) = (out.h, out.w, out.c);
-    let per_image = layout.offset(1, 0, 0) - layout.offset(0, 0, 0);
-    let add = |n: usize, image: &mut [f32], mut max: Option<&mut f32>| {
-        // Outliers come in memory order, so image n's are one run.
-        let first = outliers.partition_point(|o| (o.n as usize) < n);
-        let last = outliers.partition_point(|o| (o.n as usize) <= n);
-        for o in &outliers[first..last] {
-            let (y, x, c) = (o.y as usize, o.x as usize, o.c as usize);
-            if !(y.is_multiple_of(stride) && x.is_multiple_of(stride)) {
-                continue;
+            let y = py - pad;
+            for x in 0..w {
+                let px = &src.data[from.offset(n, y, x)..][..c];
+                let s = scale(isa.max(px, 0.0));
+                line_scales[x + pad] = s;
+                let out = &mut line[(x + pad) * cs..][..c / PER_WORD];
+                isa.quantize_u8(px, 1.0 / s, out);
             }
-            let (y, x) = (y / stride, x / stride);
-            assert!(y < h && x < w, "outlier outside the output");
-            let at = layout.offset(n, y, x) - layout.offset(n, 0, 0);
-            let row = &mut image[at..][..cout];
-            isa.axpy(o.excess, &by_input[c * cout..][..cout], row);
-            if let Some(max) = max.as_deref_mut() {
-                *max = isa.max(row, *max);
-            }
-        }
-    };
-    let base = layout.offset(0, 0, 0);
-    let images = out.data[base..].par_chunks_mut(per_image).take(out.n);
-    match max {
-        Some(max) => {
-            assert_eq!(max.len(), out.n, "one maximum per image");
-            images
-                .zip(max.par_iter_mut())
-                .enumerate()
-                .for_each(|(n, (image, m))| add(n, image, Some(m)));
-        }
-        None => images
-            .enumerate()
-            .for_each(|(n, image)| add(n, image, None)),
-    }
+        });
+    dst.image_scale = Vec::new();
+    dst.pixel_scale = scales;
 }
 
 fn check_shapes(src: &Act, dst: &Act) {
@@ -406,7 +308,7 @@ fn check_shapes(src: &Act, dst: &Act) {
 
 /// The scale of an image whose largest value is `max`: NaN never wins `max`, and an image of
 /// zeros quantises exactly under any scale.
-fn scale(max: f32) -> f32 {
+pub(crate) fn scale(max: f32) -> f32 {
     if max > 0.0 && max.is_finite() {
         max / ACT_MAX
     } else {
@@ -433,76 +335,8 @@ fn largest(isa: Avx2Fma, src: &Act, n: usize) -> f32 {
     max
 }
 
-/// The 99.9th percentile of a sample of image `n`: [`CLIP_RUNS`] runs of [`CLIP_RUN`]
-/// consecutive values (in (y, x, channel) order), at pixels spread evenly over the image,
-/// each run starting at another window of channels (the windows taken in steps of 7, so that
-/// every one comes up). Runs, not single values, because each cache line then serves 16
-/// sampled values: a strided sample of single values cost 10 ms of a batch-8 pass in cache
-/// misses. The percentile is the `k`-th largest sampled value (`k` = 0.1% of the sample, at
-/// least 1), kept in one pass: sorting the sample cost more than reading it. Every sampled
-/// value is one of the image's, so this is at most its largest; NaN never counts, and the
-/// result can be 0 or less (minus infinity where nothing was sampled), which the caller does
-/// not take.
-fn sampled_clip(src: &Act, n: usize) -> f32 {
-    let (w, c) = (src.w, src.c);
-    let pixels = src.h * w;
-    let layout = src.layout();
-    let windows = (c / CLIP_RUN).max(1);
-    let runs = CLIP_RUNS.min(pixels);
-    // The `CLIP_TOP` largest sampled values, largest first.
-    let mut top = [f32::NEG_INFINITY; CLIP_TOP];
-    let mut count = 0;
-    for r in 0..runs {
-        let mut p = r * pixels / runs;
-        let mut ch = if c >= CLIP_RUN {
-            (r * 7 % windows) * CLIP_RUN
-        } else {
-            0
-        };
-        let mut left = CLIP_RUN;
-        while left > 0 && p < pixels && c > 0 {
-            let k = left.min(c - ch);
-            let run = &src.data[layout.offset(n, p / w, p % w) + ch..][..k];
-            for &v in run {
-                if v > top[CLIP_TOP - 1] {
-                    let mut i = CLIP_TOP - 1;
-                    while i > 0 && top[i - 1] < v {
-                        top[i] = top[i - 1];
-                        i -= 1;
-                    }
-                    top[i] = v;
-                }
-            }
-            (count, left, ch, p) = (count + k, left - k, 0, p + 1);
-        }
-    }
-    let above = ((count as f64 * CLIP_TAIL).round() as usize).max(1);
-    top[above - 1]
-}
-
-/// Calls `f(i, v)` for each value `v` of `values` above `top`, at index `i`, looking only in
-/// the [`QUANT_GROUP`]s that [`Avx2Fma::quantize_u8`] flagged (`groups`, which it then clears).
-fn each_above(values: &[f32], top: f32, groups: &mut Vec<u32>, mut f: impl FnMut(usize, f32)) {
-    for g in groups.drain(..) {
-        let from = g as usize * QUANT_GROUP;
-        let to = (from + QUANT_GROUP).min(values.len());
-        for (i, &v) in values[from..to].iter().enumerate() {
-            if v > top {
-                f(from + i, v);
-            }
-        }
-    }
-}
-
-/// Writes the codes of `src` under each image's scale into `dst`; with `outliers`, also
-/// returns every value above 255 x its image's scale, in memory order.
-fn write_codes(
-    isa: Avx2Fma,
-    src: &Act,
-    dst: &mut Act,
-    scales: &[f32],
-    outliers: bool,
-) -> Vec<Outlier> {
+/// Writes the codes of `src` under each image's scale into `dst`.
+fn write_codes(isa: Avx2Fma, src: &Act, dst: &mut Act, scales: &[f32]) {
     let from = src.layout();
     let (h, w, c, pad, cs) = (src.h, src.w, src.c, dst.pad, dst.cs);
     let rows = h + 2 * pad;
@@ -510,42 +344,24 @@ fn write_codes(
     dst.data
         .par_chunks_exact_mut(row_len)
         .enumerate()
-        .flat_map_iter(|(i, line)| {
+        .for_each(|(i, line)| {
             let (n, py) = (i / rows, i % rows);
-            let mut found = Vec::new();
             if py < pad || py >= h + pad {
-                return found;
+                return;
             }
             let y = py - pad;
             let inv = 1.0 / scales[n];
-            let top = ACT_MAX * scales[n];
-            let mut keep = |x: usize, ch: usize, v: f32| {
-                found.push(Outlier {
-                    n: n as u32,
-                    y: y as u32,
-                    x: x as u32,
-                    c: ch as u32,
-                    excess: v - top,
-                });
-            };
-            let mut groups = Vec::new();
             if src.cs == c && cs * PER_WORD == c {
                 // Channels without gaps on both sides: the row's pixels are one run.
                 let px = &src.data[from.offset(n, y, 0)..][..w * c];
-                let out = &mut line[pad * cs..][..w * cs];
-                isa.quantize_u8(px, inv, out, outliers.then_some(&mut groups));
-                each_above(px, top, &mut groups, |i, v| keep(i / c, i % c, v));
+                isa.quantize_u8(px, inv, &mut line[pad * cs..][..w * cs]);
             } else {
                 for x in 0..w {
                     let px = &src.data[from.offset(n, y, x)..][..c];
-                    let out = &mut line[(x + pad) * cs..][..c / PER_WORD];
-                    isa.quantize_u8(px, inv, out, outliers.then_some(&mut groups));
-                    each_above(px, top, &mut groups, |ch, v| keep(x, ch, v));
+                    isa.quantize_u8(px, inv, &mut line[(x + pad) * cs..][..c / PER_WORD]);
                 }
             }
-            found
-        })
-        .collect()
+        });
 }
 
 const _: () = {
@@ -591,6 +407,21 @@ mod tests {
         }
     }
 
+    /// `x` (NCHW, `[n, c, h, w]`) quantised per image, with a border of `pad`.
+    fn quantised(
+        isa: Avx2Fma,
+        pool: &Pool,
+        x: &[f32],
+        [n, c, h, w]: [usize; 4],
+        pad: usize,
+    ) -> Act {
+        let mut input = pool.take(n, h, w, c, pad);
+        input.fill_from_nchw(x);
+        let mut q = pool.take(n, h, w, c / PER_WORD, pad);
+        quantize(isa, &input, &mut q, None);
+        q
+    }
+
     #[test]
     fn quantised_codes_round_to_nearest_even_and_clamp() {
         let Some(isa) = Avx2Fma::detect() else {
@@ -603,18 +434,7 @@ mod tests {
         values[40] = -3e9;
         values[66] = 7.5;
         let mut out = vec![0f32; 17];
-        let mut high = Vec::new();
-        isa.quantize_u8(&values, 1.0, &mut out, Some(&mut high));
-        // Group 0 holds 254.5 (not above it), 255.5 and 3e9; the others, the tail of 4
-        // among them, hold values up to 300 from `values`.
-        let want_high: Vec<u32> = values
-            .chunks(QUANT_GROUP)
-            .enumerate()
-            .filter(|(_, g)| g.iter().any(|&v| v > 254.5))
-            .map(|(g, _)| g as u32)
-            .collect();
-        assert_eq!(high, want_high, "groups above 254.5");
-        assert!(high.contains(&0));
+        isa.quantize_u8(&values, 1.0, &mut out);
         let got: Vec<u8> = out.iter().flat_map(|w| unword(*w)).collect();
         let want: Vec<u8> = values
             .iter()
@@ -736,7 +556,7 @@ mod tests {
                 let mut q = pool.take(count, side, side, cin / PER_WORD, 0);
                 quantize(isa, &input, &mut q, None);
                 let mut out = pool.take(count, side, side, cout, 0);
-                conv_stats(kernel, &pc, &q, &mut out, false, true, false, false);
+                conv_stats(kernel, &pc, &q, &mut out, false, true, false, false, None);
                 let layout = out.layout();
                 (0..count)
                     .map(|b| {
@@ -829,10 +649,7 @@ mod tests {
             let folded = folded([cin, cout], k, stride, weight.clone(), bias.clone());
             let pc: PackedConv<I> = pack(kernel, &folded).unwrap();
             let pool = Pool::default();
-            let mut input = pool.take(n, h, w, cin, pad);
-            input.fill_from_nchw(&x);
-            let mut q = pool.take(n, h, w, cin / PER_WORD, pad);
-            quantize(isa, &input, &mut q, None);
+            let q = quantised(isa, &pool, &x, [n, cin, h, w], pad);
             // Each image's scale: its own maximum / 255.
             for (b, image) in x.chunks_exact(cin * h * w).enumerate() {
                 let max = image.iter().fold(0f32, |m, v| m.max(*v));
@@ -840,7 +657,7 @@ mod tests {
             }
             let (oh, ow) = (pc.out_side(h), pc.out_side(w));
             let mut out = pool.take(n, oh, ow, cout, 0);
-            let stats = conv_stats(kernel, &pc, &q, &mut out, false, false, false, true);
+            let stats = conv_stats(kernel, &pc, &q, &mut out, false, false, false, true, None);
             let layout = out.layout();
             // The maxima found in the epilogue quantise the output as a pass over it does.
             let max = stats.max.expect("asked for");
@@ -908,119 +725,168 @@ mod tests {
         }
     }
 
-    /// The block input's clip and outliers: the codes and the outliers' excess together give
-    /// back every value, and a 1x1 convolution of the codes plus [`add_outliers`] equals plain
-    /// integer arithmetic on the codes plus the excess times the dequantised weights, so that
-    /// the clipped values are not lost. 64 channels (pixels without gaps) and 256 (with gaps
-    /// between pixels), stride 1 and 2; image 0 has planted outliers 55-300x its typical
-    /// values, image 1 a single positive value (no sampled value is positive, so its clip is
-    /// its largest value and nothing is an outlier).
+    /// Quantising per pixel: each pixel's scale is its largest value / 255 (1.0 for a pixel
+    /// of zeros) and its codes `round(v / s)`, and a 1x1 convolution of the codes equals plain
+    /// integer arithmetic on them under each input pixel's scale. 64 channels (pixels without
+    /// gaps) and 256 (with gaps between pixels), stride 1 and 2, borders 0 and 1; image 0 has
+    /// values planted at 55-300x the others, image 1 a pixel of zeros.
     #[test]
-    fn block_input_outliers_come_back_exactly() {
-        each_int8_kernel!(|kernel| outliers_come_back(kernel));
+    fn per_pixel_codes_equal_integer_arithmetic() {
+        each_int8_kernel!(|kernel| per_pixel_codes_match(kernel));
     }
 
-    fn outliers_come_back<I: Int8>(kernel: I) {
+    fn per_pixel_codes_match<I: Int8>(kernel: I) {
         let isa = kernel.avx2();
-        for (cin, cout, h, w, stride) in [(64, 32, 9, 7, 1), (256, 64, 10, 10, 2)] {
+        for (cin, cout, h, w, stride, border) in [(64, 32, 9, 7, 1, 0), (256, 64, 10, 10, 2, 1)] {
             let n = 2;
             let image = cin * h * w;
             let mut x: Vec<f32> = values(n * image, 31).iter().map(|v| v.max(0.0)).collect();
-            let planted = [(3, 100.0), (image - 1, 300.0), (cin, 55.5)];
-            for (i, v) in planted {
+            // Planted (image 0): 100 at channel 0 of pixel (0, 3), 300 at the last channel of
+            // the last pixel, 55.5 at channel cin / 2 of pixel (0, 0). Zeros: image 1's pixel
+            // (0, 1).
+            for (i, v) in [(3, 100.0), (image - 1, 300.0), (cin / 2 * h * w, 55.5)] {
                 x[i] = v;
             }
-            x[image..].fill(0.0);
-            x[image + image / 3] = 0.25;
+            for c in 0..cin {
+                x[image + c * h * w + 1] = 0.0;
+            }
+            let at = |b: usize, c: usize, y: usize, xx: usize| x[((b * cin + c) * h + y) * w + xx];
             let weight = values(cout * cin, 32);
             let bias = values(cout, 33);
             let folded = folded([cin, cout], 1, stride, weight.clone(), bias.clone());
             let pc: PackedConv<I> = pack(kernel, &folded).unwrap();
-            let by_input = by_input(kernel, &folded);
             let pool = Pool::default();
             let mut input = pool.take(n, h, w, cin, 0);
             input.fill_from_nchw(&x);
-            let mut q = pool.take(n, h, w, cin / PER_WORD, 0);
-            let outliers =
-                quantize_block_input(isa, &input, &mut q, block_input_scales(isa, &input));
-            let at = |b: usize, c: usize, y: usize, xx: usize| x[((b * cin + c) * h + y) * w + xx];
-            // Image 0's clip lies below its planted values, so they are outliers, each with
-            // its exact excess; image 1's is its single value.
-            let s0 = q.image_scale[0];
-            assert!(
-                s0 * 255.0 < 55.5 && s0 * 255.0 >= 0.5,
-                "clip {}",
-                s0 * 255.0
-            );
-            assert_eq!(q.image_scale[1], 0.25 / 255.0);
-            let mut want = Vec::new();
+            let mut q = pool.take(n, h, w, cin / PER_WORD, border);
+            quantize_per_pixel(isa, &input, &mut q);
+            assert!(q.image_scale.is_empty());
+            let layout = q.layout();
+            let scale_at =
+                |b: usize, y: usize, xx: usize| q.pixel_scale[layout.offset(b, y, xx) / q.cs];
+            let code_at = |b: usize, c: usize, y: usize, xx: usize| {
+                i64::from(unword(q.data[layout.offset(b, y, xx) + c / PER_WORD])[c % PER_WORD])
+            };
             for b in 0..n {
-                let top = 255.0 * q.image_scale[b];
                 for y in 0..h {
                     for xx in 0..w {
+                        let max = (0..cin).fold(0f32, |m, c| m.max(at(b, c, y, xx)));
+                        let s = if max > 0.0 { max / 255.0 } else { 1.0 };
+                        assert_eq!(scale_at(b, y, xx), s, "pixel ({b}, {y}, {xx})");
                         for c in 0..cin {
-                            if at(b, c, y, xx) > top {
-                                want.push((b, y, xx, c));
-                            }
+                            let want = (at(b, c, y, xx) * (1.0 / s)).round_ties_even() as i64;
+                            assert_eq!(code_at(b, c, y, xx), want.min(255));
                         }
                     }
                 }
             }
-            let got: Vec<_> = outliers
-                .iter()
-                .map(|o| (o.n as usize, o.y as usize, o.x as usize, o.c as usize))
-                .collect();
-            assert_eq!(got, want);
-            for o in &outliers {
-                let v = at(o.n as usize, o.c as usize, o.y as usize, o.x as usize);
-                assert_eq!(o.excess, v - 255.0 * q.image_scale[o.n as usize]);
-            }
+            assert_eq!(scale_at(1, 0, 1), 1.0);
+            assert_eq!(scale_at(0, 0, 0), 55.5 / 255.0);
             let (oh, ow) = (pc.out_side(h), pc.out_side(w));
             let mut out = pool.take(n, oh, ow, cout, 0);
-            let stats = conv_stats(kernel, &pc, &q, &mut out, false, false, false, true);
-            let mut max = stats.max.expect("asked for");
-            add_outliers(isa, &mut out, &outliers, &by_input, stride, Some(&mut max));
-            let layout = out.layout();
-            for (b, &image_max) in max.iter().enumerate() {
-                let s_b = q.image_scale[b];
-                let mut largest = 0f32;
-                for o in 0..cout {
-                    let wo = &weight[o * cin..][..cin];
-                    let (s_o, codes) = reference_codes(kernel, wo, 1);
+            conv_stats(kernel, &pc, &q, &mut out, false, false, false, false, None);
+            let out_layout = out.layout();
+            for o in 0..cout {
+                let wo = &weight[o * cin..][..cin];
+                let (s_o, codes) = reference_codes(kernel, wo, 1);
+                for b in 0..n {
                     for y in 0..oh {
                         for xx in 0..ow {
                             let (iy, ix) = (y * stride, xx * stride);
-                            let (mut int, mut excess, mut float) = (0i64, 0f64, 0f64);
+                            let (mut int, mut float) = (0i64, 0f64);
                             for (c, &wv) in wo.iter().enumerate() {
-                                let v = at(b, c, iy, ix);
-                                let wq = codes[c];
-                                int += (v / s_b).round_ties_even().clamp(0.0, 255.0) as i64 * wq;
-                                let e = f64::from(v) - 255.0 * f64::from(s_b);
-                                if e > 0.0 {
-                                    excess += e * wq as f64 * f64::from(s_o);
-                                }
-                                float += f64::from(v) * f64::from(wv);
+                                int += code_at(b, c, iy, ix) * codes[c];
+                                float += f64::from(at(b, c, iy, ix)) * f64::from(wv);
                             }
-                            let want =
-                                int as f64 * f64::from(s_b * s_o) + excess + f64::from(bias[o]);
-                            let got = out.data[layout.offset(b, y, xx) + o];
-                            largest = largest.max(got);
-                            let got = f64::from(got);
+                            let s_p = scale_at(b, iy, ix);
+                            let want = int as f64 * f64::from(s_o * s_p) + f64::from(bias[o]);
+                            let got = f64::from(out.data[out_layout.offset(b, y, xx) + o]);
                             assert!(
                                 (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
                                 "{cin}->{cout} s{stride} ({b},{o},{y},{xx}): {got} vs {want}"
                             );
-                            // Only the codes' rounding and the weights' remain: the outliers
-                            // (up to 300) are not clipped.
+                            // Each product is off by at most half a step of each factor.
+                            let bound =
+                                cin as f64 * (f64::from(s_p) * 0.5 + 300.0 * f64::from(s_o) * 0.5);
                             let float = float + f64::from(bias[o]);
-                            let bound = cin as f64 * f64::from(s_b) * 0.5
-                                + (300 + cin) as f64 * f64::from(s_o);
                             assert!((got - float).abs() <= bound, "{got} vs float {float}");
                         }
                     }
                 }
-                // At least the largest output (it may keep a value an outlier then lowered).
-                assert!(image_max >= largest, "image {b}: {image_max} < {largest}");
+            }
+        }
+    }
+
+    /// The codes a convolution's epilogue writes per pixel equal a pass over its output
+    /// ([`quantize_per_pixel`]), bit for bit, on each of the driver's paths: a direct 1x1 that
+    /// runs every panel per tile, a padded 3x3 on a 7-wide map (split tiles), a 1x1 whose
+    /// weights are too large for that (panel by panel, on 14 x 14), and a packed 1x1 on 5 x 6
+    /// maps (pixels not evenly spaced in tiles).
+    #[test]
+    fn per_pixel_codes_from_the_epilogue_equal_a_pass() {
+        each_int8_kernel!(|kernel| epilogue_codes_match(kernel));
+    }
+
+    fn epilogue_codes_match<I: Int8>(kernel: I) {
+        let isa = kernel.avx2();
+        for (n, cin, cout, h, w, k) in [
+            (2, 64, 256, 9, 7, 1),
+            (3, 64, 64, 7, 7, 3),
+            (1, 2048, 512, 14, 14, 1),
+            (2, 128, 32, 5, 6, 1),
+        ] {
+            let pad = k / 2;
+            let x: Vec<f32> = values(n * cin * h * w, 41)
+                .into_iter()
+                .map(|v| v.max(0.0) * 2.0)
+                .collect();
+            let folded = folded(
+                [cin, cout],
+                k,
+                1,
+                values(cout * cin * k * k, 42),
+                values(cout, 43),
+            );
+            let pc: PackedConv<I> = pack(kernel, &folded).unwrap();
+            let pool = Pool::default();
+            let q = quantised(isa, &pool, &x, [n, cin, h, w], pad);
+            for border in [0, 1] {
+                let mut out = pool.take(n, h, w, cout, 0);
+                let mut by_epilogue = pool.take(n, h, w, cout / PER_WORD, border);
+                conv_stats(
+                    kernel,
+                    &pc,
+                    &q,
+                    &mut out,
+                    false,
+                    true,
+                    false,
+                    false,
+                    Some((isa, &mut by_epilogue)),
+                );
+                let mut by_pass = pool.take(n, h, w, cout / PER_WORD, border);
+                quantize_per_pixel(isa, &out, &mut by_pass);
+                let same = by_pass
+                    .data
+                    .iter()
+                    .zip(by_epilogue.data.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "k{k} {cin}->{cout} {h}x{w} border {border}: codes differ"
+                );
+                let layout = by_pass.layout();
+                for b in 0..n {
+                    for y in 0..h {
+                        for xx in 0..w {
+                            let slot = layout.offset(b, y, xx) / by_pass.cs;
+                            assert_eq!(
+                                by_pass.pixel_scale[slot], by_epilogue.pixel_scale[slot],
+                                "k{k} {cin}->{cout} ({b}, {y}, {xx}): scales differ"
+                            );
+                        }
+                    }
+                }
             }
         }
     }

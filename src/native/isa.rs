@@ -353,9 +353,10 @@ pub(crate) struct Epilogue<'a> {
     /// The panel's `NR` weight scales, by which an integer kernel multiplies its sums before
     /// anything else (empty for float kernels).
     pub scale: &'a [f32],
-    /// The input's scale for each image of the block (counted as `row_img` counts), by which
-    /// an integer kernel also multiplies each row's sums (empty for float kernels).
-    pub image_scale: &'a [f32],
+    /// The input's scale for each stored row (its image's, or its pixel's where the input is
+    /// quantised per pixel), by which an integer kernel also multiplies the row's sums (empty
+    /// for float kernels).
+    pub row_scale: &'a [f32],
     /// Where this panel's channel sums of image 0 of the block go (null: no pooling); image `i`
     /// at `pool + i * pool_stride`.
     pub pool: *mut f32,
@@ -370,7 +371,7 @@ pub(crate) struct Epilogue<'a> {
 
 impl Epilogue<'_> {
     /// Checks what an integer kernel reads beyond a float one: the panel's `nr` weight scales,
-    /// and the input's scale of every row's image.
+    /// and the input's scale of every row.
     ///
     /// # Panics
     /// When either is missing.
@@ -380,9 +381,10 @@ impl Epilogue<'_> {
             nr,
             "an int8 tile needs its panel's scales"
         );
-        assert!(
-            self.row_img.iter().all(|&i| i < self.image_scale.len()),
-            "an int8 tile needs its images' scales"
+        assert_eq!(
+            self.row_scale.len(),
+            self.row_img.len(),
+            "an int8 tile needs its rows' scales"
         );
     }
 }

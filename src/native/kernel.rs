@@ -26,8 +26,9 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::act::{Act, Layout};
+
 use super::buf::AlignedBuf;
-use super::isa::{Epilogue, Kernel, MAX_MR};
+use super::isa::{Avx2Fma, Epilogue, Kernel, MAX_MR};
 
 /// Reduction values per packed block.
 const KC: usize = 256;
@@ -178,7 +179,7 @@ pub(crate) fn conv<K: Kernel>(
     accumulate: bool,
     relu: bool,
 ) {
-    conv_stats(isa, pc, input, out, accumulate, relu, false, false);
+    conv_stats(isa, pc, input, out, accumulate, relu, false, false, None);
 }
 
 /// What [`conv_stats`] gathers about the output it writes, from the registers' stores.
@@ -193,10 +194,12 @@ pub(crate) struct Stats {
 }
 
 /// [`conv`], also gathering the average pool (`pool`) and each image's largest value (`max`)
-/// of the output in the epilogue.
+/// of the output in the epilogue; with `codes`, also writing the output quantised per pixel
+/// for the int8 kernels into it, as [`super::int8::quantize_per_pixel`] writes them, from the
+/// output's pixels while they are still in cache.
 ///
 /// # Panics
-/// As [`conv`].
+/// As [`conv`], and if `codes` does not hold the output's pixels in words of four channels.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_stats<K: Kernel>(
     isa: K,
@@ -207,6 +210,7 @@ pub(crate) fn conv_stats<K: Kernel>(
     relu: bool,
     pool: bool,
     max: bool,
+    codes: Option<(Avx2Fma, &mut Act)>,
 ) -> Stats {
     let sums = pool.then(|| Mutex::new(vec![0f64; out.n * pc.cout]));
     let maxes = max.then(|| Mutex::new(vec![0f32; out.n]));
@@ -218,6 +222,7 @@ pub(crate) fn conv_stats<K: Kernel>(
         [accumulate, relu],
         sums.as_ref(),
         maxes.as_ref(),
+        codes,
     );
     let count = (out.h * out.w) as f64;
     fn inner<T>(m: Mutex<T>) -> T {
@@ -234,6 +239,7 @@ pub(crate) fn conv_stats<K: Kernel>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run<K: Kernel>(
     isa: K,
     pc: &PackedConv<K>,
@@ -242,6 +248,7 @@ fn run<K: Kernel>(
     [accumulate, relu]: [bool; 2],
     pool: Option<&Mutex<Vec<f64>>>,
     max: Option<&Mutex<Vec<f32>>>,
+    codes: Option<(Avx2Fma, &mut Act)>,
 ) {
     // The bounds the kernels' raw reads and writes rely on: both buffers hold their layouts,
     // the input's border covers the padding (so every patch lies inside its padded image),
@@ -252,11 +259,35 @@ fn run<K: Kernel>(
         input.pad >= pc.pad && input.c == pc.cin,
         "conv input layout"
     );
+    // Each pixel's own scale serves a patch of one pixel, and one slot per pixel holds it.
+    assert!(
+        input.pixel_scale.is_empty()
+            || (pc.kernel == 1 && input.pixel_scale.len() * input.cs == input.data.len()),
+        "per-pixel scales need a 1x1 convolution"
+    );
     let (oh, ow) = (pc.out_side(input.h), pc.out_side(input.w));
     assert!(
         out.n == input.n && out.h == oh && out.w == ow && out.c == pc.cout,
         "conv output shape"
     );
+    let codes = codes.map(|(isa, q)| {
+        q.assert_layout();
+        assert!(
+            (q.n, q.h, q.w, q.c * super::int8::PER_WORD) == (out.n, out.h, out.w, out.c),
+            "per-pixel codes shape"
+        );
+        // Every slot is written before it is read: the interior's by the blocks, the border's
+        // (unused) here.
+        q.pixel_scale = vec![1.0; q.data.len() / q.cs];
+        q.image_scale = Vec::new();
+        PixelCodes {
+            isa,
+            data: SendPtr(q.data.as_mut_ptr()),
+            layout: q.layout(),
+            cs: q.cs,
+            scales: SendPtr(q.pixel_scale.as_mut_ptr()),
+        }
+    });
     let mr = K::MR;
     let m_total = input.n * oh * ow;
     let tiles = m_total.div_ceil(mr);
@@ -277,6 +308,7 @@ fn run<K: Kernel>(
         pc,
         pool,
         max,
+        codes,
         input,
         out: SendPtr(out.data.as_mut_ptr()),
         out_layout: out.layout(),
@@ -354,6 +386,8 @@ struct Job<'a, K> {
     pool: Option<&'a Mutex<Vec<f64>>>,
     /// Each image's largest value of the output, when the convolution tracks it.
     max: Option<&'a Mutex<Vec<f32>>>,
+    /// Where the output goes quantised per pixel as well, when it does.
+    codes: Option<PixelCodes>,
     input: &'a Act,
     out: SendPtr,
     out_layout: Layout,
@@ -375,6 +409,16 @@ struct Job<'a, K> {
     direct_runs: Vec<(usize, usize)>,
 }
 
+/// An activation quantised per pixel ([`Act::pixel_scale`]) that a convolution's workers write
+/// into, each its own pixels.
+struct PixelCodes {
+    isa: Avx2Fma,
+    data: SendPtr,
+    layout: Layout,
+    cs: usize,
+    scales: SendPtr,
+}
+
 thread_local! {
     /// Each worker's packed patch block, kept between calls.
     static APACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -391,7 +435,12 @@ struct BlockPixels {
     dst: [usize; PIX],
     /// Each pixel's image, counted from `first_img`.
     img: [usize; PIX],
+    /// Each pixel's input scale, for an int8 kernel: its image's, or (an input quantised per
+    /// pixel, read by a 1x1 convolution) its input pixel's. Unused for floats.
+    scale: [f32; PIX],
     first_img: usize,
+    /// The block's first pixel, counted over the batch's output pixels.
+    m0: usize,
     n_tiles: usize,
     pixels: usize,
 }
@@ -428,17 +477,26 @@ impl<K: Kernel> Job<'_, K> {
             src: [0; PIX],
             dst: [0; PIX],
             img: [0; PIX],
+            scale: [0.0; PIX],
             first_img: m0 / (self.oh * self.ow),
+            m0,
             n_tiles,
             pixels,
         };
         let (mut n, mut y, mut x) = (px.first_img, m0 / self.ow % self.oh, m0 % self.ow);
+        let (by_image, by_pixel) = (&self.input.image_scale, &self.input.pixel_scale);
         for i in 0..pixels {
             px.src[i] =
                 self.input
                     .padded_offset(n, y * pc.stride + self.shift, x * pc.stride + self.shift);
             px.dst[i] = self.out_layout.offset(n, y, x);
             px.img[i] = n - px.first_img;
+            px.scale[i] = if by_pixel.is_empty() {
+                by_image.get(n).copied().unwrap_or(0.0)
+            } else {
+                // A 1x1 convolution's patch is its origin pixel (see `run`).
+                by_pixel[px.src[i] / self.input.cs]
+            };
             x += 1;
             if x == self.ow {
                 x = 0;
@@ -452,9 +510,13 @@ impl<K: Kernel> Job<'_, K> {
         px
     }
 
-    /// The input's per-image scales from the block's first image on (empty for floats).
-    fn image_scale(&self, px: &BlockPixels) -> &[f32] {
-        self.input.image_scale.get(px.first_img..).unwrap_or(&[])
+    /// The input scales of tile `t`'s first `rows` rows (empty for floats).
+    fn row_scale<'p>(&self, px: &'p BlockPixels, t: usize, rows: usize) -> &'p [f32] {
+        if self.input.image_scale.is_empty() && self.input.pixel_scale.is_empty() {
+            &[]
+        } else {
+            &px.scale[t * K::MR..t * K::MR + rows]
+        }
     }
 
     /// Adds a block's pooled sums to the convolution's totals, and its images' lane maxima
@@ -475,6 +537,35 @@ impl<K: Kernel> Job<'_, K> {
             for (i, lanes) in maxes.chunks_exact(K::NR).enumerate() {
                 let at = &mut total[px.first_img + i];
                 *at = lanes.iter().copied().fold(*at, f32::max);
+            }
+        }
+    }
+
+    /// Writes the codes and scales of the block's output pixels `rows` (counted in the block)
+    /// where the convolution quantises its output per pixel; nothing otherwise.
+    ///
+    /// # Safety
+    /// As [`Job::run_block`]; the block has stored those pixels.
+    #[inline(always)]
+    unsafe fn quantise_pixels(&self, px: &BlockPixels, rows: std::ops::Range<usize>) {
+        let Some(codes) = &self.codes else {
+            return;
+        };
+        let cout = self.pc.cout;
+        let words = cout / super::int8::PER_WORD;
+        for i in rows {
+            let m = px.m0 + i;
+            let (n, y, x) = (m / (self.oh * self.ow), m / self.ow % self.oh, m % self.ow);
+            let at = codes.layout.offset(n, y, x);
+            // SAFETY: the pixel's `cout` outputs, its `cout / 4` code words and its scale slot
+            // lie inside their buffers (`run` checked the layouts), and only this block
+            // accesses them.
+            unsafe {
+                let values = std::slice::from_raw_parts(self.out.get().add(px.dst[i]), cout);
+                let out = std::slice::from_raw_parts_mut(codes.data.get().add(at), words);
+                let scale = super::int8::scale(codes.isa.max(values, 0.0));
+                *codes.scales.get().add(at / codes.cs) = scale;
+                codes.isa.quantize_u8(values, 1.0 / scale, out);
             }
         }
     }
@@ -602,7 +693,7 @@ impl<K: Kernel> Job<'_, K> {
                         accumulate: self.accumulate,
                         bias: &pc.bias[p * nr..][..nr],
                         scale: pc.scale(p),
-                        image_scale: self.image_scale(&px),
+                        row_scale: self.row_scale(&px, t, rows),
                         pool: pool_at(pool_base, p, nr),
                         pool_stride: pc.cout,
                         max: max_base,
@@ -654,6 +745,8 @@ impl<K: Kernel> Job<'_, K> {
                 }
             }
         });
+        // SAFETY: the block has stored all its pixels.
+        unsafe { self.quantise_pixels(&px, 0..pixels) };
         self.finish(&px, &sums, &maxes);
     }
 
@@ -732,7 +825,7 @@ impl<K: Kernel> Job<'_, K> {
                 accumulate: self.accumulate,
                 bias: &pc.bias[p * nr..][..nr],
                 scale: pc.scale(p),
-                image_scale: self.image_scale(px),
+                row_scale: self.row_scale(px, t, rows),
                 pool: pool_at(pool_base, p, nr),
                 pool_stride: pc.cout,
                 max: max_base,
@@ -792,6 +885,8 @@ impl<K: Kernel> Job<'_, K> {
                         }
                         tile(t, p);
                     }
+                    // SAFETY: the tile has stored its pixels (still in cache).
+                    unsafe { self.quantise_pixels(px, t * mr..(t * mr + mr).min(px.pixels)) };
                 }
             } else {
                 for p in 0..panels {
@@ -799,6 +894,8 @@ impl<K: Kernel> Job<'_, K> {
                         tile(t, p);
                     }
                 }
+                // SAFETY: the block has stored all its pixels.
+                unsafe { self.quantise_pixels(px, 0..px.pixels) };
             }
         });
     }
@@ -897,7 +994,9 @@ mod tests {
             if accumulate {
                 out.fill_from_nchw(&residual[..n * cout * oh * ow]);
             }
-            let stats = conv_stats(isa, &pc, &input, &mut out, accumulate, relu, false, true);
+            let stats = conv_stats(
+                isa, &pc, &input, &mut out, accumulate, relu, false, true, None,
+            );
             let layout = out.layout();
             // Each image's largest stored value (at least 0), tracked in the epilogue.
             for (b, &max) in stats.max.expect("asked for").iter().enumerate() {
@@ -1046,7 +1145,9 @@ mod tests {
             for accumulate in [false, true] {
                 let mut out = pool.take(n, oh, ow, cout, 0);
                 out.fill_from_nchw(&values(n * cout * oh * ow, 8));
-                let stats = conv_stats(isa, &pc, &input, &mut out, accumulate, true, true, false);
+                let stats = conv_stats(
+                    isa, &pc, &input, &mut out, accumulate, true, true, false, None,
+                );
                 let means = stats.pooled.expect("asked for");
                 let want = out.global_avg_pool();
                 for (i, (g, w)) in means.iter().zip(&want).enumerate() {

@@ -413,9 +413,10 @@ impl<K: Kernel> Net<K> {
         [accumulate, relu]: [bool; 2],
         pool: bool,
         max: bool,
+        codes: Option<(Avx2Fma, &mut Act)>,
     ) -> Stats {
         self.timed_conv(pc, [out.n, out.h, out.w], || {
-            conv_stats(isa, pc, input, out, accumulate, relu, pool, max)
+            conv_stats(isa, pc, input, out, accumulate, relu, pool, max, codes)
         })
     }
 
@@ -475,6 +476,7 @@ impl<K: Kernel> Net<K> {
             [false, true],
             wanted[0],
             false,
+            None,
         );
         out.extend(stats.pooled);
         pool_weighted(0, &stem);
@@ -488,16 +490,21 @@ impl<K: Kernel> Net<K> {
         });
         self.pool.give(stem);
         let lens = self.stages.lens();
-        for (i, &len) in lens.iter().enumerate().take(deepest - 1) {
+        // In int8, the next block's input quantised per pixel, where the block before wrote it.
+        let mut xq = None;
+        let stages = deepest - 1;
+        for (i, &len) in lens.iter().enumerate().take(stages) {
             for j in 0..len {
                 let pool = wanted[i + 1] && j + 1 == len;
                 let pooled;
                 (x, pooled) = match &self.stages {
                     Stages::Fp32(stages) => self.bottleneck(&stages[i][j], x, pool),
                     Stages::Int8(int8) => match int8 {
-                        Int8Stages::Avx2(isa, s) => self.bottleneck_int8(*isa, &s[i][j], x, pool),
+                        Int8Stages::Avx2(isa, s) => {
+                            self.bottleneck_int8(*isa, &s[..stages], [i, j], x, &mut xq, pool)
+                        }
                         Int8Stages::Avx512Vnni(isa, s) => {
-                            self.bottleneck_int8(*isa, &s[i][j], x, pool)
+                            self.bottleneck_int8(*isa, &s[..stages], [i, j], x, &mut xq, pool)
                         }
                     },
                 };
@@ -546,53 +553,59 @@ impl<K: Kernel> Net<K> {
         self.conv(self.isa, &b.conv2, &y1, &mut y2, false, true);
         self.pool.give(y1);
         let pooled = self
-            .conv_stats(self.isa, &b.conv3, &y2, &mut out, [true, true], pool, false)
+            .conv_stats(
+                self.isa,
+                &b.conv3,
+                &y2,
+                &mut out,
+                [true, true],
+                pool,
+                false,
+                None,
+            )
             .pooled;
         self.pool.give(y2);
         (out, pooled)
     }
 
-    /// One bottleneck in int8: each convolution's input quantised, outputs and the residual in
-    /// f32. Returns the output, and with `pool` its average pool.
+    /// Bottleneck `[i, j]` of `stages` in int8: each convolution's input quantised, outputs and
+    /// the residual in `f32`. Returns the output, and with `pool` its average pool.
     ///
-    /// The block input is clipped per image and its outliers put back after the first 1x1
-    /// and the shortcut ([`int8::quantize_block_input`]). The first 1x1 runs without its ReLU
-    /// so that they land before it; quantising its output is the ReLU (negatives become 0).
+    /// The block input is quantised per pixel ([`int8::quantize_per_pixel`]): `carried`, where
+    /// the block before wrote it in its last convolution's epilogue, else from `x`. This
+    /// block's last convolution writes its output so into `carried` in turn when a block
+    /// follows in `stages`.
+    #[allow(clippy::too_many_arguments)]
     fn bottleneck_int8<I: Int8>(
         &self,
         isa: I,
-        c: &int8::Int8Bottleneck<I>,
+        stages: &[Vec<int8::Int8Bottleneck<I>>],
+        [i, j]: [usize; 2],
         x: Act,
+        carried: &mut Option<Act>,
         pool: bool,
     ) -> (Act, Option<Vec<f32>>) {
-        let border = c
-            .shortcut
-            .as_ref()
-            .map_or(0, |(d, _)| d.pad)
-            .max(c.conv1.pad);
-        let scales = self.timed("clip", || int8::block_input_scales(isa.avx2(), &x));
-        let (xq, outliers) = self.timed("quantize", || {
-            let mut q = self.pool.take(x.n, x.h, x.w, x.c / int8::PER_WORD, border);
-            let outliers = int8::quantize_block_input(isa.avx2(), &x, &mut q, scales);
-            if self.profile {
-                eprintln!(
-                    "op outliers count={} of {} values",
-                    outliers.len(),
-                    x.n * x.h * x.w * x.c
-                );
-            }
-            (q, outliers)
-        });
+        let c = &stages[i][j];
+        let next = stages[i]
+            .get(j + 1)
+            .or_else(|| stages.get(i + 1).and_then(|s| s.first()));
+        let xq = match carried.take() {
+            Some(q) => q,
+            None => self.timed("quantize", || {
+                let mut q = self
+                    .pool
+                    .take(x.n, x.h, x.w, x.c / int8::PER_WORD, c.input_border());
+                int8::quantize_per_pixel(isa.avx2(), &x, &mut q);
+                q
+            }),
+        };
         // The shortcut buffer receives conv3's output in place.
         let mut out = match &c.shortcut {
-            Some((d, by_input)) => {
+            Some(d) => {
                 let mut s = self
                     .pool
                     .take(x.n, d.out_side(x.h), d.out_side(x.w), d.cout, 0);
                 self.conv(isa, d, &xq, &mut s, false, false);
-                self.timed("outliers", || {
-                    int8::add_outliers(isa.avx2(), &mut s, &outliers, by_input, d.stride, None);
-                });
                 self.pool.give(x);
                 s
             }
@@ -600,31 +613,60 @@ impl<K: Kernel> Net<K> {
         };
         let (h1, w1) = (c.conv1.out_side(xq.h), c.conv1.out_side(xq.w));
         let mut y1 = self.pool.take(xq.n, h1, w1, c.conv1.cout, 0);
-        let s1 = self.conv_stats(isa, &c.conv1, &xq, &mut y1, [false, false], false, true);
+        let s1 = self.conv_stats(
+            isa,
+            &c.conv1,
+            &xq,
+            &mut y1,
+            [false, true],
+            false,
+            true,
+            None,
+        );
         self.pool.give(xq);
-        let mut max1 = s1.max.expect("asked for");
-        self.timed("outliers", || {
-            int8::add_outliers(
-                isa.avx2(),
-                &mut y1,
-                &outliers,
-                &c.conv1_by_input,
-                c.conv1.stride,
-                Some(&mut max1),
-            );
-        });
-        let y1q = self.quantized(isa, &y1, Some(&max1), c.conv2.pad);
+        let y1q = self.quantized(isa, &y1, s1.max.as_deref(), c.conv2.pad);
         self.pool.give(y1);
         let (h2, w2) = (c.conv2.out_side(h1), c.conv2.out_side(w1));
+        // conv3 (a 1x1) reads its input quantised per pixel, which conv2 writes as it goes.
         let mut y2 = self.pool.take(y1q.n, h2, w2, c.conv2.cout, 0);
-        let s2 = self.conv_stats(isa, &c.conv2, &y1q, &mut y2, [false, true], false, true);
+        let mut y2q = self
+            .pool
+            .take(y1q.n, h2, w2, c.conv2.cout / int8::PER_WORD, c.conv3.pad);
+        self.conv_stats(
+            isa,
+            &c.conv2,
+            &y1q,
+            &mut y2,
+            [false, true],
+            false,
+            false,
+            Some((isa.avx2(), &mut y2q)),
+        );
         self.pool.give(y1q);
-        let y2q = self.quantized(isa, &y2, s2.max.as_deref(), c.conv3.pad);
         self.pool.give(y2);
+        let mut codes = next.map(|next| {
+            self.pool.take(
+                out.n,
+                out.h,
+                out.w,
+                out.c / int8::PER_WORD,
+                next.input_border(),
+            )
+        });
         let pooled = self
-            .conv_stats(isa, &c.conv3, &y2q, &mut out, [true, true], pool, false)
+            .conv_stats(
+                isa,
+                &c.conv3,
+                &y2q,
+                &mut out,
+                [true, true],
+                pool,
+                false,
+                codes.as_mut().map(|q| (isa.avx2(), q)),
+            )
             .pooled;
         self.pool.give(y2q);
+        *carried = codes;
         (out, pooled)
     }
 }
