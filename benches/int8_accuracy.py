@@ -11,9 +11,11 @@ It runs, on 100 photos spread evenly over a dev set (the same photos as
 - ONNX Runtime `quantize_static` (QOperator, per_channel, QUInt8 activations, QInt8 weights),
   calibrated on 32 photos of another set, MinMax or Percentile;
 - ONNX Runtime `quantize_dynamic` (ConvInteger, a scale per batch computed at run time);
-- a simulation in PyTorch of attrex's scheme (each image's own scale per tensor; the block
-  inputs clipped at a sampled 99.9th percentile with the outliers' excess put back; 8-bit
-  weights, held on AVX2 to `vpmaddubsw`'s pair limit), as a cross-check of the Rust figures,
+- a simulation in PyTorch of attrex's scheme until 2026-11-29 (each image's own scale per
+  tensor; the block inputs clipped at a sampled 99.9th percentile with the outliers' excess
+  put back; 8-bit weights, held on AVX2 to `vpmaddubsw`'s pair limit; attrex now quantises the
+  1x1s' inputs with a scale per pixel, which this script does not simulate: the Rust tests
+  measure it), as a cross-check of the Rust figures then,
   of the schemes before it (AVX2's 7-bit weights; each image's maximum as every scale), and
   of static scales calibrated once: per
   tensor from the calibration maximum (`static-max`) or the clip with the least squared error

@@ -26,7 +26,6 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::act::{Act, Layout};
-
 use super::buf::AlignedBuf;
 use super::isa::{Avx2Fma, Epilogue, Kernel, MAX_MR};
 
