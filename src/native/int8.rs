@@ -288,14 +288,21 @@ pub(crate) fn quantize_per_pixel(isa: Avx2Fma, src: &Act, dst: &mut Act) {
             let y = py - pad;
             for x in 0..w {
                 let px = &src.data[from.offset(n, y, x)..][..c];
-                let s = scale(isa.max(px, 0.0));
-                line_scales[x + pad] = s;
                 let out = &mut line[(x + pad) * cs..][..c / PER_WORD];
-                isa.quantize_u8(px, 1.0 / s, out);
+                line_scales[x + pad] = quantize_pixel(isa, px, out);
             }
         });
     dst.image_scale = Vec::new();
     dst.pixel_scale = scales;
+}
+
+/// One pixel's channels `values` quantised into `out` (`values.len() / 4` words) under the
+/// pixel's own scale, its largest value / 255, which it returns: what [`quantize_per_pixel`]
+/// and a convolution's epilogue ([`super::kernel::conv_stats`]) write for each pixel.
+pub(crate) fn quantize_pixel(isa: Avx2Fma, values: &[f32], out: &mut [f32]) -> f32 {
+    let s = scale(isa.max(values, 0.0));
+    isa.quantize_u8(values, 1.0 / s, out);
+    s
 }
 
 fn check_shapes(src: &Act, dst: &Act) {
@@ -309,7 +316,7 @@ fn check_shapes(src: &Act, dst: &Act) {
 
 /// The scale of an image whose largest value is `max`: NaN never wins `max`, and an image of
 /// zeros quantises exactly under any scale.
-pub(crate) fn scale(max: f32) -> f32 {
+fn scale(max: f32) -> f32 {
     if max > 0.0 && max.is_finite() {
         max / ACT_MAX
     } else {

@@ -562,9 +562,8 @@ impl<K: Kernel> Job<'_, K> {
             unsafe {
                 let values = std::slice::from_raw_parts(self.out.get().add(px.dst[i]), cout);
                 let out = std::slice::from_raw_parts_mut(codes.data.get().add(at), words);
-                let scale = super::int8::scale(codes.isa.max(values, 0.0));
-                *codes.scales.get().add(at / codes.cs) = scale;
-                codes.isa.quantize_u8(values, 1.0 / scale, out);
+                *codes.scales.get().add(at / codes.cs) =
+                    super::int8::quantize_pixel(codes.isa, values, out);
             }
         }
     }
