@@ -53,6 +53,16 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
+    /// Floats from one pixel to the next.
+    pub fn cs(&self) -> usize {
+        self.cs
+    }
+
+    /// Floats from one row of pixels to the next.
+    pub fn row(&self) -> usize {
+        self.row
+    }
+
     /// Offset of channel 0 of pixel `(y, x)` (unpadded coordinates) of image `n`.
     #[inline]
     pub fn offset(&self, n: usize, y: usize, x: usize) -> usize {

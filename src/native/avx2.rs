@@ -87,6 +87,10 @@ impl Kernel for Avx2Fma {
             self.never()
         }
     }
+
+    fn winograd(self) -> Option<Avx2Fma> {
+        Some(self)
+    }
 }
 
 /// The int8 kernel: the AVX2 tile on words of four bytes ([`super::int8`]).

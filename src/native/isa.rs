@@ -473,6 +473,14 @@ pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
     /// # Panics
     /// If the lengths differ.
     fn copy(self, dst: &mut [f32], src: &[f32]);
+
+    /// The AVX2 token for the transforms of Winograd's F(2x2, 3x3) ([`super::winograd`]),
+    /// where the `f32` network runs its 3x3 convolutions so instead of directly: the AVX2
+    /// kernel (measured on AMD Zen 3, see `benches/README.md`). AVX-512 keeps the direct
+    /// kernel: it was not measured there.
+    fn winograd(self) -> Option<Avx2Fma> {
+        None
+    }
 }
 
 #[cfg(test)]

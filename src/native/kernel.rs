@@ -146,16 +146,17 @@ impl<K: Kernel> PackedConv<K> {
 
 /// Raw pointers that workers write through; each worker touches disjoint output pixels.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: a `SendPtr` is only dereferenced at the output pixels of one block of tiles, which
-// one worker alone computes (see `run`), so moving it to that worker races with nothing.
+pub(super) struct SendPtr(pub(super) *mut f32);
+// SAFETY: a `SendPtr` is only dereferenced at the output pixels of one block of tiles (here,
+// see `run`) or one chunk of tiles ([`super::winograd`]), which one worker alone computes, so
+// moving it to that worker races with nothing.
 unsafe impl Send for SendPtr {}
 // SAFETY: as for `Send`: sharing it lets each worker write its own disjoint pixels only.
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -912,7 +913,7 @@ fn prefetch_l2(at: *const f32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::native::act::Pool;
     use crate::native::isa::each_kernel;
@@ -920,7 +921,7 @@ mod tests {
     /// A direct, unoptimised convolution on NCHW data, summed in f64: the reference for the
     /// kernels.
     #[allow(clippy::too_many_arguments)]
-    fn naive(
+    pub(in crate::native) fn naive(
         x: &[f32],
         [n, cin, h, w]: [usize; 4],
         wt: &[f32],
@@ -961,7 +962,7 @@ mod tests {
     }
 
     /// Deterministic values in [-1, 1).
-    pub(super) fn values(len: usize, seed: u64) -> Vec<f32> {
+    pub(in crate::native) fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut rng = crate::rng::SplitMix64::new(seed);
         (0..len).map(|_| rng.signed_unit()).collect()
     }

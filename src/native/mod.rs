@@ -24,6 +24,7 @@ mod buf;
 mod int8;
 mod isa;
 mod kernel;
+mod winograd;
 
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ use rayon::prelude::*;
 
 use act::{Act, Pool, max_pool_3x3_s2};
 use kernel::{PackedConv, Stats, conv, conv_stats};
+use winograd::WinogradConv;
 
 use crate::arch::Bottleneck;
 use crate::weights::{FoldedConv, FoldedNet};
@@ -205,6 +207,9 @@ struct Net<K> {
     isa: K,
     stem: PackedConv<K>,
     stages: Stages<K>,
+    /// The `f32` stages' 3x3 convolutions for Winograd's F(2x2, 3x3), by stage and block,
+    /// where the kernel runs them so ([`Kernel::WINOGRAD`]); empty otherwise.
+    winograd: [Vec<WinogradConv<K>>; 4],
     pool: Pool,
     profile: bool,
 }
@@ -301,13 +306,35 @@ fn pack_float<K: Kernel>(c: &FoldedConv) -> Result<PackedConv<K>, &'static str> 
     })
 }
 
+/// Every bottleneck's 3x3 for Winograd's F(2x2, 3x3), by stage: `None` unless all of them
+/// have the shape it takes (every bottleneck ResNet's do), so that a network runs one way.
+fn winograd_stages<K: Kernel>(net: &FoldedNet) -> Option<[Vec<WinogradConv<K>>; 4]> {
+    let mut stages: [Vec<_>; 4] = Default::default();
+    for (out, stage) in stages.iter_mut().zip(&net.convs.stages) {
+        for b in stage {
+            let (c, s) = (&b.conv2, &b.conv2.spec);
+            if (s.kernel, s.stride, s.padding) != (3, 1, 1) {
+                return None;
+            }
+            out.push(WinogradConv::new(s.channels, &c.weight, &c.bias)?);
+        }
+    }
+    Some(stages)
+}
+
 impl<K: Kernel> Net<K> {
     fn new(isa: K, net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
         let packed = net.convs.try_map(pack_float)?;
+        let winograd = if isa.winograd().is_some() {
+            winograd_stages(net).unwrap_or_default()
+        } else {
+            Default::default()
+        };
         Ok(Self {
             isa,
             stem: packed.stem,
             stages: Stages::Fp32(packed.stages),
+            winograd,
             pool: Pool::default(),
             profile,
         })
@@ -341,6 +368,7 @@ impl<K: Kernel> Net<K> {
             isa,
             stem,
             stages: Stages::Int8(wrap(int8, stages)),
+            winograd: Default::default(),
             pool: Pool::default(),
             profile,
         })
@@ -498,7 +526,10 @@ impl<K: Kernel> Net<K> {
                 let pool = wanted[i + 1] && j + 1 == len;
                 let pooled;
                 (x, pooled) = match &self.stages {
-                    Stages::Fp32(stages) => self.bottleneck(&stages[i][j], x, pool),
+                    Stages::Fp32(stages) => {
+                        let winograd = self.winograd[i].get(j);
+                        self.bottleneck(&stages[i][j], winograd, x, pool)
+                    }
                     Stages::Int8(int8) => match int8 {
                         Int8Stages::Avx2(isa, s) => {
                             self.bottleneck_int8(*isa, &s[..stages], [i, j], x, &mut xq, pool)
@@ -523,10 +554,12 @@ impl<K: Kernel> Net<K> {
         (out, weighted)
     }
 
-    /// One bottleneck; with `pool`, also the average pool of its output.
+    /// One bottleneck, its 3x3 by `winograd` where given; with `pool`, also the average pool
+    /// of its output.
     fn bottleneck(
         &self,
         b: &Bottleneck<PackedConv<K>>,
+        winograd: Option<&WinogradConv<K>>,
         x: Act,
         pool: bool,
     ) -> (Act, Option<Vec<f32>>) {
@@ -550,7 +583,12 @@ impl<K: Kernel> Net<K> {
         }
         let (h2, w2) = (b.conv2.out_side(h1), b.conv2.out_side(w1));
         let mut y2 = self.pool.take(y1.n, h2, w2, b.conv2.cout, b.conv3.pad);
-        self.conv(self.isa, &b.conv2, &y1, &mut y2, false, true);
+        match winograd.zip(self.isa.winograd()) {
+            Some((w, avx2)) => self.timed_conv(&b.conv2, [y2.n, y2.h, y2.w], || {
+                winograd::conv(self.isa, avx2, w, &y1, &mut y2, true);
+            }),
+            None => self.conv(self.isa, &b.conv2, &y1, &mut y2, false, true),
+        }
         self.pool.give(y1);
         let pooled = self
             .conv_stats(
