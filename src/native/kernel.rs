@@ -124,6 +124,14 @@ impl<K: Kernel> PackedConv<K> {
         self
     }
 
+    /// Drops the weights, keeping the shape, for a convolution that another path computes
+    /// ([`super::winograd`]): [`conv`] refuses it afterwards.
+    pub fn shape_only(&mut self) {
+        self.weights = AlignedBuf::zeroed(0);
+        self.bias = AlignedBuf::zeroed(0);
+        self.scale = AlignedBuf::zeroed(0);
+    }
+
     /// Panel `p`'s scales (empty without [`with_scale`](Self::with_scale)).
     fn scale(&self, p: usize) -> &[f32] {
         if self.scale.is_empty() {
@@ -258,6 +266,10 @@ fn run<K: Kernel>(
     assert!(
         input.pad >= pc.pad && input.c == pc.cin,
         "conv input layout"
+    );
+    assert!(
+        pc.weights.len() == pc.k_len() * pc.cout && pc.bias.len() == pc.cout,
+        "a convolution without its weights (PackedConv::shape_only)"
     );
     // Each pixel's own scale serves a patch of one pixel, and one slot per pixel holds it.
     assert!(

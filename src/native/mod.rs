@@ -208,7 +208,8 @@ struct Net<K> {
     stem: PackedConv<K>,
     stages: Stages<K>,
     /// The `f32` stages' 3x3 convolutions for Winograd's F(2x2, 3x3), by stage and block,
-    /// where the kernel runs them so ([`Kernel::WINOGRAD`]); empty otherwise.
+    /// where the kernel runs them so ([`Kernel::winograd`]; the stages then keep only their
+    /// shapes, [`PackedConv::shape_only`]); empty otherwise.
     winograd: [Vec<WinogradConv<K>>; 4],
     pool: Pool,
     profile: bool,
@@ -324,12 +325,18 @@ fn winograd_stages<K: Kernel>(net: &FoldedNet) -> Option<[Vec<WinogradConv<K>>; 
 
 impl<K: Kernel> Net<K> {
     fn new(isa: K, net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
-        let packed = net.convs.try_map(pack_float)?;
+        let mut packed = net.convs.try_map(pack_float)?;
         let winograd = if isa.winograd().is_some() {
             winograd_stages(net).unwrap_or_default()
         } else {
             Default::default()
         };
+        // The direct 3x3s' weights are not needed where Winograd's run instead.
+        for (stage, winograd) in packed.stages.iter_mut().zip(&winograd) {
+            for b in stage.iter_mut().take(winograd.len()) {
+                b.conv2.shape_only();
+            }
+        }
         Ok(Self {
             isa,
             stem: packed.stem,
