@@ -143,7 +143,10 @@ pub(crate) fn conv<K: Kernel>(
     input.assert_layout();
     out.assert_layout();
     assert!(
-        input.pad >= 1 && input.c == wc.cin && input.pixel_scale.is_empty(),
+        input.pad >= 1
+            && input.c == wc.cin
+            && input.pixel_scale.is_empty()
+            && input.image_scale.is_empty(),
         "Winograd conv input layout"
     );
     assert!(
@@ -207,6 +210,9 @@ fn run<K: Kernel, const STEP: usize>(
     relu: bool,
 ) {
     let tiling = Tiling::new::<K>(input, STEP, wc.cout);
+    if tiling.total == 0 {
+        return;
+    }
     let dst = Output {
         data: SendPtr(out.data.as_mut_ptr()),
         layout: out.layout(),
@@ -585,6 +591,20 @@ mod tests {
             pool.give(out);
         }
         worst
+    }
+
+    #[test]
+    fn an_empty_batch_writes_nothing() {
+        let Some(avx2) = Avx2Fma::detect() else {
+            crate::native::isa::testing::skip(crate::native::Isa::Avx2);
+            return;
+        };
+        let wc = WinogradConv::new([64, 64], &values(64 * 64 * 9, 1), &values(64, 2)).unwrap();
+        let pool = Pool::default();
+        let input = pool.take(0, 7, 7, 64, 1);
+        let mut out = pool.take(0, 7, 7, 64, 0);
+        conv(avx2, avx2, &wc, &input, &mut out, true);
+        assert!(out.data.is_empty());
     }
 
     fn isa_of<K: Kernel>(_: K) -> crate::native::Isa {
