@@ -170,7 +170,7 @@ struct Tiling {
     tw: usize,
     /// Tiles of the batch.
     total: usize,
-    /// Tiles per chunk (a multiple of `MR`, except perhaps the last chunk's count).
+    /// Tiles per chunk, a multiple of `MR` (the last chunk may hold fewer).
     per_chunk: usize,
     /// Rows of `M` from one tile to the next: the output's channels, spread like an [`Act`]'s.
     m_stride: usize,
@@ -230,9 +230,7 @@ fn run<K: Kernel, const STEP: usize>(
             let tiles = tiling.per_chunk.min(tiling.total - t0);
             isa.vectorize(|| {
                 transform_input::<STEP>(avx2, input, tiling, t0, tiles, v);
-                // SAFETY: `v` holds `per_chunk` (a multiple of `MR`) rows of `STEP` floats per
-                // point, `m` as many rows of `m_stride`, and `wc`'s panels `cin` x `NR` each.
-                unsafe { products::<K, STEP>(isa, wc, tiling, tiles, v, m) };
+                products::<K, STEP>(isa, wc, tiling, tiles, v, m);
                 transform_output(avx2, wc, tiling, t0, tiles, m, dst);
             });
         },
@@ -301,11 +299,11 @@ fn transform_input<const STEP: usize>(
 /// each group of `MR` tiles passes over every panel of `U[xi]` while its rows of `V` stay in
 /// L1.
 ///
-/// # Safety
-/// `v` must hold `POINTS` planes of `per_chunk` rows of `STEP >= cin` floats, and `m` as many
-/// rows of `m_stride >= cout`.
+/// # Panics
+/// Unless `v` holds `POINTS` planes of `per_chunk` rows of `STEP >= cin` floats, and `m` as
+/// many rows of `m_stride >= cout`.
 #[inline(always)]
-unsafe fn products<K: Kernel, const STEP: usize>(
+fn products<K: Kernel, const STEP: usize>(
     isa: K,
     wc: &WinogradConv<K>,
     tiling: Tiling,
@@ -318,6 +316,7 @@ unsafe fn products<K: Kernel, const STEP: usize>(
         v.len() >= POINTS * tiling.per_chunk * STEP
             && m.len() >= POINTS * tiling.per_chunk * tiling.m_stride
             && STEP >= wc.cin
+            && tiling.m_stride >= wc.cout
             && tiling.per_chunk.is_multiple_of(K::MR)
             && tiles <= tiling.per_chunk,
         "Winograd scratch layout"
@@ -376,6 +375,10 @@ fn transform_output<K: Kernel>(
     out: Output,
 ) {
     let plane = tiling.per_chunk * tiling.m_stride;
+    assert!(
+        wc.cout <= tiling.m_stride && tiles <= tiling.per_chunk && m.len() >= POINTS * plane,
+        "Winograd output scratch"
+    );
     for t in 0..tiles {
         let (n, y, x) = tile_origin(tiling, t0 + t);
         let (ys, xs) = ((out.h - y).min(2), (out.w - x).min(2));
