@@ -223,18 +223,30 @@ fn run<K: Kernel, const STEP: usize>(
     let chunks = tiling.total.div_ceil(tiling.per_chunk);
     let v_len = POINTS * tiling.per_chunk * STEP;
     let m_len = POINTS * tiling.per_chunk * tiling.m_stride;
-    (0..chunks).into_par_iter().for_each_init(
-        || (AlignedBuf::zeroed(v_len), AlignedBuf::zeroed(m_len)),
-        |(v, m), chunk| {
-            let t0 = chunk * tiling.per_chunk;
-            let tiles = tiling.per_chunk.min(tiling.total - t0);
+    (0..chunks).into_par_iter().for_each(|chunk| {
+        let t0 = chunk * tiling.per_chunk;
+        let tiles = tiling.per_chunk.min(tiling.total - t0);
+        SCRATCH.with_borrow_mut(|(v, m)| {
+            for (buf, len) in [(&mut *v, v_len), (&mut *m, m_len)] {
+                if buf.len() < len {
+                    *buf = AlignedBuf::zeroed(len);
+                }
+            }
+            let (v, m) = (&mut v[..v_len], &mut m[..m_len]);
             isa.vectorize(|| {
                 transform_input::<STEP>(avx2, input, tiling, t0, tiles, v);
                 products::<K, STEP>(isa, wc, tiling, tiles, v, m);
                 transform_output(avx2, wc, tiling, t0, tiles, m, dst);
             });
-        },
-    );
+        });
+    });
+}
+
+thread_local! {
+    /// Each worker's `V` and `M`, kept between calls (as the driver keeps its packed patches)
+    /// and grown when a convolution needs more.
+    static SCRATCH: std::cell::RefCell<(AlignedBuf, AlignedBuf)> =
+        std::cell::RefCell::new((AlignedBuf::zeroed(0), AlignedBuf::zeroed(0)));
 }
 
 /// Where the workers write the output, and whether through ReLU.
