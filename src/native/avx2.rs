@@ -25,12 +25,13 @@ use std::arch::x86_64::{
     __m256, _MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_castps_si256,
     _mm256_cmpgt_epi32, _mm256_cvtepi32_ps, _mm256_cvtps_epi32, _mm256_loadu_ps,
     _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps,
-    _mm256_packus_epi16, _mm256_packus_epi32, _mm256_permutevar8x32_epi32, _mm256_set1_epi32,
-    _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
+    _mm256_packs_epi32, _mm256_packus_epi16, _mm256_packus_epi32, _mm256_permute4x64_epi64,
+    _mm256_permutevar8x32_epi32, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32,
+    _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
 };
 
 use super::isa::{
-    Avx2Fma, Avx2Int8, AvxVnni, Epilogue, Int8, Isa, Kernel, MAX_MR, VnniEncoding, vectorize_with,
+    Avx2Fma, Avx2Int8, Avx2Pairs, Epilogue, Int8, Isa, Kernel, MAX_MR, VnniEncoding, vectorize_with,
 };
 
 /// Output pixels per tile.
@@ -65,7 +66,7 @@ impl Kernel for Avx2Fma {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves AVX2 and FMA; the pointers are as the caller's contract says.
         unsafe {
-            wide_tile::<STEP, SPLIT, false>(a, jump, runs, b, outs, ep, None);
+            wide_tile::<STEP, SPLIT, false>(a, jump, runs, b, outs, ep, Words::Float);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -93,48 +94,99 @@ impl Kernel for Avx2Fma {
     }
 }
 
-/// The int8 kernel: the AVX2 tile on words of four bytes ([`super::int8`]).
-impl Kernel for Avx2Int8 {
-    const ISA: Isa = Isa::Avx2;
-    const MR: usize = MR;
-    const NR: usize = NR;
-    const VALUES_PER_WORD: usize = 4;
-
-    #[inline(always)]
-    fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
-        self.avx2().vectorize(f)
+/// The integer kernels' [`Kernel::tile`]: [`wide_tile`] on `words`, after checking the scales
+/// it reads.
+///
+/// # Safety
+/// As [`Kernel::tile`] (with `NR` 16), and the CPU must run `words`' instructions (AVX2 and
+/// FMA, which `isa` proves, and for [`Words::Vnni`] its encoding of `vpdpbusd`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn int_tile<const STEP: usize, const SPLIT: bool>(
+    isa: Avx2Fma,
+    a: *const f32,
+    jump: usize,
+    runs: &[(usize, usize)],
+    b: *const f32,
+    outs: &[*mut f32; MAX_MR],
+    ep: &Epilogue<'_>,
+    words: Words,
+) {
+    ep.assert_int8(NR);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `isa` proves AVX2 and FMA, the caller the rest of `words`' instructions; the
+    // pointers are as the caller's contract says, and the scales were checked above.
+    unsafe {
+        let _ = isa;
+        wide_tile::<STEP, SPLIT, true>(a, jump, runs, b, outs, ep, words);
     }
-
-    #[inline]
-    unsafe fn tile<const STEP: usize, const SPLIT: bool>(
-        self,
-        a: *const f32,
-        jump: usize,
-        runs: &[(usize, usize)],
-        b: *const f32,
-        outs: &[*mut f32; MAX_MR],
-        ep: &Epilogue<'_>,
-    ) {
-        ep.assert_int8(NR);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `self` proves AVX2 and FMA, and its `vnni()` the encoding of `vpdpbusd`;
-        // the pointers are as the caller's contract says, and the scales were checked above.
-        unsafe {
-            let vnni = self.vnni().map(AvxVnni::encoding);
-            wide_tile::<STEP, SPLIT, true>(a, jump, runs, b, outs, ep, vnni);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (a, jump, runs, b, outs, ep);
-            self.avx2().never()
-        }
-    }
-
-    #[inline]
-    fn copy(self, dst: &mut [f32], src: &[f32]) {
-        self.avx2().copy(dst, src);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, jump, runs, b, outs, ep, words);
+        isa.never()
     }
 }
+
+/// `impl Kernel` for an integer kernel on AVX2: `$token`'s tile is [`int_tile`] on the
+/// [`Words`] that `$words` gives for the token, `$per_word` values to a word.
+macro_rules! int_kernel {
+    ($(#[$doc:meta])* $token:ty, $per_word:literal, $words:expr) => {
+        $(#[$doc])*
+        impl Kernel for $token {
+            const ISA: Isa = Isa::Avx2;
+            const MR: usize = MR;
+            const NR: usize = NR;
+            const VALUES_PER_WORD: usize = $per_word;
+
+            #[inline(always)]
+            fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
+                self.avx2().vectorize(f)
+            }
+
+            #[inline]
+            unsafe fn tile<const STEP: usize, const SPLIT: bool>(
+                self,
+                a: *const f32,
+                jump: usize,
+                runs: &[(usize, usize)],
+                b: *const f32,
+                outs: &[*mut f32; MAX_MR],
+                ep: &Epilogue<'_>,
+            ) {
+                let words: fn(Self) -> Words = $words;
+                // SAFETY: the token proves AVX2 and FMA, and the instructions of the words
+                // it names (`vpdpbusd`'s encoding only where it proves it); the rest is the
+                // caller's contract.
+                unsafe {
+                    int_tile::<STEP, SPLIT>(self.avx2(), a, jump, runs, b, outs, ep, words(self))
+                }
+            }
+
+            #[inline]
+            fn copy(self, dst: &mut [f32], src: &[f32]) {
+                self.avx2().copy(dst, src);
+            }
+        }
+    };
+}
+
+int_kernel!(
+    /// The int8 kernel: the AVX2 tile on words of four bytes ([`super::int8`]), with
+    /// `vpdpbusd` where the token proves AVX-VNNI.
+    Avx2Int8,
+    4,
+    |isa| isa
+        .vnni()
+        .map_or(Words::Quads, |v| Words::Vnni(v.encoding()))
+);
+
+int_kernel!(
+    /// The kernel on words of two `i16`: the matrix products of the int8 network's Winograd
+    /// 3x3s ([`super::winograd`]).
+    Avx2Pairs,
+    2,
+    |_| Words::Pairs
+);
 
 /// The int8 engine's passes over `f32` activations, vectorised with AVX2.
 impl Avx2Fma {
@@ -171,6 +223,60 @@ impl Avx2Fma {
         {
             let _ = (values, inv, out);
             self.never()
+        }
+    }
+
+    /// `values` as 16-bit codes, two to a word of `out` (the first in the low half):
+    /// `round(v * inv)` (ties to even) clamped to `-limit..=limit`, NaN to `-limit`.
+    ///
+    /// # Panics
+    /// If `values` is not a whole number of 16, `out` does not hold `values.len() / 2` words,
+    /// or `limit` is not within `1..=32767`.
+    pub(crate) fn code_pairs(self, values: &[f32], inv: f32, limit: i32, out: &mut [f32]) {
+        assert!(
+            values.len().is_multiple_of(16) && out.len() * 2 == values.len(),
+            "two values per word, sixteen at a time"
+        );
+        assert!((1..=32_767).contains(&limit), "a 16-bit limit");
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves AVX2; the lengths were checked.
+        unsafe {
+            code_pairs(values, inv, limit as f32, out)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (values, inv, limit, out);
+            self.never()
+        }
+    }
+}
+
+/// See [`Avx2Fma::code_pairs`].
+///
+/// # Safety
+/// AVX2 must be available; `values` a multiple of 16 long, `out` half as long.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn code_pairs(values: &[f32], inv: f32, limit: f32, out: &mut [f32]) {
+    let (k, hi, lo) = (
+        _mm256_set1_ps(inv),
+        _mm256_set1_ps(limit),
+        _mm256_set1_ps(-limit),
+    );
+    for (v, o) in values.chunks_exact(16).zip(out.chunks_exact_mut(8)) {
+        // SAFETY: `v` holds 16 floats and `o` 8 words (32 bytes). `max_ps` returns its second
+        // operand when either is NaN: NaN becomes `-limit`; the clamp keeps every value
+        // within `i16`, so the saturating pack changes none.
+        unsafe {
+            let code = |at: *const f32| {
+                let x = _mm256_mul_ps(_mm256_loadu_ps(at), k);
+                _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(x, lo), hi))
+            };
+            // The pack interleaves the halves by 128-bit lane; the permutation puts them back
+            // in order.
+            let packed = _mm256_packs_epi32(code(v.as_ptr()), code(v.as_ptr().add(8)));
+            let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+            _mm256_storeu_si256(o.as_mut_ptr().cast(), ordered);
         }
     }
 }
@@ -243,6 +349,20 @@ unsafe fn quantize_u8(values: &[f32], inv: f32, out: &mut [f32]) {
     }
 }
 
+/// What a 32-bit word of a tile's inputs and weights holds, and so how [`wide_tile`]
+/// multiplies and adds them.
+#[derive(Debug, Clone, Copy)]
+enum Words {
+    /// One `f32`.
+    Float,
+    /// Four bytes (activations `u8`, weights `i8`), by `vpmaddubsw` and `vpmaddwd`.
+    Quads,
+    /// Four bytes, by `vpdpbusd` in this encoding.
+    Vnni(VnniEncoding),
+    /// Two `i16`, by `vpmaddwd`.
+    Pairs,
+}
+
 /// [`Kernel::tile`] for AVX2 and FMA: 14 rows by 16 channels (two vectors), in
 /// three groups of 5, 5 and 4 rows (see the module documentation). With `INT`, the int8
 /// kernel's words, each four bytes (four consecutive input channels, and their four weights),
@@ -264,7 +384,7 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
     b: *const f32,
     outs: &[*mut f32; MAX_MR],
     ep: &Epilogue<'_>,
-    vnni: Option<VnniEncoding>,
+    words: Words,
 ) {
     const { assert!(MR == 14 && MR <= MAX_MR) };
     let rows = ep.row_img.len();
@@ -319,15 +439,18 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
                         $four([p(10), p(11), p(12), p(13)], w, n, g2, fresh);
                     }};
                 }
-                match (INT, vnni) {
-                    (true, Some(VnniEncoding::Vex)) => {
+                match (INT, words) {
+                    (true, Words::Vnni(VnniEncoding::Vex)) => {
                         groups!(multiply_add_vnni_5x16, multiply_add_vnni_4x16)
                     }
                     #[cfg(test)]
-                    (true, Some(VnniEncoding::Evex)) => {
+                    (true, Words::Vnni(VnniEncoding::Evex)) => {
                         groups!(multiply_add_evex_5x16, multiply_add_evex_4x16)
                     }
-                    (true, None) => groups!(multiply_add_quads_5x16, multiply_add_quads_4x16),
+                    (true, Words::Pairs) => {
+                        groups!(multiply_add_pairs_5x16, multiply_add_pairs_4x16)
+                    }
+                    (true, _) => groups!(multiply_add_quads_5x16, multiply_add_quads_4x16),
                     (false, _) => groups!(multiply_add_5x16, multiply_add_4x16),
                 }
                 fresh = false;
@@ -592,6 +715,17 @@ macro_rules! row_group {
             "vpaddd ymm", $hi, ", ymm", $hi, ", ymm13",
         )
     };
+    // One row's step on words of two `i16`: `vpmaddwd` multiplies them and adds each word's
+    // two products into `i32`, `vpaddd` accumulates.
+    (@step pairs, $row:ident, $lo:literal, $hi:literal, $off:literal) => {
+        concat!(
+            "vpbroadcastd ymm13, [{", stringify!($row), "} + 4 * {i} + ", $off, "]\n",
+            "vpmaddwd ymm14, ymm13, ymm10\n",
+            "vpaddd ymm", $lo, ", ymm", $lo, ", ymm14\n",
+            "vpmaddwd ymm13, ymm13, ymm11\n",
+            "vpaddd ymm", $hi, ", ymm", $hi, ", ymm13",
+        )
+    };
     // One row's step with AVX-VNNI: `vpdpbusd` multiplies the bytes, adds each word's four
     // products and accumulates, in one instruction per vector (VEX-encoded, 256 bits).
     (@step vnni, $row:ident, $lo:literal, $hi:literal, $off:literal) => {
@@ -661,6 +795,23 @@ row_group!(
     /// # Safety
     /// As [`multiply_add_vnni_5x16`], for four rows.
     multiply_add_vnni_4x16,
+);
+
+row_group!(
+    pairs,
+    /// [`multiply_add_5x16`] on words that each hold two `i16`: the sums are 32-bit integers,
+    /// and each step adds `sum_q rows[j][i].q * b[i][c].q` (`q < 2`) to lane `c`, exactly as
+    /// long as no sum leaves the `i32` range (`vpmaddwd` overflows only for two products of
+    /// -32,768 by -32,768; [`super::winograd`] bounds its values well inside).
+    ///
+    /// # Safety
+    /// As [`multiply_add_5x16`] (AVX2 for these instructions).
+    multiply_add_pairs_5x16,
+    /// [`multiply_add_pairs_5x16`] for four rows (64 sums of `acc`).
+    ///
+    /// # Safety
+    /// As [`multiply_add_5x16`], for four rows.
+    multiply_add_pairs_4x16,
 );
 
 row_group!(

@@ -14,6 +14,12 @@
 //! them as floats, which keep their bits. Activations take a quarter of their float bytes,
 //! weights a quarter too.
 //!
+//! On AVX2 without AVX-VNNI, the 3x3s of the stages with 128 and 256 channels run by
+//! Winograd's F(2x2, 3x3) on 16-bit codes instead ([`super::winograd::conv_pairs`]): `vpmaddwd`
+//! multiplies and adds 16-bit pairs at the rate `vpmaddubsw` and `vpmaddwd` do bytes, so 16
+//! products per tile in 16 bits cost less than 36 in 8. They read the first 1x1's `f32` output
+//! and its per-image maxima, and their outputs are quantised per pixel in a pass.
+//!
 //! What stays in `f32`: the stem (3 input channels, and the network's most sensitive layer),
 //! the max-pool, every convolution's output, the residual stream and the pooled taps. A value
 //! `x` becomes `round(x / s)` in 0..=255, which loses nothing to the sign because every
@@ -113,7 +119,7 @@ const ACT_MAX: f32 = 255.0;
 /// kernel, so the name does too.
 pub(crate) fn scheme(kernel: Int8Kernel) -> &'static str {
     match kernel {
-        Int8Kernel::Avx2 => "int8-v4-w8p",
+        Int8Kernel::Avx2 => "int8-v5-w8p-wino16",
         Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni => "int8-v4-w8",
     }
 }

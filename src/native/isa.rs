@@ -131,6 +131,26 @@ pub(crate) struct Avx2Int8 {
     vnni: Option<AvxVnni>,
 }
 
+/// Proof that the CPU has AVX2 and FMA, as the token of the kernel on words of two `i16`
+/// (`vpmaddwd`), which runs the matrix products of the int8 network's 3x3s by Winograd's
+/// F(2x2, 3x3) on AVX2 without AVX-VNNI ([`super::winograd`]). Made only from an
+/// [`Avx2Fma`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx2Pairs(Avx2Fma);
+
+impl From<Avx2Fma> for Avx2Pairs {
+    fn from(isa: Avx2Fma) -> Self {
+        Self(isa)
+    }
+}
+
+impl Avx2Pairs {
+    /// The AVX2 token it wraps.
+    pub fn avx2(self) -> Avx2Fma {
+        self.0
+    }
+}
+
 /// Proof that the CPU has AVX-VNNI (`vpdpbusd` on 256-bit vectors, VEX-encoded). Only
 /// [`Avx2Int8`]'s `From` creates one, after checking (and, in tests, its EVEX stand-in).
 #[derive(Debug, Clone, Copy)]

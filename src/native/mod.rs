@@ -38,7 +38,7 @@ use crate::arch::Bottleneck;
 use crate::weights::{FoldedConv, FoldedNet};
 
 pub(crate) use int8::scheme as int8_scheme;
-use isa::{Avx2Fma, Avx2Int8, Avx512, Avx512Vnni, Int8, Kernel};
+use isa::{Avx2Fma, Avx2Int8, Avx2Pairs, Avx512, Avx512Vnni, Int8, Kernel};
 pub use isa::{Int8Kernel, Isa};
 
 /// A folded ResNet packed for the native kernels of one instruction set.
@@ -103,7 +103,21 @@ impl NativeNet {
                     Avx2Int8::from(fp32),
                     net,
                     profile,
-                    Int8Stages::Avx2,
+                    |isa, mut stages| {
+                        // Without AVX-VNNI the 3x3s run by Winograd on 16-bit codes, and the
+                        // direct ones keep only their shapes.
+                        let winograd = if isa.vnni().is_none() {
+                            int8_winograd_stages(net)
+                        } else {
+                            Default::default()
+                        };
+                        for (stage, winograd) in stages.iter_mut().zip(&winograd) {
+                            for b in stage.iter_mut().take(winograd.len()) {
+                                b.conv2.shape_only();
+                            }
+                        }
+                        Int8Stages::Avx2(isa, stages, winograd)
+                    },
                 )?)
             }
         };
@@ -249,7 +263,14 @@ type PackedInt8<I> = [Vec<int8::Int8Bottleneck<I>>; 4];
 
 /// The bottleneck stages packed for one of the int8 kernels, with its token.
 enum Int8Stages {
-    Avx2(Avx2Int8, PackedInt8<Avx2Int8>),
+    /// With the 3x3s by Winograd's F(2x2, 3x3) on 16-bit codes, by stage and block, where
+    /// they run so (AVX2 without AVX-VNNI, [`winograd::conv_pairs`]; the stages then keep
+    /// only their shapes); empty otherwise.
+    Avx2(
+        Avx2Int8,
+        PackedInt8<Avx2Int8>,
+        [Vec<WinogradConv<Avx2Pairs>>; 4],
+    ),
     Avx512Vnni(Avx512Vnni, PackedInt8<Avx512Vnni>),
 }
 
@@ -267,7 +288,7 @@ impl Int8Stages {
     /// Bottlenecks per stage.
     fn lens(&self) -> [usize; 4] {
         match self {
-            Int8Stages::Avx2(_, s) => s.each_ref().map(Vec::len),
+            Int8Stages::Avx2(_, s, _) => s.each_ref().map(Vec::len),
             Int8Stages::Avx512Vnni(_, s) => s.each_ref().map(Vec::len),
         }
     }
@@ -275,7 +296,7 @@ impl Int8Stages {
     /// The kernel, as the public API names it.
     fn kernel(&self) -> Int8Kernel {
         match self {
-            Int8Stages::Avx2(isa, _) => isa.name(),
+            Int8Stages::Avx2(isa, ..) => isa.name(),
             Int8Stages::Avx512Vnni(isa, _) => isa.name(),
         }
     }
@@ -323,6 +344,31 @@ fn winograd_stages<K: Kernel>(net: &FoldedNet) -> Option<[Vec<WinogradConv<K>>; 
     Some(stages)
 }
 
+/// The int8 network's 3x3s on AVX2 without AVX-VNNI that run by Winograd on 16-bit codes
+/// ([`winograd::conv_pairs`]): those of the stages whose 3x3s take 128 or 256 channels
+/// (ResNet-50's stages 2 and 3, on 28 x 28 and 14 x 14 maps), by stage and block; the other
+/// stages' are empty. Measured on AMD Zen 3 (one thread, batch 8, fastest of 15 passes): the
+/// 3x3s of stage 2 took 38.4 ms instead of 47.1 directly, stage 3's 53.2 instead of 68.3; stage
+/// 1's (64 channels: 32 words per product, which its epilogue outweighs) 37.2 instead of 36.4,
+/// and stage 4's (7 x 7 maps: 31 % of the products past the border, and 8 MB of weights per
+/// convolution) 36.2 instead of 34.4, so those stay direct (`benches/README.md`).
+fn int8_winograd_stages(net: &FoldedNet) -> [Vec<WinogradConv<Avx2Pairs>>; 4] {
+    net.convs.stages.each_ref().map(|stage| {
+        let takes = |b: &Bottleneck<FoldedConv>| {
+            let s = &b.conv2.spec;
+            (s.kernel, s.stride, s.padding) == (3, 1, 1) && matches!(s.channels[0], 128 | 256)
+        };
+        if !stage.iter().all(takes) {
+            return Vec::new();
+        }
+        stage
+            .iter()
+            .map(|b| WinogradConv::new_pairs(b.conv2.spec.channels, &b.conv2.weight, &b.conv2.bias))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
+    })
+}
+
 impl<K: Kernel> Net<K> {
     fn new(isa: K, net: &FoldedNet, profile: bool) -> Result<Self, &'static str> {
         let mut packed = net.convs.try_map(pack_float)?;
@@ -362,7 +408,7 @@ impl<K: Kernel> Net<K> {
         int8: I,
         net: &FoldedNet,
         profile: bool,
-        wrap: fn(I, PackedInt8<I>) -> Int8Stages,
+        wrap: impl FnOnce(I, PackedInt8<I>) -> Int8Stages,
     ) -> Result<Self, &'static str> {
         let stem = pack_float(&net.convs.stem)?;
         let mut stages: [Vec<_>; 4] = Default::default();
@@ -538,11 +584,21 @@ impl<K: Kernel> Net<K> {
                         self.bottleneck(&stages[i][j], winograd, x, pool)
                     }
                     Stages::Int8(int8) => match int8 {
-                        Int8Stages::Avx2(isa, s) => {
-                            self.bottleneck_int8(*isa, &s[..stages], [i, j], x, &mut xq, pool)
+                        Int8Stages::Avx2(isa, s, winograd) => {
+                            let winograd =
+                                winograd[i].get(j).map(|w| (Avx2Pairs::from(isa.avx2()), w));
+                            self.bottleneck_int8(
+                                *isa,
+                                &s[..stages],
+                                [i, j],
+                                x,
+                                &mut xq,
+                                pool,
+                                winograd,
+                            )
                         }
                         Int8Stages::Avx512Vnni(isa, s) => {
-                            self.bottleneck_int8(*isa, &s[..stages], [i, j], x, &mut xq, pool)
+                            self.bottleneck_int8(*isa, &s[..stages], [i, j], x, &mut xq, pool, None)
                         }
                     },
                 };
@@ -629,6 +685,7 @@ impl<K: Kernel> Net<K> {
         x: Act,
         carried: &mut Option<Act>,
         pool: bool,
+        winograd: Option<(Avx2Pairs, &WinogradConv<Avx2Pairs>)>,
     ) -> (Act, Option<Vec<f32>>) {
         let c = &stages[i][j];
         let next = stages[i]
@@ -657,7 +714,9 @@ impl<K: Kernel> Net<K> {
             None => x,
         };
         let (h1, w1) = (c.conv1.out_side(xq.h), c.conv1.out_side(xq.w));
-        let mut y1 = self.pool.take(xq.n, h1, w1, c.conv1.cout, 0);
+        // Winograd's transform reads the map's zero border itself.
+        let border = if winograd.is_some() { 1 } else { 0 };
+        let mut y1 = self.pool.take(xq.n, h1, w1, c.conv1.cout, border);
         let s1 = self.conv_stats(
             isa,
             &c.conv1,
@@ -669,25 +728,38 @@ impl<K: Kernel> Net<K> {
             None,
         );
         self.pool.give(xq);
-        let y1q = self.quantized(isa, &y1, s1.max.as_deref(), c.conv2.pad);
-        self.pool.give(y1);
         let (h2, w2) = (c.conv2.out_side(h1), c.conv2.out_side(w1));
-        // conv3 (a 1x1) reads its input quantised per pixel, which conv2 writes as it goes.
-        let mut y2 = self.pool.take(y1q.n, h2, w2, c.conv2.cout, 0);
+        let mut y2 = self.pool.take(y1.n, h2, w2, c.conv2.cout, 0);
         let mut y2q = self
             .pool
-            .take(y1q.n, h2, w2, c.conv2.cout / int8::PER_WORD, c.conv3.pad);
-        self.conv_stats(
-            isa,
-            &c.conv2,
-            &y1q,
-            &mut y2,
-            [false, true],
-            false,
-            false,
-            Some((isa.avx2(), &mut y2q)),
-        );
-        self.pool.give(y1q);
+            .take(y1.n, h2, w2, c.conv2.cout / int8::PER_WORD, c.conv3.pad);
+        if let Some((pairs, wc)) = winograd {
+            let max = s1.max.as_deref().expect("conv1 tracks its maxima");
+            self.timed_conv(&c.conv2, [y2.n, y2.h, y2.w], || {
+                winograd::conv_pairs(pairs, wc, &y1, max, &mut y2, true);
+            });
+            self.pool.give(y1);
+            // conv3 (a 1x1) reads its input quantised per pixel.
+            self.timed("quantize", || {
+                int8::quantize_per_pixel(isa.avx2(), &y2, &mut y2q);
+            });
+        } else {
+            let y1q = self.quantized(isa, &y1, s1.max.as_deref(), c.conv2.pad);
+            self.pool.give(y1);
+            // conv3 (a 1x1) reads its input quantised per pixel, which conv2 writes as it
+            // goes.
+            self.conv_stats(
+                isa,
+                &c.conv2,
+                &y1q,
+                &mut y2,
+                [false, true],
+                false,
+                false,
+                Some((isa.avx2(), &mut y2q)),
+            );
+            self.pool.give(y1q);
+        }
         self.pool.give(y2);
         let mut codes = next.map(|next| {
             self.pool.take(

@@ -25,6 +25,16 @@
 //!
 //! The transforms are AVX2 ([`Kernel::winograd`] gives the token); the matrix products run on
 //! any kernel.
+//!
+//! The int8 network on AVX2 without AVX-VNNI runs some of its 3x3s so as well
+//! ([`conv_pairs`]), with the products in integers: each image's transformed input quantised
+//! to 16-bit codes (at most `V_MAX` = 8,191 in magnitude, under 4 x the image's largest input
+//! / `V_MAX`, which no transformed value of a ReLU output exceeds), each point's output
+//! channel's transformed weights to codes of at most [`w_max`] (512 to 4,096 levels: as many as
+//! keep a sum of `cin` products inside `i32`), summed exactly by `vpmaddwd` on words of two
+//! codes ([`Avx2Pairs`]), then scaled back to `f32` for the output transform. Finer codes than
+//! the int8 kernels' 8 bits: the tests bound the error at 1e-3 of the sum of the products'
+//! magnitudes (3.1e-4 measured).
 
 use std::marker::PhantomData;
 
@@ -32,7 +42,7 @@ use rayon::prelude::*;
 
 use super::act::{Act, Layout, channel_stride};
 use super::buf::AlignedBuf;
-use super::isa::{Avx2Fma, Epilogue, Kernel, MAX_MR};
+use super::isa::{Avx2Fma, Avx2Pairs, Epilogue, Kernel, MAX_MR};
 use super::kernel::SendPtr;
 
 /// Transformed points of a tile: 4 x 4.
@@ -58,6 +68,9 @@ pub(crate) struct WinogradConv<K> {
     pub cout: usize,
     weights: AlignedBuf,
     bias: AlignedBuf,
+    /// For integer weights ([`WinogradConv::new_pairs`]): the scale of each point's output
+    /// channel, `[xi][cout]`; empty for `f32`.
+    scale: Vec<f32>,
     packed_for: PhantomData<K>,
 }
 
@@ -89,23 +102,96 @@ impl<K: Kernel> WinogradConv<K> {
         let nr = K::NR;
         let panels = cout / nr;
         let mut weights = AlignedBuf::zeroed(POINTS * cout * cin);
-        for o in 0..cout {
-            for c in 0..cin {
-                let g = &oihw[(o * cin + c) * 9..][..9];
-                // G g G^T, in f64 and rounded once.
-                for (i, gi) in G.iter().enumerate() {
-                    for (j, gj) in G.iter().enumerate() {
-                        let mut u = 0f64;
-                        for (kh, &a) in gi.iter().enumerate() {
-                            for (kw, &b) in gj.iter().enumerate() {
-                                u += a * b * f64::from(g[kh * 3 + kw]);
-                            }
-                        }
-                        let xi = i * 4 + j;
-                        let panel = (xi * panels + o / nr) * cin * nr;
-                        weights[panel + c * nr + o % nr] = u as f32;
+        for (o, c, xi, u) in transformed(cin, cout, oihw) {
+            let panel = (xi * panels + o / nr) * cin * nr;
+            weights[panel + c * nr + o % nr] = u as f32;
+        }
+        Some(Self {
+            cin,
+            cout,
+            weights,
+            bias: AlignedBuf::from_slice(bias),
+            scale: Vec::new(),
+            packed_for: PhantomData,
+        })
+    }
+}
+
+/// Each `(o, c, xi, (G g G^T)[xi])` of an OIHW 3x3 weight, in `f64`, output channel by
+/// output channel.
+fn transformed(
+    cin: usize,
+    cout: usize,
+    oihw: &[f32],
+) -> impl Iterator<Item = (usize, usize, usize, f64)> + '_ {
+    (0..cout).flat_map(move |o| {
+        (0..cin).flat_map(move |c| {
+            let g = &oihw[(o * cin + c) * 9..][..9];
+            (0..POINTS).map(move |xi| {
+                let (gi, gj) = (G[xi / 4], G[xi % 4]);
+                let mut u = 0f64;
+                for (kh, &a) in gi.iter().enumerate() {
+                    for (kw, &b) in gj.iter().enumerate() {
+                        u += a * b * f64::from(g[kh * 3 + kw]);
                     }
                 }
+                (o, c, xi, u)
+            })
+        })
+    })
+}
+
+/// The largest magnitude of a transformed input code (`i16`) in the integer products.
+const V_MAX: i32 = 8191;
+
+/// The largest magnitude of a transformed weight code for `cin` input channels: as large as
+/// keeps every sum of `cin` products of two codes inside `i32` (`cin * V_MAX * W_MAX`), at
+/// most `i16`'s 32,767: 4,096 for 64 channels down to 512 for 512.
+fn w_max(cin: usize) -> i32 {
+    let most = i64::from(i32::MAX) / (cin.max(1) as i64 * i64::from(V_MAX));
+    most.min(32_767) as i32
+}
+
+impl WinogradConv<Avx2Pairs> {
+    /// [`WinogradConv::new`] with the transformed weights as 16-bit integer codes, two input
+    /// channels to a word (channel `2w` in the low half), for the int8 network's 3x3s on AVX2
+    /// ([`conv_pairs`]): point `xi`'s output channel `o` takes the scale
+    /// `max_c |U[xi][c][o]| / w_max(cin)`, its codes `round(U / scale)`.
+    pub fn new_pairs([cin, cout]: [usize; 2], oihw: &[f32], bias: &[f32]) -> Option<Self> {
+        let nr = <Avx2Pairs as Kernel>::NR;
+        if !CHANNELS.contains(&cin)
+            || cout == 0
+            || !cout.is_multiple_of(nr)
+            || !cout.is_multiple_of(LANES)
+        {
+            return None;
+        }
+        assert_eq!(oihw.len(), cout * cin * 9, "OIHW weight length");
+        assert_eq!(bias.len(), cout, "bias length");
+        // U as [xi][o][c].
+        let mut u = vec![0f64; POINTS * cout * cin];
+        for (o, c, xi, v) in transformed(cin, cout, oihw) {
+            u[(xi * cout + o) * cin + c] = v;
+        }
+        let most = f64::from(w_max(cin));
+        let (words, panels) = (cin / 2, cout / nr);
+        let mut weights = AlignedBuf::zeroed(POINTS * cout * words);
+        let mut scale = vec![1f32; POINTS * cout];
+        for (xo, row) in u.chunks_exact(cin).enumerate() {
+            let (xi, o) = (xo / cout, xo % cout);
+            let max = row.iter().fold(0f64, |m, v| m.max(v.abs()));
+            // A channel of zeros (or one no scale holds) keeps scale 1 and codes 0.
+            let s = if max > 0.0 && max.is_finite() {
+                max / most
+            } else {
+                1.0
+            };
+            scale[xo] = s as f32;
+            let code = |v: f64| (v / s).round().clamp(-most, most) as i16 as u16;
+            let panel = (xi * panels + o / nr) * words * nr;
+            for (w, pair) in row.chunks_exact(2).enumerate() {
+                let word = u32::from(code(pair[0])) | (u32::from(code(pair[1])) << 16);
+                weights[panel + w * nr + o % nr] = f32::from_bits(word);
             }
         }
         Some(Self {
@@ -113,6 +199,7 @@ impl<K: Kernel> WinogradConv<K> {
             cout,
             weights,
             bias: AlignedBuf::from_slice(bias),
+            scale,
             packed_for: PhantomData,
         })
     }
@@ -140,6 +227,22 @@ pub(crate) fn conv<K: Kernel>(
     out: &mut Act,
     relu: bool,
 ) {
+    check_shapes(wc, input, out);
+    assert!(K::VALUES_PER_WORD == 1, "f32 weights");
+    match wc.cin {
+        64 => run::<K, 64>(isa, avx2, wc, input, out, relu, &[]),
+        128 => run::<K, 128>(isa, avx2, wc, input, out, relu, &[]),
+        256 => run::<K, { 256 + 16 }>(isa, avx2, wc, input, out, relu, &[]),
+        512 => run::<K, { 512 + 16 }>(isa, avx2, wc, input, out, relu, &[]),
+        _ => unreachable!("WinogradConv::new takes only these channel counts"),
+    }
+}
+
+/// Checks that `input` (floats with a border of at least 1) and `out` fit `wc`.
+///
+/// # Panics
+/// If they do not.
+fn check_shapes<K>(wc: &WinogradConv<K>, input: &Act, out: &Act) {
     input.assert_layout();
     out.assert_layout();
     assert!(
@@ -153,12 +256,46 @@ pub(crate) fn conv<K: Kernel>(
         out.n == input.n && out.h == input.h && out.w == input.w && out.c == wc.cout,
         "Winograd conv output shape"
     );
+}
+
+/// [`conv`] for the int8 network on AVX2 (weights from [`WinogradConv::new_pairs`]): each
+/// tile's transformed input `B^T d B` is quantised to 16-bit codes under its image's scale,
+/// `4 max / V_MAX` (`max[n]` is image `n`'s largest input value, at least 0, which bounds
+/// every transformed value by 4 max for an input of ReLU outputs; an image of zeros takes
+/// scale 1), the 16 matrix products sum the codes' products exactly in 32-bit integers
+/// (`vpmaddwd`: as many multiply-adds per instruction as the int8 kernel's `vpmaddubsw` and
+/// `vpmaddwd`, where the direct convolution needs 36 / 16 times as many), and the sums, scaled
+/// back to `f32`, go through the `f32` output transform.
+///
+/// # Panics
+/// As [`conv`], and if `max` does not hold one value per image.
+pub(crate) fn conv_pairs(
+    isa: Avx2Pairs,
+    wc: &WinogradConv<Avx2Pairs>,
+    input: &Act,
+    max: &[f32],
+    out: &mut Act,
+    relu: bool,
+) {
+    check_shapes(wc, input, out);
+    assert_eq!(max.len(), input.n, "one maximum per image");
+    let scales: Vec<f32> = max
+        .iter()
+        .map(|&m| {
+            if m > 0.0 && m.is_finite() {
+                4.0 * m / V_MAX as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let avx2 = isa.avx2();
     match wc.cin {
-        64 => run::<K, 64>(isa, avx2, wc, input, out, relu),
-        128 => run::<K, 128>(isa, avx2, wc, input, out, relu),
-        256 => run::<K, { 256 + 16 }>(isa, avx2, wc, input, out, relu),
-        512 => run::<K, { 512 + 16 }>(isa, avx2, wc, input, out, relu),
-        _ => unreachable!("WinogradConv::new takes only these channel counts"),
+        64 => run::<Avx2Pairs, 32>(isa, avx2, wc, input, out, relu, &scales),
+        128 => run::<Avx2Pairs, 64>(isa, avx2, wc, input, out, relu, &scales),
+        256 => run::<Avx2Pairs, { 128 + 16 }>(isa, avx2, wc, input, out, relu, &scales),
+        512 => run::<Avx2Pairs, { 256 + 16 }>(isa, avx2, wc, input, out, relu, &scales),
+        _ => unreachable!("WinogradConv::new_pairs takes only these channel counts"),
     }
 }
 
@@ -184,7 +321,7 @@ impl Tiling {
         let per_tile = POINTS * size_of::<f32>() * (step + m_stride);
         // A chunk's matrix products read all of `U` (16 cin x cout floats): at least as many
         // bytes of `V` and `M` go with it, so that it is not read again for every few tiles.
-        let weights = POINTS * size_of::<f32>() * input.c * cout;
+        let weights = POINTS * size_of::<f32>() * input.c * cout / K::VALUES_PER_WORD;
         let most = (CHUNK_BYTES.max(weights) / per_tile / K::MR).max(1) * K::MR;
         let threads = rayon::current_num_threads().max(1);
         // At least one chunk per thread, each at most `most` tiles, all about equal.
@@ -200,7 +337,8 @@ impl Tiling {
     }
 }
 
-/// [`conv`] with `STEP` floats between two tiles' rows of `V`.
+/// [`conv`] with `STEP` words between two tiles' rows of `V` (floats, or pairs of 16-bit
+/// codes under each image's scale in `scales`, empty for floats).
 fn run<K: Kernel, const STEP: usize>(
     isa: K,
     avx2: Avx2Fma,
@@ -208,6 +346,7 @@ fn run<K: Kernel, const STEP: usize>(
     input: &Act,
     out: &mut Act,
     relu: bool,
+    scales: &[f32],
 ) {
     let tiling = Tiling::new::<K>(input, STEP, wc.cout);
     if tiling.total == 0 {
@@ -226,6 +365,14 @@ fn run<K: Kernel, const STEP: usize>(
     (0..chunks).into_par_iter().for_each(|chunk| {
         let t0 = chunk * tiling.per_chunk;
         let tiles = tiling.per_chunk.min(tiling.total - t0);
+        // Each tile's rows of `V` in the products take its image's scale.
+        let row_scales: Vec<f32> = if scales.is_empty() {
+            Vec::new()
+        } else {
+            (t0..t0 + tiles)
+                .map(|t| scales[tile_origin(tiling, t).0])
+                .collect()
+        };
         SCRATCH.with_borrow_mut(|(v, m)| {
             for (buf, len) in [(&mut *v, v_len), (&mut *m, m_len)] {
                 if buf.len() < len {
@@ -234,8 +381,12 @@ fn run<K: Kernel, const STEP: usize>(
             }
             let (v, m) = (&mut v[..v_len], &mut m[..m_len]);
             isa.vectorize(|| {
-                transform_input::<STEP>(avx2, input, tiling, t0, tiles, v);
-                products::<K, STEP>(isa, wc, tiling, tiles, v, m);
+                if scales.is_empty() {
+                    transform_input::<STEP>(avx2, input, tiling, t0, tiles, v);
+                } else {
+                    transform_input_pairs::<STEP>(avx2, input, tiling, t0, tiles, v, scales);
+                }
+                products::<K, STEP>(isa, wc, tiling, tiles, v, m, &row_scales);
                 transform_output(avx2, wc, tiling, t0, tiles, m, dst);
             });
         });
@@ -307,6 +458,57 @@ fn transform_input<const STEP: usize>(
     }
 }
 
+/// [`transform_input`] into 16-bit codes, two channels to a word of `V`: tile `t`'s values
+/// times `1 / scales[n]` for its image `n`, rounded, within `V_MAX`.
+#[inline(always)]
+fn transform_input_pairs<const STEP: usize>(
+    avx2: Avx2Fma,
+    input: &Act,
+    tiling: Tiling,
+    t0: usize,
+    tiles: usize,
+    v: &mut [f32],
+    scales: &[f32],
+) {
+    /// Channels transformed at a time: 16 points of them stay in L1 before they are coded.
+    const BLOCK: usize = 64;
+    let cin = input.c;
+    let plane = tiling.per_chunk * STEP;
+    assert!(
+        cin.is_multiple_of(BLOCK)
+            && cin / 2 <= STEP
+            && tiles <= tiling.per_chunk
+            && v.len() >= POINTS * plane
+            && scales.len() == input.n,
+        "Winograd input scratch"
+    );
+    let (rows, cols) = (input.h + 2 * input.pad, input.w + 2 * input.pad);
+    let mut block = [0f32; POINTS * BLOCK];
+    for t in 0..tiles {
+        let (n, y, x) = tile_origin(tiling, t0 + t);
+        let inv = 1.0 / scales[n];
+        let (py, px) = (y + input.pad - 1, x + input.pad - 1);
+        let d: [&[f32]; POINTS] = std::array::from_fn(|k| {
+            let (yy, xx) = (py + k / 4, px + k % 4);
+            if yy < rows && xx < cols {
+                &input.data[input.padded_offset(n, yy, xx)..][..cin]
+            } else {
+                &ZEROS[..cin]
+            }
+        });
+        for c0 in (0..cin).step_by(BLOCK) {
+            let dc: [*const f32; POINTS] = std::array::from_fn(|k| d[k][c0..].as_ptr());
+            // SAFETY: each pointer addresses `BLOCK` floats (`c0 + BLOCK <= cin`), a multiple
+            // of `LANES`; `block` holds 16 points of `BLOCK`.
+            unsafe { input_tile(avx2, &dc, BLOCK, block.as_mut_ptr(), BLOCK) };
+            for (xi, values) in block.chunks_exact(BLOCK).enumerate() {
+                let at = xi * plane + t * STEP + c0 / 2;
+                avx2.code_pairs(values, inv, V_MAX, &mut v[at..at + BLOCK / 2]);
+            }
+        }
+    }
+}
+
 /// `M[xi] = V[xi] U[xi]` for the chunk's `tiles` tiles, by `K`'s tile kernel: for each point,
 /// each group of `MR` tiles passes over every panel of `U[xi]` while its rows of `V` stay in
 /// L1.
@@ -322,18 +524,23 @@ fn products<K: Kernel, const STEP: usize>(
     tiles: usize,
     v: &[f32],
     m: &mut [f32],
+    row_scales: &[f32],
 ) {
     const { assert!(K::MR <= MAX_MR) };
+    // Integer words: the weights' scales per point and channel, and each tile's row scale.
+    let int = K::VALUES_PER_WORD > 1;
+    let cin = wc.cin / K::VALUES_PER_WORD;
     assert!(
         v.len() >= POINTS * tiling.per_chunk * STEP
             && m.len() >= POINTS * tiling.per_chunk * tiling.m_stride
-            && STEP >= wc.cin
+            && STEP >= cin
             && tiling.m_stride >= wc.cout
             && tiling.per_chunk.is_multiple_of(K::MR)
-            && tiles <= tiling.per_chunk,
+            && tiles <= tiling.per_chunk
+            && (!int || (wc.scale.len() == POINTS * wc.cout && row_scales.len() == tiles)),
         "Winograd scratch layout"
     );
-    let (nr, cin) = (K::NR, wc.cin);
+    let nr = K::NR;
     let panels = wc.cout / nr;
     let runs = [(0, cin)];
     let images = [0usize; MAX_MR];
@@ -357,8 +564,12 @@ fn products<K: Kernel, const STEP: usize>(
                     relu: false,
                     accumulate: false,
                     bias: &wc.bias[p * nr..][..nr],
-                    scale: &[],
-                    row_scale: &[],
+                    scale: if int {
+                        &wc.scale[xi * wc.cout + p * nr..][..nr]
+                    } else {
+                        &[]
+                    },
+                    row_scale: if int { &row_scales[r0..r0 + rows] } else { &[] },
                     pool: std::ptr::null_mut(),
                     pool_stride: 0,
                     max: std::ptr::null_mut(),
@@ -606,6 +817,87 @@ mod tests {
             pool.give(out);
         }
         worst
+    }
+
+    /// [`conv_pairs`] against the direct convolution summed in `f64`, from an input of
+    /// ReLU outputs (at least 0, as the int8 network's 3x3 inputs are), with ReLU. Returns the
+    /// largest error relative to the sum of the products' magnitudes.
+    fn check_pairs(
+        isa: Avx2Pairs,
+        n: usize,
+        [cin, cout]: [usize; 2],
+        [h, w]: [usize; 2],
+        [pad_in, pad_out]: [usize; 2],
+    ) -> f64 {
+        let x: Vec<f32> = values(n * cin * h * w, 31)
+            .iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        let wt = values(cout * cin * 9, 32);
+        let bias = values(cout, 33);
+        let wc = WinogradConv::new_pairs([cin, cout], &wt, &bias).expect("a shape it takes");
+        let (want, ..) = naive(&x, [n, cin, h, w], &wt, &bias, cout, 3, 1, 1);
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+        let (scale, ..) = naive(&x, [n, cin, h, w], &abs(&wt), &abs(&bias), cout, 3, 1, 1);
+        let max: Vec<f32> = x
+            .chunks_exact(cin * h * w)
+            .map(|image| image.iter().fold(0f32, |m, &v| m.max(v)))
+            .collect();
+        let pool = Pool::default();
+        let mut input = pool.take(n, h, w, cin, pad_in);
+        input.fill_from_nchw(&x);
+        let mut out = pool.take(n, h, w, cout, pad_out);
+        let layout = out.layout();
+        for b in 0..n {
+            for y in 0..h {
+                for xx in 0..w {
+                    out.data[layout.offset(b, y, xx)..][..cout].fill(f32::NAN);
+                }
+            }
+        }
+        conv_pairs(isa, &wc, &input, &max, &mut out, true);
+        let mut worst = 0f64;
+        for b in 0..n {
+            for o in 0..cout {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let i = ((b * cout + o) * h + y) * w + xx;
+                        let v = want[i].max(0.0);
+                        let got = out.data[layout.offset(b, y, xx) + o];
+                        let err = f64::from((got - v).abs()) / f64::from(scale[i]);
+                        assert!(
+                            err <= 1e-3,
+                            "{cin}->{cout} {h}x{w} at ({b},{o},{y},{xx}): {got} vs {v}"
+                        );
+                        worst = worst.max(err);
+                    }
+                }
+            }
+        }
+        let row = out.row_stride();
+        assert!(out.data[..row * pad_out].iter().all(|&v| v == 0.0));
+        worst
+    }
+
+    #[test]
+    fn winograd_pairs_match_naive() {
+        let Some(avx2) = Avx2Fma::detect() else {
+            crate::native::isa::testing::skip(crate::native::Isa::Avx2);
+            return;
+        };
+        let isa = Avx2Pairs::from(avx2);
+        let mut worst = 0f64;
+        for (n, channels, side, pads) in [
+            (2, [64, 64], [7, 7], [1, 0]),
+            (1, [128, 64], [6, 5], [2, 1]),
+            (3, [64, 128], [5, 9], [1, 1]),
+            (2, [256, 64], [14, 14], [1, 0]),
+            (1, [512, 64], [7, 7], [1, 0]),
+            (3, [64, 64], [28, 28], [1, 0]),
+        ] {
+            worst = worst.max(check_pairs(isa, n, channels, side, pads));
+        }
+        eprintln!("16-bit codes: largest error / sum of |products| {worst:.2e}");
     }
 
     #[test]
