@@ -347,7 +347,7 @@ fn winograd_stages<K: Kernel>(net: &FoldedNet) -> Option<[Vec<WinogradConv<K>>; 
 /// The int8 network's 3x3s on AVX2 without AVX-VNNI that run by Winograd on 16-bit codes
 /// ([`winograd::conv_pairs`]): those of the stages whose 3x3s take 128 or 256 channels
 /// (ResNet-50's stages 2 and 3, on 28 x 28 and 14 x 14 maps), by stage and block; the other
-/// stages' are empty. Measured on AMD Zen 3 (one thread, batch 8, fastest of 15 passes): the
+/// stages' are empty. Measured on AMD Zen 3 (one thread, batch 8, fastest of 12 passes): the
 /// 3x3s of stage 2 took 38.4 ms instead of 47.1 directly, stage 3's 53.2 instead of 68.3; stage
 /// 1's (64 channels: 32 words per product, which its epilogue outweighs) 37.2 instead of 36.4,
 /// and stage 4's (7 x 7 maps: 31 % of the products past the border, and 8 MB of weights per
