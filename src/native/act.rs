@@ -30,6 +30,14 @@ pub(crate) struct Act {
     /// For activations quantised per pixel: each pixel's scale, at its offset / `cs` (one slot
     /// per pixel of the padded layout; the border's are unused). Empty otherwise.
     pub pixel_scale: Vec<f32>,
+    /// For an input quantised with a zero point per channel (the int8 stem's,
+    /// [`super::int8::quantize_input`]): each image's zero point of each channel
+    /// (`[n][channels]`, in codes: a value `x` is coded `round(x / scale + zero)`), which a
+    /// convolution with [`channel sums`](super::kernel::PackedConv::with_channel_sums) takes out
+    /// of its sums. Empty otherwise.
+    pub image_zero: Vec<f32>,
+    /// With `image_zero`: each image's mean of each channel (`[n][channels]`).
+    pub image_mean: Vec<f32>,
 }
 
 /// The channel stride for `c` channels: `c` when 14 pixels of it span few enough bytes to sit
@@ -263,6 +271,8 @@ impl Pool {
             pad,
             image_scale: Vec::new(),
             pixel_scale: Vec::new(),
+            image_zero: Vec::new(),
+            image_mean: Vec::new(),
         };
         act.clear_border();
         act

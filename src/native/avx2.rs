@@ -535,6 +535,10 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
                 }
                 if ep.last {
                     v = _mm256_add_ps(v, bias[h]);
+                    if INT && !ep.image_bias.is_null() {
+                        let at = ep.image_bias.add(row_img * ep.pool_stride + 8 * h);
+                        v = _mm256_add_ps(v, _mm256_loadu_ps(at));
+                    }
                     if ep.relu {
                         v = _mm256_max_ps(v, zero);
                     }

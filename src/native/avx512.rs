@@ -94,6 +94,11 @@ impl Kernel for Avx512Vnni {
         ep: &Epilogue<'_>,
     ) {
         ep.assert_int8(NR);
+        // Only the AVX2 int8 stem has image biases (`int8::pack_stem`).
+        assert!(
+            ep.image_bias.is_null(),
+            "the AVX-512 int8 tile takes no image biases"
+        );
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves AVX-512F and AVX512-VNNI; the pointers are as the caller's
         // contract says, and the scales were checked above.

@@ -377,6 +377,9 @@ pub(crate) struct Epilogue<'a> {
     /// quantised per pixel), by which an integer kernel also multiplies the row's sums (empty
     /// for float kernels).
     pub row_scale: &'a [f32],
+    /// This panel's `NR` values to add to the rows of image 0 of the block (null: none); image
+    /// `i` at `image_bias + i * pool_stride`.
+    pub image_bias: *const f32,
     /// Where this panel's channel sums of image 0 of the block go (null: no pooling); image `i`
     /// at `pool + i * pool_stride`.
     pub pool: *mut f32,

@@ -63,6 +63,13 @@ pub(crate) struct PackedConv<K> {
     /// Per output channel, what an integer kernel multiplies its sums by (empty for float
     /// kernels).
     scale: AlignedBuf,
+    /// `[cout][channels]`, for an int8 convolution whose input has per-channel zero points
+    /// and means ([`Act::image_zero`]): each output channel's dequantised weight codes summed
+    /// over the taps, per input channel (empty: none; see [`PackedConv::with_channel_sums`]).
+    coded: Vec<f32>,
+    /// `[cout][channels]`: the same for what the codes lose, the `f32` weights' sums minus
+    /// `coded`.
+    residue: Vec<f32>,
     packed_for: PhantomData<K>,
 }
 
@@ -109,6 +116,8 @@ impl<K: Kernel> PackedConv<K> {
             weights,
             bias: AlignedBuf::from_slice(bias),
             scale: AlignedBuf::zeroed(0),
+            coded: Vec::new(),
+            residue: Vec::new(),
             packed_for: PhantomData,
         })
     }
@@ -124,12 +133,81 @@ impl<K: Kernel> PackedConv<K> {
         self
     }
 
+    /// The same int8 convolution for an input with per-channel zero points
+    /// ([`Act::image_zero`]): per output channel and input channel, `coded` the dequantised
+    /// weight codes' sum over the taps and `residue` the `f32` weights' sum minus it. See
+    /// [`PackedConv::image_bias`].
+    ///
+    /// # Panics
+    /// If the two differ in length or do not hold a whole number of values per output channel.
+    pub fn with_channel_sums(mut self, coded: Vec<f32>, residue: Vec<f32>) -> Self {
+        assert!(
+            !coded.is_empty()
+                && coded.len().is_multiple_of(self.cout)
+                && coded.len() == residue.len(),
+            "sums per output channel"
+        );
+        self.coded = coded;
+        self.residue = residue;
+        self
+    }
+
+    /// Each image's bias for an input with per-channel zero points (`[n][cout]`; empty for
+    /// other inputs): `sum_c mean[c] * residue[c] - scale * zero[c] * coded[c]`. The second term
+    /// takes each channel's zero point out of the sums; the first puts back what the codes lose
+    /// on the image's mean, which an input far from zero on average (the stem's pixels) would
+    /// otherwise carry into every output as a bias.
+    ///
+    /// # Panics
+    /// If the input has zero points and the convolution no channel sums, or the other way
+    /// round, or their channels differ.
+    fn image_bias(&self, input: &Act) -> Vec<f32> {
+        assert_eq!(
+            input.image_zero.is_empty(),
+            self.coded.is_empty(),
+            "an input with zero points goes with a convolution with channel sums"
+        );
+        if input.image_zero.is_empty() {
+            return Vec::new();
+        }
+        let channels = self.coded.len() / self.cout.max(1);
+        assert!(
+            channels > 0
+                && input.image_zero.len() == input.n * channels
+                && input.image_mean.len() == input.n * channels
+                && input.image_scale.len() == input.n,
+            "an input's zero points need the convolution's channel sums, one per channel"
+        );
+        let mut bias = Vec::with_capacity(input.n * self.cout);
+        for ((zero, mean), &scale) in input
+            .image_zero
+            .chunks_exact(channels)
+            .zip(input.image_mean.chunks_exact(channels))
+            .zip(&input.image_scale)
+        {
+            for (coded, residue) in self
+                .coded
+                .chunks_exact(channels)
+                .zip(self.residue.chunks_exact(channels))
+            {
+                let mut b = 0.0;
+                for c in 0..channels {
+                    b += mean[c] * residue[c] - scale * zero[c] * coded[c];
+                }
+                bias.push(b);
+            }
+        }
+        bias
+    }
+
     /// Drops the weights, keeping the shape, for a convolution that another path computes
     /// ([`super::winograd`]): [`conv`] refuses it afterwards.
     pub fn shape_only(&mut self) {
         self.weights = AlignedBuf::zeroed(0);
         self.bias = AlignedBuf::zeroed(0);
         self.scale = AlignedBuf::zeroed(0);
+        self.coded = Vec::new();
+        self.residue = Vec::new();
     }
 
     /// Panel `p`'s scales (empty without [`with_scale`](Self::with_scale)).
@@ -334,6 +412,7 @@ fn run<K: Kernel>(
         shift: input.pad - pc.pad,
         kc,
         runs,
+        image_bias: pc.image_bias(input),
         direct_runs: patch_runs(pc, input, 0, k_len)
             .into_iter()
             .map(|r| (r.src, r.len))
@@ -419,6 +498,9 @@ struct Job<'a, K> {
     /// The whole patch as contiguous runs of the input (offset from the patch origin, floats),
     /// for the direct path.
     direct_runs: Vec<(usize, usize)>,
+    /// Each image's bias from its input's zero points and means (`[n][cout]`; empty for
+    /// none), see [`PackedConv::image_bias`].
+    image_bias: Vec<f32>,
 }
 
 /// An activation quantised per pixel ([`Act::pixel_scale`]) that a convolution's workers write
@@ -520,6 +602,15 @@ impl<K: Kernel> Job<'_, K> {
             }
         }
         px
+    }
+
+    /// Panel `p`'s image biases of the block's first image (null without any).
+    fn image_bias_at(&self, px: &BlockPixels, p: usize) -> *const f32 {
+        if self.image_bias.is_empty() {
+            std::ptr::null()
+        } else {
+            self.image_bias[px.first_img * self.pc.cout + p * K::NR..].as_ptr()
+        }
     }
 
     /// The input scales of tile `t`'s first `rows` rows (empty for floats).
@@ -705,6 +796,7 @@ impl<K: Kernel> Job<'_, K> {
                         bias: &pc.bias[p * nr..][..nr],
                         scale: pc.scale(p),
                         row_scale: self.row_scale(&px, t, rows),
+                        image_bias: self.image_bias_at(&px, p),
                         pool: pool_at(pool_base, p, nr),
                         pool_stride: pc.cout,
                         max: max_base,
@@ -780,6 +872,8 @@ impl<K: Kernel> Job<'_, K> {
         type Tiles<'j, K> = unsafe fn(&Job<'j, K>, &BlockPixels, *mut f32, *mut f32);
         let kernel: Tiles<'_, K> = match (self.pc.stride * self.input.cs, split) {
             (6, false) => Self::direct_tiles::<6, false>,
+            // The int8 stem: one word per pixel, stride 2.
+            (2, false) => Self::direct_tiles::<2, false>,
             // The int8 kernel's words (four channels): 64 and 128 channels.
             (16, false) => Self::direct_tiles::<16, false>,
             (32, false) => Self::direct_tiles::<32, false>,
@@ -837,6 +931,7 @@ impl<K: Kernel> Job<'_, K> {
                 bias: &pc.bias[p * nr..][..nr],
                 scale: pc.scale(p),
                 row_scale: self.row_scale(px, t, rows),
+                image_bias: self.image_bias_at(px, p),
                 pool: pool_at(pool_base, p, nr),
                 pool_stride: pc.cout,
                 max: max_base,

@@ -77,9 +77,10 @@ impl NativeNet {
         Ok(Self { net })
     }
 
-    /// The bottleneck stages in int8 ([`int8`]), the stem in fp32: with `isa`'s float
-    /// kernels and its int8 kernel (AVX512-VNNI for [`Isa::Avx512`]; for [`Isa::Avx2`],
-    /// AVX-VNNI where the CPU has it, else AVX2 alone).
+    /// The bottleneck stages in int8 ([`int8`]), the stem in fp32 with [`Isa::Avx512`] and in
+    /// int8 with [`Isa::Avx2`] ([`int8::pack_stem`]): with `isa`'s float kernels and its int8
+    /// kernel (AVX512-VNNI for [`Isa::Avx512`]; for [`Isa::Avx2`], AVX-VNNI where the CPU has
+    /// it, else AVX2 alone).
     ///
     /// # Errors
     /// Why it cannot run: the CPU lacks the instruction set (or AVX512-VNNI), or a width does
@@ -116,7 +117,12 @@ impl NativeNet {
                                 b.conv2.shape_only();
                             }
                         }
-                        Int8Stages::Avx2(isa, stages, winograd)
+                        Int8Stages::Avx2(
+                            isa,
+                            stages,
+                            winograd,
+                            int8::pack_stem(isa, &net.convs.stem).map(Box::new),
+                        )
                     },
                 )?)
             }
@@ -266,10 +272,14 @@ enum Int8Stages {
     /// With the 3x3s by Winograd's F(2x2, 3x3) on 16-bit codes, by stage and block, where
     /// they run so (AVX2 without AVX-VNNI, [`winograd::conv_pairs`]; the stages then keep
     /// only their shapes); empty otherwise.
+    ///
+    /// And the stem in int8 where it runs so ([`int8::pack_stem`]; the network's `f32` stem
+    /// otherwise).
     Avx2(
         Avx2Int8,
         PackedInt8<Avx2Int8>,
         [Vec<WinogradConv<Avx2Pairs>>; 4],
+        Option<Box<PackedConv<Avx2Int8>>>,
     ),
     Avx512Vnni(Avx512Vnni, PackedInt8<Avx512Vnni>),
 }
@@ -288,7 +298,7 @@ impl Int8Stages {
     /// Bottlenecks per stage.
     fn lens(&self) -> [usize; 4] {
         match self {
-            Int8Stages::Avx2(_, s, _) => s.each_ref().map(Vec::len),
+            Int8Stages::Avx2(_, s, ..) => s.each_ref().map(Vec::len),
             Int8Stages::Avx512Vnni(_, s) => s.each_ref().map(Vec::len),
         }
     }
@@ -501,6 +511,21 @@ impl<K: Kernel> Net<K> {
         })
     }
 
+    /// The stem `pc` on `input` into `out` (ReLU; with `pool`, the average pool too), timed;
+    /// `input` goes back to the pool.
+    fn stem_stats<J: Kernel>(
+        &self,
+        isa: J,
+        pc: &PackedConv<J>,
+        input: Act,
+        out: &mut Act,
+        pool: bool,
+    ) -> Stats {
+        let stats = self.conv_stats(isa, pc, &input, out, [false, true], pool, false, None);
+        self.pool.give(input);
+        stats
+    }
+
     /// `x` quantised for the int8 kernel, with a border of `pad`, timed; `max` is each image's
     /// largest value where the convolution that wrote `x` found it.
     fn quantized(&self, isa: impl Int8, x: &Act, max: Option<&[f32]>, pad: usize) -> Act {
@@ -539,29 +564,31 @@ impl<K: Kernel> Net<K> {
         assert_eq!(c, self.stem.cin, "input channels");
         assert_eq!(Some(nchw.len()), n.checked_mul(c * h * w), "input length");
         let t_all = Instant::now();
-        let input = self.timed("take+fill", || {
-            let mut input = self.pool.take(n, h, w, c, self.stem.pad);
-            input.fill_from_nchw(nchw);
-            input
-        });
         let (sh, sw) = (self.stem.out_side(h), self.stem.out_side(w));
         // The max-pool reads a border of 1.
         let mut stem = self.pool.take(n, sh, sw, self.stem.cout, 1);
         // A tapped block's average pool is summed in the epilogue of the convolution that
         // writes it.
-        let stats = self.conv_stats(
-            self.isa,
-            &self.stem,
-            &input,
-            &mut stem,
-            [false, true],
-            wanted[0],
-            false,
-            None,
-        );
+        let stats = match &self.stages {
+            Stages::Int8(Int8Stages::Avx2(isa, _, _, Some(stem8))) => {
+                let input = self.timed("take+fill", || {
+                    let mut q = self.pool.take(n, h, w, 1, stem8.pad);
+                    int8::quantize_input(isa.avx2(), nchw, c, &mut q);
+                    q
+                });
+                self.stem_stats(*isa, stem8, input, &mut stem, wanted[0])
+            }
+            _ => {
+                let input = self.timed("take+fill", || {
+                    let mut input = self.pool.take(n, h, w, c, self.stem.pad);
+                    input.fill_from_nchw(nchw);
+                    input
+                });
+                self.stem_stats(self.isa, &self.stem, input, &mut stem, wanted[0])
+            }
+        };
         out.extend(stats.pooled);
         pool_weighted(0, &stem);
-        self.pool.give(input);
         let mut x = self.timed("maxpool", || {
             let mut x = self
                 .pool
@@ -584,7 +611,7 @@ impl<K: Kernel> Net<K> {
                         self.bottleneck(&stages[i][j], winograd, x, pool)
                     }
                     Stages::Int8(int8) => match int8 {
-                        Int8Stages::Avx2(isa, s, winograd) => {
+                        Int8Stages::Avx2(isa, s, winograd, _) => {
                             let winograd =
                                 winograd[i].get(j).map(|w| (Avx2Pairs::from(isa.avx2()), w));
                             self.bottleneck_int8(

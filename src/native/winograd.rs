@@ -570,6 +570,7 @@ fn products<K: Kernel, const STEP: usize>(
                         &[]
                     },
                     row_scale: if int { &row_scales[r0..r0 + rows] } else { &[] },
+                    image_bias: std::ptr::null(),
                     pool: std::ptr::null_mut(),
                     pool_stride: 0,
                     max: std::ptr::null_mut(),
