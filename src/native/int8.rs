@@ -29,9 +29,8 @@
 //! 0.9925 of fp32 on a colour photo. With the AVX-512 kernels the stem stays in `f32`.
 //!
 //! What stays in `f32`: the max-pool, every convolution's output, the residual stream and the
-//! pooled taps. A value
-//! `x` becomes `round(x / s)` in 0..=255, which loses nothing to the sign because every
-//! quantised tensor is the output of a ReLU.
+//! pooled taps. Past the stem, a value `x` becomes `round(x / s)` in 0..=255, which loses
+//! nothing to the sign because every tensor quantised there is the output of a ReLU.
 //!
 //! The scales. The 3x3's input takes its image's largest value / 255, from the maxima the
 //! first 1x1's epilogue tracks, in one pass over its output ([`quantize`]). The inputs of the
@@ -313,13 +312,13 @@ fn channel_stats(plane: &[f32]) -> (f32, f32, f32) {
     (lo, hi, (sum / plane.len().max(1) as f64) as f32)
 }
 
-/// One row of the stem's input codes: `C` channels' values `rows`, each less its channel's
-/// `lo`, times `inv`, rounded (ties to even) into 0..=255 (NaN to 0), from the lowest byte of
-/// each word of `out` up; the bytes above 0.
 /// 2^23: added to a float in 0..2^22, it leaves the value rounded to an integer (ties to even,
 /// the default rounding) in the low bits of its mantissa.
 const ROUND: f32 = 8_388_608.0;
 
+/// One row of the stem's input codes: `C` channels' values `rows`, each less its channel's
+/// `lo`, times `inv`, rounded (ties to even) into 0..=255 (NaN to 0), from the lowest byte of
+/// each word of `out` up; the bytes above 0.
 #[inline(always)]
 fn code_line<const C: usize>(rows: [&[f32]; C], lo: [f32; C], inv: f32, out: &mut [f32]) {
     for (x, out) in out.iter_mut().enumerate() {

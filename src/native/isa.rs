@@ -479,7 +479,8 @@ pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
     /// `outs[r]` must address `NR` floats that no other thread accesses, for every stored row;
     /// `ep.bias` must hold `NR` floats (and `ep.scale` too, for an integer kernel) and, for
     /// every image `i` in `ep.row_img`, `ep.pool + i * ep.pool_stride` and `ep.max + i * NR`
-    /// `NR` floats each, unless null, that no other thread accesses.
+    /// `NR` floats each, unless null, that no other thread accesses, and
+    /// `ep.image_bias + i * ep.pool_stride` `NR` readable floats, unless null.
     unsafe fn tile<const STEP: usize, const SPLIT: bool>(
         self,
         a: *const f32,
