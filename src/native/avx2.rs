@@ -22,10 +22,10 @@
 use std::arch::asm;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
-    __m256, _MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_castps_si256,
-    _mm256_cmpgt_epi32, _mm256_cvtepi32_ps, _mm256_cvtps_epi32, _mm256_loadu_ps,
-    _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps,
-    _mm256_packs_epi32, _mm256_packus_epi16, _mm256_packus_epi32, _mm256_permute4x64_epi64,
+    __m256, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_castps_si256, _mm256_cmpgt_epi32,
+    _mm256_cvtepi32_ps, _mm256_cvtps_epi32, _mm256_loadu_ps, _mm256_maskload_ps,
+    _mm256_maskstore_ps, _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps, _mm256_packs_epi32,
+    _mm256_packus_epi16, _mm256_packus_epi32, _mm256_permute4x64_epi64,
     _mm256_permutevar8x32_epi32, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32,
     _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256,
 };
@@ -394,16 +394,14 @@ unsafe fn wide_tile<const STEP: usize, const SPLIT: bool, const INT: bool>(
     // SAFETY: the caller's contract covers every access below.
     unsafe {
         // Each row's output is stored after the multiply-adds, and the partial sums or the
-        // residual in it read first: start fetching its line now. The int8 kernel fetches
-        // every row's line, for writing (its convolutions waited on them: 9 % less time per
-        // pass); the `f32` kernel only those it reads (fetching all was 3 % slower there; see
-        // `benches/README.md`).
+        // residual in it read first: start fetching its line now (`prefetcht0`). The int8
+        // kernel fetches every row's line (its convolutions waited on them: 9 % less time per
+        // pass); the `f32` kernel only those it reads (fetching all was 3 % slower there).
+        // `prefetchw` (for writing; by `asm!`, as Rust's `_MM_HINT_ET0` compiles to
+        // `prefetcht0` without the unstable `prfchw` feature) was no faster on Zen 3. See
+        // `benches/README.md`.
         let from_out = !ep.first || ep.accumulate;
-        if INT {
-            for out in &outs[..rows] {
-                _mm_prefetch::<_MM_HINT_ET0>(out.cast::<i8>());
-            }
-        } else if from_out {
+        if INT || from_out {
             for out in &outs[..rows] {
                 _mm_prefetch::<_MM_HINT_T0>(out.cast::<i8>());
             }

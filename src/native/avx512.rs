@@ -292,7 +292,7 @@ macro_rules! define_vnni_tile {
             ep: &Epilogue<'_>,
         ) {
             use $ops::{
-                __m512i, _MM_HINT_ET0, _mm_prefetch, _mm512_add_ps, _mm512_cvtepi32_ps,
+                __m512i, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_cvtepi32_ps,
                 _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_max_ps,
                 _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
                 _mm512_setzero_si512, _mm512_storeu_ps,
@@ -303,11 +303,11 @@ macro_rules! define_vnni_tile {
             // SAFETY: the caller's contract covers every access below.
             unsafe {
                 // Every row's output is stored after the multiply-adds (and read first when it holds
-                // partial sums or the residual): start fetching its lines, for writing, as the AVX2
-                // int8 kernel does.
+                // partial sums or the residual): start fetching its lines (`prefetcht0`), as the
+                // AVX2 int8 kernel does.
                 for out in &outs[..rows] {
-                    _mm_prefetch::<_MM_HINT_ET0>(out.cast::<i8>());
-                    _mm_prefetch::<_MM_HINT_ET0>(out.add(16).cast::<i8>());
+                    _mm_prefetch::<_MM_HINT_T0>(out.cast::<i8>());
+                    _mm_prefetch::<_MM_HINT_T0>(out.add(16).cast::<i8>());
                 }
                 let mut acc = [[_mm512_setzero_si512(); 2]; MR];
                 let mut bp = b;
@@ -387,7 +387,7 @@ mod emulated {
     #[derive(Clone, Copy)]
     pub struct __m512i([i32; 16]);
 
-    pub const _MM_HINT_ET0: i32 = 7;
+    pub const _MM_HINT_T0: i32 = 3;
 
     pub fn _mm_prefetch<const HINT: i32>(_: *const i8) {}
 
