@@ -54,7 +54,9 @@ pub enum Precision {
     /// summed exactly in 32-bit integers. The 3x3s' inputs take a scale per image, their
     /// largest value / 255; the 1x1s' inputs (the block inputs among them) one per pixel, its
     /// largest value over the channels / 255, written as the convolution before computes them.
-    /// The stem, the residual stream and the pooled outputs stay `f32`. Native engine only:
+    /// The stem runs in int8 too, each image's pixels coded with one scale (its widest
+    /// channel range / 255) and a zero point per channel, so normalised 8-bit pixels are
+    /// coded exactly. The residual stream and the pooled outputs stay `f32`. Native engine only:
     /// with AVX512-VNNI where the CPU has it (and no engine, or
     /// [`Engine::Native`]`(`[`Isa::Avx512`]`)`, is asked for), else with the AVX2 kernel,
     /// which uses AVX-VNNI where the CPU has it ([`Backbone::int8_kernel`] says which runs).

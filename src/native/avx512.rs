@@ -94,11 +94,6 @@ impl Kernel for Avx512Vnni {
         ep: &Epilogue<'_>,
     ) {
         ep.assert_int8(NR);
-        // Only the AVX2 int8 stem has image biases (`int8::pack_stem`).
-        assert!(
-            ep.image_bias.is_null(),
-            "the AVX-512 int8 tile takes no image biases"
-        );
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves AVX-512F and AVX512-VNNI; the pointers are as the caller's
         // contract says, and the scales were checked above.
@@ -344,6 +339,17 @@ macro_rules! define_vnni_tile {
                     let image = _mm512_set1_ps(image);
                     sum[0] = _mm512_mul_ps(_mm512_cvtepi32_ps(row[0]), _mm512_mul_ps(scale0, image));
                     sum[1] = _mm512_mul_ps(_mm512_cvtepi32_ps(row[1]), _mm512_mul_ps(scale1, image));
+                }
+                // The int8 stem's bias per image and channel (`int8::pack_stem`), with the last
+                // reduction block; rows past `rows` take the last row's image.
+                if ep.last && !ep.image_bias.is_null() {
+                    let last = ep.row_img[rows - 1];
+                    for (r, sum) in sums.iter_mut().enumerate() {
+                        let image = *ep.row_img.get(r).unwrap_or(&last);
+                        let at = ep.image_bias.add(image * ep.pool_stride);
+                        sum[0] = _mm512_add_ps(sum[0], _mm512_loadu_ps(at));
+                        sum[1] = _mm512_add_ps(sum[1], _mm512_loadu_ps(at.add(16)));
+                    }
                 }
                 store_tile!(sums, outs, rows, ep);
             }

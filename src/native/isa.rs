@@ -311,7 +311,7 @@ impl Int8 for Avx512Vnni {
 #[non_exhaustive]
 pub enum Int8Kernel {
     /// AVX512-VNNI (Intel since Ice Lake / Cascade Lake, AMD since Zen 4): `vpdpbusd` on a
-    /// 14 x 32 tile, with the AVX-512 float kernels for the stem ([`Isa::Avx512`]).
+    /// 14 x 32 tile, with the AVX-512 float kernels for what stays `f32` ([`Isa::Avx512`]).
     Avx512Vnni,
     /// AVX-VNNI (Intel since Alder Lake, AMD since Zen 5): `vpdpbusd` on 256-bit vectors in
     /// the AVX2 tile ([`Isa::Avx2`]).

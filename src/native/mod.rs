@@ -77,10 +77,9 @@ impl NativeNet {
         Ok(Self { net })
     }
 
-    /// The bottleneck stages in int8 ([`int8`]), the stem in fp32 with [`Isa::Avx512`] and in
-    /// int8 with [`Isa::Avx2`] ([`int8::pack_stem`]): with `isa`'s float kernels and its int8
-    /// kernel (AVX512-VNNI for [`Isa::Avx512`]; for [`Isa::Avx2`], AVX-VNNI where the CPU has
-    /// it, else AVX2 alone).
+    /// The bottleneck stages and the stem in int8 ([`int8`], [`int8::pack_stem`]): with
+    /// `isa`'s float kernels and its int8 kernel (AVX512-VNNI for [`Isa::Avx512`]; for
+    /// [`Isa::Avx2`], AVX-VNNI where the CPU has it, else AVX2 alone).
     ///
     /// # Errors
     /// Why it cannot run: the CPU lacks the instruction set (or AVX512-VNNI), or a width does
@@ -94,7 +93,13 @@ impl NativeNet {
                     int8,
                     net,
                     profile,
-                    Int8Stages::Avx512Vnni,
+                    |isa, stages| {
+                        Int8Stages::Avx512Vnni(
+                            isa,
+                            stages,
+                            int8::pack_stem(isa, &net.convs.stem).map(Box::new),
+                        )
+                    },
                 )?)
             }
             Isa::Avx2 => {
@@ -281,7 +286,13 @@ enum Int8Stages {
         [Vec<WinogradConv<Avx2Pairs>>; 4],
         Option<Box<PackedConv<Avx2Int8>>>,
     ),
-    Avx512Vnni(Avx512Vnni, PackedInt8<Avx512Vnni>),
+    /// The stages for AVX512-VNNI, and the stem in int8 where it runs so, as for
+    /// [`Int8Stages::Avx2`].
+    Avx512Vnni(
+        Avx512Vnni,
+        PackedInt8<Avx512Vnni>,
+        Option<Box<PackedConv<Avx512Vnni>>>,
+    ),
 }
 
 impl<K> Stages<K> {
@@ -299,7 +310,7 @@ impl Int8Stages {
     fn lens(&self) -> [usize; 4] {
         match self {
             Int8Stages::Avx2(_, s, ..) => s.each_ref().map(Vec::len),
-            Int8Stages::Avx512Vnni(_, s) => s.each_ref().map(Vec::len),
+            Int8Stages::Avx512Vnni(_, s, _) => s.each_ref().map(Vec::len),
         }
     }
 
@@ -307,7 +318,7 @@ impl Int8Stages {
     fn kernel(&self) -> Int8Kernel {
         match self {
             Int8Stages::Avx2(isa, ..) => isa.name(),
-            Int8Stages::Avx512Vnni(isa, _) => isa.name(),
+            Int8Stages::Avx512Vnni(isa, ..) => isa.name(),
         }
     }
 }
@@ -526,6 +537,25 @@ impl<K: Kernel> Net<K> {
         stats
     }
 
+    /// The int8 stem `pc` ([`int8::pack_stem`]) on the NCHW batch `nchw` of shape `[n, c, h,
+    /// w]`, quantised first ([`int8::quantize_input`]), into `out`, as [`Net::stem_stats`].
+    fn stem_int8<I: Int8>(
+        &self,
+        isa: I,
+        pc: &PackedConv<I>,
+        nchw: &[f32],
+        [n, c, h, w]: [usize; 4],
+        out: &mut Act,
+        pool: bool,
+    ) -> Stats {
+        let input = self.timed("take+fill", || {
+            let mut q = self.pool.take(n, h, w, 1, pc.pad);
+            int8::quantize_input(isa.avx2(), nchw, c, &mut q);
+            q
+        });
+        self.stem_stats(isa, pc, input, out, pool)
+    }
+
     /// `x` quantised for the int8 kernel, with a border of `pad`, timed; `max` is each image's
     /// largest value where the convolution that wrote `x` found it.
     fn quantized(&self, isa: impl Int8, x: &Act, max: Option<&[f32]>, pad: usize) -> Act {
@@ -571,12 +601,10 @@ impl<K: Kernel> Net<K> {
         // writes it.
         let stats = match &self.stages {
             Stages::Int8(Int8Stages::Avx2(isa, _, _, Some(stem8))) => {
-                let input = self.timed("take+fill", || {
-                    let mut q = self.pool.take(n, h, w, 1, stem8.pad);
-                    int8::quantize_input(isa.avx2(), nchw, c, &mut q);
-                    q
-                });
-                self.stem_stats(*isa, stem8, input, &mut stem, wanted[0])
+                self.stem_int8(*isa, stem8, nchw, [n, c, h, w], &mut stem, wanted[0])
+            }
+            Stages::Int8(Int8Stages::Avx512Vnni(isa, _, Some(stem8))) => {
+                self.stem_int8(*isa, stem8, nchw, [n, c, h, w], &mut stem, wanted[0])
             }
             _ => {
                 let input = self.timed("take+fill", || {
@@ -624,7 +652,7 @@ impl<K: Kernel> Net<K> {
                                 winograd,
                             )
                         }
-                        Int8Stages::Avx512Vnni(isa, s) => {
+                        Int8Stages::Avx512Vnni(isa, s, _) => {
                             self.bottleneck_int8(*isa, &s[..stages], [i, j], x, &mut xq, pool, None)
                         }
                     },
