@@ -1143,13 +1143,12 @@ mod tests {
     }
 
     /// The int8 stem on every int8 kernel against the `f32` convolution (summed in `f64`) of
-    /// the same input:
-    /// exactly (to `f32` rounding) where the weights' codes are exact and the means whole,
-    /// and otherwise within the bound of each output's errors: a weight code's error is at
-    /// most half its channel's scale, and what is left of it once the epilogue puts back its
-    /// error on the channel means multiplies each tap's distance from its channel's mean (the
-    /// padding's 0 included); each padded tap's input code is off by at most half the input
-    /// scale.
+    /// the same input: exactly (to `f32` rounding) where the weights' codes are exact and the
+    /// means whole, and otherwise within the bound of each output's errors: a weight code's
+    /// error is at most half its channel's scale, and what is left of it once the epilogue
+    /// puts back its error on the channel means multiplies each tap's distance from its
+    /// channel's mean (the padding's 0 included); each padded tap's input code is off by at
+    /// most half the input scale.
     #[test]
     fn int8_stem_matches_the_f32_convolution() {
         crate::native::isa::each_int8_kernel!(|kernel| stem_matches_the_f32_convolution(kernel));
