@@ -16,7 +16,7 @@ use std::arch::x86_64::{
     _mm512_storeu_ps,
 };
 
-use super::isa::{Avx512, Avx512Vnni, Epilogue, Isa, Kernel, MAX_MR, vectorize_with};
+use super::isa::{Avx2Fma, Avx512, Avx512Vnni, Epilogue, Isa, Kernel, MAX_MR, vectorize_with};
 
 /// Output pixels per tile.
 const MR: usize = 14;
@@ -110,6 +110,74 @@ impl Kernel for Avx512Vnni {
     #[inline]
     fn copy(self, dst: &mut [f32], src: &[f32]) {
         self.fp32().copy(dst, src);
+    }
+
+    #[inline]
+    fn quantize_pixel(self, isa: Avx2Fma, values: &[f32], out: &mut [f32]) -> f32 {
+        assert!(
+            values.len().is_multiple_of(4) && out.len() * 4 == values.len(),
+            "four values per word"
+        );
+        if !values.len().is_multiple_of(16) {
+            return super::int8::quantize_pixel(isa, values, out);
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves AVX-512F; the lengths were checked.
+        unsafe {
+            quantize_pixel(values, out)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (values, out);
+            self.fp32().never()
+        }
+    }
+}
+
+/// [`Kernel::quantize_pixel`] for AVX512-VNNI: [`super::int8::quantize_pixel`] (the largest
+/// value, at least 0 with NaN never winning, then `round(v * inv)` ties to even clamped to
+/// 0..=255, NaN to 0) in 512-bit vectors, two maxima at a time, where the AVX2 version's
+/// one 256-bit chain and scalar reduction weighed on the 1x1s of 16 and 32 words.
+///
+/// # Safety
+/// AVX-512F must be available; `values.len()` a multiple of 16 and `out.len() * 4` equal to it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_pixel(values: &[f32], out: &mut [f32]) -> f32 {
+    use x86_64::{
+        _mm_storeu_si128, _mm512_cvtepi32_epi8, _mm512_cvtps_epi32, _mm512_max_epi32,
+        _mm512_min_ps, _mm512_mul_ps, _mm512_reduce_max_ps, _mm512_setzero_si512,
+    };
+    // SAFETY: every load reads 16 floats of a chunk of 16 or 32, every store 16 bytes of a
+    // chunk of 4 words.
+    unsafe {
+        // `max_ps` returns its second operand when either is NaN: a NaN value leaves the
+        // maximum as it was, so no NaN reaches the reduction.
+        let (mut m0, mut m1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut pairs = values.chunks_exact(32);
+        for c in &mut pairs {
+            m0 = _mm512_max_ps(_mm512_loadu_ps(c.as_ptr()), m0);
+            m1 = _mm512_max_ps(_mm512_loadu_ps(c.as_ptr().add(16)), m1);
+        }
+        for c in pairs.remainder().chunks_exact(16) {
+            m0 = _mm512_max_ps(_mm512_loadu_ps(c.as_ptr()), m0);
+        }
+        let s = super::int8::scale(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)));
+        let (inv, top, zero) = (
+            _mm512_set1_ps(1.0 / s),
+            _mm512_set1_ps(255.0),
+            _mm512_setzero_si512(),
+        );
+        for (c, o) in values.chunks_exact(16).zip(out.chunks_exact_mut(4)) {
+            // At most 255 first (`min_ps` returns its second operand, a NaN, when either is
+            // NaN), then round to nearest (the default MXCSR mode): NaN and values below i32's
+            // range become i32::MIN; every negative then becomes 0, and the narrowing keeps
+            // the low byte of values within 0..=255.
+            let v = _mm512_min_ps(top, _mm512_mul_ps(_mm512_loadu_ps(c.as_ptr()), inv));
+            let code = _mm512_max_epi32(_mm512_cvtps_epi32(v), zero);
+            _mm_storeu_si128(o.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(code));
+        }
+        s
     }
 }
 

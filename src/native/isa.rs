@@ -498,6 +498,17 @@ pub(crate) trait Kernel: Copy + Send + Sync + fmt::Debug + 'static {
     /// If the lengths differ.
     fn copy(self, dst: &mut [f32], src: &[f32]);
 
+    /// One pixel's channels `values` quantised into `out` (`values.len() / 4` words) under
+    /// the pixel's own scale, which it returns: [`super::int8::quantize_pixel`], what a
+    /// convolution's epilogue writes for each pixel where it quantises its output per pixel.
+    /// The AVX512-VNNI kernel overrides it with 512-bit vectors, to the same codes and scale.
+    ///
+    /// # Panics
+    /// If `out` does not hold `values.len() / 4` words, or that is not whole.
+    fn quantize_pixel(self, isa: Avx2Fma, values: &[f32], out: &mut [f32]) -> f32 {
+        super::int8::quantize_pixel(isa, values, out)
+    }
+
     /// The AVX2 token for the transforms of Winograd's F(2x2, 3x3) ([`super::winograd`]),
     /// where the `f32` network runs its 3x3 convolutions so instead of directly: the AVX2
     /// kernel (measured on AMD Zen 3, see `benches/README.md`). AVX-512 keeps the direct

@@ -667,7 +667,7 @@ impl<K: Kernel> Job<'_, K> {
                 let values = std::slice::from_raw_parts(self.out.get().add(px.dst[i]), cout);
                 let out = std::slice::from_raw_parts_mut(codes.data.get().add(at), words);
                 *codes.scales.get().add(at / codes.cs) =
-                    super::int8::quantize_pixel(codes.isa, values, out);
+                    self.isa.quantize_pixel(codes.isa, values, out);
             }
         }
     }
