@@ -4,8 +4,8 @@
 //! in place of the fused multiply-add.
 //!
 //! Bias, the residual and ReLU are applied to the registers before the one store, and a pooled
-//! tap's channel sums are taken from the stored rows while they are in L1, so no separate pass
-//! reads the output again.
+//! tap's channel sums (and the int8 network's per-image maxima) are taken from the same
+//! registers, so no separate pass reads the output again.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64;
@@ -198,8 +198,9 @@ macro_rules! each_row {
 
 /// The epilogue of a tile: for each of the first `rows` rows, take its two vectors of sums from
 /// `$row(r)`, add the partial sums or residual held in the output, then (after the last
-/// reduction block) the bias and ReLU, and store them. A macro, not a function: the
-/// accumulators must stay in registers, and a call would take their address.
+/// reduction block) the bias and ReLU, store them, and add them to their image's pooled sums
+/// and maxima where the epilogue keeps those. A macro, not a function: the accumulators must
+/// stay in registers, and a call would take their address.
 ///
 /// Used inside `unsafe` AVX-512 functions whose contract makes `outs[..rows]` address `NR`
 /// floats each.
@@ -214,6 +215,19 @@ macro_rules! store_tile {
                 _mm512_loadu_ps(ep.bias.as_ptr()),
                 _mm512_loadu_ps(ep.bias.as_ptr().add(16)),
             )
+        } else {
+            (zero, zero)
+        };
+        // With the last reduction block: the channel sums and lane maxima of each image's
+        // rows (NaN never wins: `max_ps` returns its second operand when either is NaN), added
+        // to that image's pooled sums and maxima when the image changes and at the end.
+        let pooling = ep.last && !ep.pool.is_null();
+        let maxing = ep.last && !ep.max.is_null();
+        let mut image = ep.row_img[0];
+        let (mut s0, mut s1) = (zero, zero);
+        let (mut m0, mut m1) = if maxing {
+            let at = ep.max.add(image * NR);
+            (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)))
         } else {
             (zero, zero)
         };
@@ -239,51 +253,47 @@ macro_rules! store_tile {
                 }
                 _mm512_storeu_ps(outs[r], v0);
                 _mm512_storeu_ps(outs[r].add(16), v1);
+                if pooling || maxing {
+                    let row_image = ep.row_img[r];
+                    if row_image != image {
+                        if pooling {
+                            let at = ep.pool.add(image * ep.pool_stride);
+                            _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
+                            _mm512_storeu_ps(
+                                at.add(16),
+                                _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1),
+                            );
+                            (s0, s1) = (zero, zero);
+                        }
+                        if maxing {
+                            let at = ep.max.add(image * NR);
+                            _mm512_storeu_ps(at, m0);
+                            _mm512_storeu_ps(at.add(16), m1);
+                            let at = ep.max.add(row_image * NR);
+                            (m0, m1) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
+                        }
+                        image = row_image;
+                    }
+                    if pooling {
+                        s0 = _mm512_add_ps(s0, v0);
+                        s1 = _mm512_add_ps(s1, v1);
+                    }
+                    if maxing {
+                        m0 = _mm512_max_ps(v0, m0);
+                        m1 = _mm512_max_ps(v1, m1);
+                    }
+                }
             }
         });
-        if ep.last {
-            if !ep.pool.is_null() {
-                // Channel sums of the rows of each image, read back from L1 (indexing the
-                // accumulators here would make LLVM keep them in memory), added to that
-                // image's pooled sums when the image changes and at the end.
-                let (mut s0, mut s1, mut image) = (zero, zero, ep.row_img[0]);
-                for r in 0..rows {
-                    if ep.row_img[r] != image {
-                        let at = ep.pool.add(image * ep.pool_stride);
-                        _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
-                        _mm512_storeu_ps(
-                            at.add(16),
-                            _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1),
-                        );
-                        (s0, s1, image) = (zero, zero, ep.row_img[r]);
-                    }
-                    s0 = _mm512_add_ps(s0, _mm512_loadu_ps(outs[r]));
-                    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(outs[r].add(16)));
-                }
-                let at = ep.pool.add(image * ep.pool_stride);
-                _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
-                _mm512_storeu_ps(at.add(16), _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1));
-            }
-            if !ep.max.is_null() {
-                // Each image's lane maxima, from the rows read back from L1; NaN never wins
-                // (`max_ps` returns its second operand when either is NaN).
-                let mut image = ep.row_img[0];
-                let mut at = ep.max.add(image * NR);
-                let (mut m0, mut m1) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
-                for r in 0..rows {
-                    if ep.row_img[r] != image {
-                        _mm512_storeu_ps(at, m0);
-                        _mm512_storeu_ps(at.add(16), m1);
-                        image = ep.row_img[r];
-                        at = ep.max.add(image * NR);
-                        (m0, m1) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
-                    }
-                    m0 = _mm512_max_ps(_mm512_loadu_ps(outs[r]), m0);
-                    m1 = _mm512_max_ps(_mm512_loadu_ps(outs[r].add(16)), m1);
-                }
-                _mm512_storeu_ps(at, m0);
-                _mm512_storeu_ps(at.add(16), m1);
-            }
+        if pooling {
+            let at = ep.pool.add(image * ep.pool_stride);
+            _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
+            _mm512_storeu_ps(at.add(16), _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1));
+        }
+        if maxing {
+            let at = ep.max.add(image * NR);
+            _mm512_storeu_ps(at, m0);
+            _mm512_storeu_ps(at.add(16), m1);
         }
     }};
 }
