@@ -299,9 +299,23 @@ macro_rules! store_tile {
 }
 
 /// The reduction loop of a tile: `$step(&mut $acc, ci, $bp)` for each step `ci < $len`, four
-/// at a time, `$bp` advancing by one panel row (`NR` words) per step.
+/// at a time (two with `pairs:`), `$bp` advancing by one panel row (`NR` words) per step.
 #[cfg(target_arch = "x86_64")]
 macro_rules! steps {
+    (pairs: $step:ident, $acc:ident, $len:expr, $bp:ident) => {{
+        let len = $len;
+        let mut ci = 0;
+        while ci + 2 <= len {
+            $step(&mut $acc, ci, $bp);
+            $step(&mut $acc, ci + 1, $bp.add(NR));
+            ci += 2;
+            $bp = $bp.add(2 * NR);
+        }
+        if ci < len {
+            $step(&mut $acc, ci, $bp);
+            $bp = $bp.add(NR);
+        }
+    }};
     ($step:ident, $acc:ident, $len:expr, $bp:ident) => {{
         let len = $len;
         let mut ci = 0;
@@ -426,7 +440,15 @@ macro_rules! define_vnni_tile {
                             row[1] = _mm512_dpbusd_epi32(row[1], av, b1);
                         }
                     };
-                    steps!(step, acc, len, bp);
+                    if STEP < 4 {
+                        // Rows fewer than four words apart (the int8 stem's, two): in four
+                        // steps a row reads words its neighbours read two steps before, and
+                        // LLVM kept those broadcasts for reuse, spilling them to the stack
+                        // (76 of the stem tile's 84 stack accesses); two steps share none.
+                        steps!(pairs: step, acc, len, bp);
+                    } else {
+                        steps!(step, acc, len, bp);
+                    }
                 }
                 // To floats, dequantised by the weights' scale per channel and the input's per
                 // row, and (the int8 stem, `int8::pack_stem`) plus the bias per image and
