@@ -223,7 +223,7 @@ macro_rules! store_tile {
         // to that image's pooled sums and maxima when the image changes and at the end.
         let pooling = ep.last && !ep.pool.is_null();
         let maxing = ep.last && !ep.max.is_null();
-        let mut image = ep.row_img[0];
+        let mut image = if pooling || maxing { ep.row_img[0] } else { 0 };
         let (mut s0, mut s1) = (zero, zero);
         let (mut m0, mut m1) = if maxing {
             let at = ep.max.add(image * NR);
