@@ -114,11 +114,9 @@ impl Kernel for Avx512Vnni {
 
     #[inline]
     fn quantize_pixel(self, isa: Avx2Fma, values: &[f32], out: &mut [f32]) -> f32 {
-        assert!(
-            values.len().is_multiple_of(4) && out.len() * 4 == values.len(),
-            "four values per word"
-        );
-        if !values.len().is_multiple_of(16) {
+        // Lengths the 512-bit loop does not take go to the AVX2 version, which also refuses
+        // (panics on) an `out` of the wrong length.
+        if !values.len().is_multiple_of(16) || out.len() * 4 != values.len() {
             return super::int8::quantize_pixel(isa, values, out);
         }
         #[cfg(target_arch = "x86_64")]
