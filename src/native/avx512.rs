@@ -221,6 +221,17 @@ macro_rules! store_tile {
         // to that image's pooled sums and maxima when the image changes and at the end.
         let pooling = ep.last && !ep.pool.is_null();
         let maxing = ep.last && !ep.max.is_null();
+        // Adds a block's channel sums to image `image`'s pooled sums; stores its lane maxima.
+        let add_pooled = |image: usize, s0, s1| {
+            let at = ep.pool.add(image * ep.pool_stride);
+            _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
+            _mm512_storeu_ps(at.add(16), _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1));
+        };
+        let store_max = |image: usize, m0, m1| {
+            let at = ep.max.add(image * NR);
+            _mm512_storeu_ps(at, m0);
+            _mm512_storeu_ps(at.add(16), m1);
+        };
         let mut image = if pooling || maxing { ep.row_img[0] } else { 0 };
         let (mut s0, mut s1) = (zero, zero);
         let (mut m0, mut m1) = if maxing {
@@ -255,18 +266,11 @@ macro_rules! store_tile {
                     let row_image = ep.row_img[r];
                     if row_image != image {
                         if pooling {
-                            let at = ep.pool.add(image * ep.pool_stride);
-                            _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
-                            _mm512_storeu_ps(
-                                at.add(16),
-                                _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1),
-                            );
+                            add_pooled(image, s0, s1);
                             (s0, s1) = (zero, zero);
                         }
                         if maxing {
-                            let at = ep.max.add(image * NR);
-                            _mm512_storeu_ps(at, m0);
-                            _mm512_storeu_ps(at.add(16), m1);
+                            store_max(image, m0, m1);
                             let at = ep.max.add(row_image * NR);
                             (m0, m1) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
                         }
@@ -284,14 +288,10 @@ macro_rules! store_tile {
             }
         });
         if pooling {
-            let at = ep.pool.add(image * ep.pool_stride);
-            _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), s0));
-            _mm512_storeu_ps(at.add(16), _mm512_add_ps(_mm512_loadu_ps(at.add(16)), s1));
+            add_pooled(image, s0, s1);
         }
         if maxing {
-            let at = ep.max.add(image * NR);
-            _mm512_storeu_ps(at, m0);
-            _mm512_storeu_ps(at.add(16), m1);
+            store_max(image, m0, m1);
         }
     }};
 }
